@@ -1,0 +1,124 @@
+-- credyt data model, part 1: tables. Read in order: tenancy, customers, the ledger.
+-- Every tenant-owned table carries account_id; RLS is enabled and forced in
+-- 900_security.sql. Tables are singular nouns; the read views (002_views.sql) are plural.
+
+-- Tenancy ---------------------------------------------------------------------------
+
+-- A tenant. The platform account is the one row without a parent; connected
+-- accounts hang under it, sub-organisations under those.
+CREATE TABLE credyt.account (
+    id          text PRIMARY KEY,
+    parent_id   text REFERENCES credyt.account (id),
+    name        text NOT NULL,
+    external_id text,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    CHECK (id <> parent_id)
+);
+CREATE UNIQUE INDEX account_one_platform ON credyt.account ((parent_id IS NULL)) WHERE parent_id IS NULL;
+CREATE UNIQUE INDEX account_external_id ON credyt.account (parent_id, external_id) WHERE external_id IS NOT NULL;
+CREATE INDEX account_parent ON credyt.account (parent_id);
+
+-- Roles confined to an account (and its descendants). Keyed by role OID so that
+-- renaming a role cannot unbind it.
+CREATE TABLE credyt.role_binding (
+    role_oid   oid PRIMARY KEY,
+    account_id text NOT NULL REFERENCES credyt.account (id),
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+
+-- Customers ---------------------------------------------------------------------------
+
+CREATE TABLE credyt.customer (
+    account_id  text NOT NULL REFERENCES credyt.account (id),
+    id          text PRIMARY KEY,
+    name        text NOT NULL,
+    external_id text,
+    email       text,
+    cohort      text,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX customer_external_id ON credyt.customer (account_id, external_id);
+CREATE INDEX customer_account ON credyt.customer (account_id, created_at);
+
+-- The ledger --------------------------------------------------------------------------
+
+-- One balance of a customer (`name:ASSET`). This row is the lock a money movement
+-- takes: everything that changes the wallet (its lots, its entries) is written while
+-- holding it. balance = sum of the wallet's entries = sum(lot.remaining) - debt.
+CREATE TABLE credyt.wallet_account (
+    account_id      text NOT NULL,
+    customer_id     text NOT NULL REFERENCES credyt.customer (id),
+    name            text NOT NULL,
+    asset           text NOT NULL,
+    balance         numeric NOT NULL DEFAULT 0,
+    debt            numeric NOT NULL DEFAULT 0 CHECK (debt >= 0),
+    overdraft_limit numeric CHECK (overdraft_limit >= 0),   -- NULL: any negative balance
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (customer_id, name, asset)
+);
+
+-- The ledger tables below carry no foreign keys on purpose: a foreign-key check
+-- takes FOR KEY SHARE on the referenced row, and the tenant's account row is shared
+-- by every customer, so each charge would write a lock onto it. Integrity of these
+-- references is kept by the code that writes them and re-checked by verify_ledger().
+
+-- A ledger transaction: the header of a set of entries that sum to zero per asset.
+-- idem_key is the client's transaction_id; replays find the original here.
+CREATE TABLE credyt.ledger_txn (
+    account_id  text NOT NULL,
+    id          text PRIMARY KEY,
+    kind        text NOT NULL,
+    idem_key    text,
+    customer_id text,
+    payload     jsonb NOT NULL,
+    description text,
+    metadata    jsonb NOT NULL DEFAULT '{}',
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE UNIQUE INDEX ledger_txn_idem_key ON credyt.ledger_txn (account_id, idem_key) WHERE idem_key IS NOT NULL;
+
+-- One credit inside a wallet account. seq orders lots by age for the burn-down.
+CREATE TABLE credyt.lot (
+    account_id   text NOT NULL,
+    id           text PRIMARY KEY,
+    seq          bigint GENERATED ALWAYS AS IDENTITY,
+    customer_id  text NOT NULL,
+    wallet_name  text NOT NULL,
+    asset        text NOT NULL,
+    purpose      text NOT NULL CHECK (purpose IN ('promotion', 'bundled', 'paid')),
+    priority     int NOT NULL,
+    amount       numeric NOT NULL CHECK (amount > 0),
+    remaining    numeric NOT NULL,
+    effective_at timestamptz NOT NULL,
+    expires_at   timestamptz,
+    on_expiry    text NOT NULL DEFAULT 'expire',
+    source       text NOT NULL,          -- what created it, e.g. 'adjust:gift'
+    txn_id       text NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    CHECK (expires_at IS NULL OR expires_at > effective_at)
+);
+CREATE INDEX lot_wallet ON credyt.lot (customer_id, wallet_name, asset);
+
+-- Immutable double-entry lines. A customer leg (system = false) moves a wallet
+-- account, and names the lot it credits or draws (NULL for the debt part); a system
+-- leg (system = true) moves a per-tenant system account (revenue, promotions,
+-- external, adjustments, ...) and still names the customer it concerns. System
+-- balances are sums of entries: no shared row is updated per charge.
+CREATE TABLE credyt.entry (
+    id          bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    account_id  text NOT NULL,
+    txn_id      text NOT NULL,
+    customer_id text NOT NULL,
+    system      boolean NOT NULL,
+    ledger_name text NOT NULL,
+    asset       text NOT NULL,
+    amount      numeric NOT NULL CHECK (amount <> 0),
+    lot_id      text,
+    kind        text NOT NULL,
+    created_at  timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX entry_wallet ON credyt.entry (customer_id, ledger_name, asset, created_at);
+CREATE INDEX entry_txn ON credyt.entry (txn_id);

@@ -1,0 +1,17 @@
+-- Read views. security_invoker: they run with the reader's rights, so row-level
+-- security on the tables decides what each tenant sees.
+
+CREATE VIEW credyt.customers WITH (security_invoker = true) AS
+SELECT id, account_id, name, external_id, email, cohort, metadata, created_at
+FROM credyt.customer;
+
+CREATE VIEW credyt.lots WITH (security_invoker = true) AS
+SELECT id, customer_id, wallet_name || ':' || asset AS account_id, asset, purpose, priority,
+       amount, remaining, effective_at, expires_at, on_expiry, source,
+       txn_id AS transaction_id, account_id AS tenant_id, created_at
+FROM credyt.lot;
+
+CREATE VIEW credyt.entries WITH (security_invoker = true) AS
+SELECT txn_id AS transaction_id, customer_id, ledger_name || ':' || asset AS account_id, asset,
+       amount, kind, system, lot_id, account_id AS tenant_id, created_at, id AS entry_id
+FROM credyt.entry;

@@ -1,0 +1,79 @@
+-- Least privilege, in one place (runs last).
+--  * Row-level security on every tenant table, enabled and forced: rows of the
+--    account in scope only. (SECURITY DEFINER API functions run as the owner, which
+--    bypasses RLS as a superuser; they filter by the account in scope themselves.)
+--  * No table privileges for PUBLIC; application roles get what grant_access() gives.
+--  * The platform account exists from install.
+--  * pg_dump keeps the data (extension tables are otherwise skipped).
+
+ALTER TABLE credyt.account ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credyt.account FORCE ROW LEVEL SECURITY;
+CREATE POLICY tenant ON credyt.account
+    USING (id = (SELECT credyt.current_account()) OR parent_id = (SELECT credyt.current_account()));
+
+ALTER TABLE credyt.role_binding ENABLE ROW LEVEL SECURITY;
+ALTER TABLE credyt.role_binding FORCE ROW LEVEL SECURITY;   -- no policy: invisible to non-owners
+
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry'] LOOP
+        EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
+        EXECUTE format('ALTER TABLE credyt.%I FORCE ROW LEVEL SECURITY', t);
+        EXECUTE format('CREATE POLICY tenant ON credyt.%I USING (account_id = (SELECT credyt.current_account()))', t);
+    END LOOP;
+END $$;
+
+REVOKE ALL ON ALL TABLES IN SCHEMA credyt FROM PUBLIC;
+REVOKE ALL ON ALL SEQUENCES IN SCHEMA credyt FROM PUBLIC;
+REVOKE ALL ON ALL FUNCTIONS IN SCHEMA credyt FROM PUBLIC;
+
+-- Gives an application role what it needs: the schema, EXECUTE on the API (every
+-- function of the extension except the internal ones, prefixed '_', and the
+-- administrator's bind_role/grant_access), SELECT on the read views and on the tables
+-- they read (the views are security_invoker, so RLS applies to the reader).
+CREATE FUNCTION credyt.grant_access(role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f regprocedure;
+    v regclass;
+BEGIN
+    IF role IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'CY400', MESSAGE = 'role must not be NULL';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role) THEN
+        RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = format('unknown role %s', role),
+            HINT = 'create the role first: CREATE ROLE ...';
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA credyt TO %I', role);
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
+        JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'credyt'
+        JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'credyt'
+        WHERE p.proname !~ '^_' AND p.proname NOT IN ('bind_role', 'grant_access')
+    LOOP
+        EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
+    END LOOP;
+    FOR v IN
+        SELECT c.oid::regclass FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+        WHERE n.nspname = 'credyt' AND c.relkind = 'v'
+    LOOP
+        EXECUTE format('GRANT SELECT ON %s TO %I', v, role);
+    END LOOP;
+    EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry TO %I', role);
+END $$;
+REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
+
+INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform');
+
+-- One call per statement: each call rewrites the pg_extension row.
+DO $$
+DECLARE t text;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry'] LOOP
+        PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');
+    END LOOP;
+    PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');
+    PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.entry', 'id')::regclass, '');
+END $$;

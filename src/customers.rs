@@ -1,0 +1,81 @@
+//! Customers of a tenant (SPEC §5). Wherever a customer is named, the `cust_…` id or
+//! the tenant's own `external_id` may be given.
+
+use crate::error::{api, CyError, Result};
+use crate::plan_cache::one;
+use crate::tenancy::scope;
+use crate::validate;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+
+/// Resolves a customer reference inside `account`. Customers of other tenants are
+/// reported as unknown: the error does not reveal that they exist.
+pub fn resolve(c: &mut SpiClient<'_>, account: &str, reference: Option<&str>) -> Result<String> {
+    let reference = reference.ok_or_else(|| CyError::invalid("customer must not be NULL"))?;
+    one::<String>(
+        c,
+        "SELECT id FROM credyt.customer WHERE account_id = $1 AND (id = $2 OR external_id = $2) \
+         ORDER BY id = $2 DESC LIMIT 1",
+        &[account.into(), reference.into()],
+    )?
+    .ok_or_else(|| {
+        CyError::not_found(format!("unknown customer {reference}"))
+            .detail(format!("no customer with that id or external_id in account {account}"))
+            .hint("create it with credyt.create_customer(), or check credyt.account")
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn create_customer(
+    name: Option<String>,
+    external_id: default!(Option<String>, "NULL"),
+    email: default!(Option<String>, "NULL"),
+    cohort: default!(Option<String>, "NULL"),
+    metadata: default!(Option<JsonB>, "'{}'"),
+) -> String {
+    api(move || {
+        let name = validate::name("name", name)?;
+        let external_id = validate::optional_key("external_id", external_id)?;
+        let email = validate::optional_key("email", email)?;
+        let cohort = validate::optional_key("cohort", cohort)?;
+        let metadata = validate::metadata(metadata)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let id = crate::ids::new_id("cust")?;
+            let inserted = one::<String>(
+                c,
+                "INSERT INTO credyt.customer (account_id, id, name, external_id, email, cohort, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id",
+                &[
+                    account.as_str().into(),
+                    id.as_str().into(),
+                    name.as_str().into(),
+                    external_id.clone().into(),
+                    email.into(),
+                    cohort.into(),
+                    JsonB(metadata).into(),
+                ],
+            )?;
+            match inserted {
+                Some(id) => Ok(id),
+                None => {
+                    let existing = one::<String>(
+                        c,
+                        "SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2",
+                        &[account.as_str().into(), external_id.clone().into()],
+                    )?
+                    .unwrap_or_default();
+                    Err(CyError::conflict(format!(
+                        "a customer with external_id {:?} already exists",
+                        external_id.unwrap_or_default()
+                    ))
+                    .detail(format!("existing customer: {existing}"))
+                    .hint("external_id is unique within an account; pass it wherever a customer is named"))
+                }
+            }
+        })
+    })
+}
+

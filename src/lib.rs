@@ -1,0 +1,43 @@
+//! credyt: real-time, wallet-native usage billing as a PostgreSQL extension.
+//!
+//! One module per domain word of the contract (`../shared/SPEC.md`): tenancy,
+//! customers, catalog, wallet (the ledger). DDL lives in `sql/`, in install order;
+//! pure logic (money, burn-down, ids) in the `credyt-core` crate.
+
+use pgrx::prelude::*;
+
+pgrx::pg_module_magic!(name, version);
+
+mod catalog;
+mod customers;
+mod error;
+mod ids;
+mod money;
+mod plan_cache;
+mod tenancy;
+mod validate;
+mod wallet;
+
+extension_sql_file!("../sql/001_tables.sql", name = "tables", bootstrap);
+extension_sql_file!("../sql/002_views.sql", name = "views", requires = ["tables"]);
+extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
+
+/// In-database tests, one file per domain, compiled only for `cargo pgrx test`.
+#[cfg(any(test, feature = "pg_test"))]
+#[pg_schema]
+mod tests {
+    use pgrx::prelude::*;
+    include!("../pgrx-tests/support.rs");
+    include!("../pgrx-tests/tenancy.rs");
+    include!("../pgrx-tests/wallet.rs");
+}
+
+/// Required by `cargo pgrx test`.
+#[cfg(test)]
+pub mod pg_test {
+    pub fn setup(_options: Vec<&str>) {}
+
+    pub fn postgresql_conf_options() -> Vec<&'static str> {
+        vec!["shared_preload_libraries = 'pg_cron'", "cron.database_name = 'pgrx_tests'"]
+    }
+}

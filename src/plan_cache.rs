@@ -1,0 +1,53 @@
+//! Prepared SPI plans, kept per backend and keyed by their constant SQL text.
+//!
+//! Every statement credyt runs is a `&'static str` with `$n` parameters; the first
+//! use in a backend prepares and keeps it (`SPI_keepplan`), later uses execute the
+//! kept plan. Postgres' plan cache revalidates kept plans after DDL, and the API
+//! runs as the function owner, so the role never varies under a cached plan.
+
+use crate::error::Result;
+use pgrx::datum::DatumWithOid;
+use pgrx::spi::{OwnedPreparedStatement, SpiClient, SpiTupleTable};
+use pgrx::PgOid;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
+
+thread_local! {
+    static PLANS: RefCell<HashMap<&'static str, Rc<OwnedPreparedStatement>>> =
+        RefCell::new(HashMap::new());
+}
+
+/// Executes `sql` with `args` through the backend's kept plan for it.
+pub fn run<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> Result<SpiTupleTable<'conn>> {
+    // Clone the Rc out so no RefCell borrow is held while the statement runs: it may
+    // call back into credyt (and so into this cache).
+    let cached = PLANS.with(|p| p.borrow().get(sql).cloned());
+    let plan = match cached {
+        Some(plan) => plan,
+        None => {
+            let oids: Vec<PgOid> = args.iter().map(|a| PgOid::from(a.oid())).collect();
+            let plan = Rc::new(client.prepare_mut(sql, &oids)?.keep());
+            PLANS.with(|p| p.borrow_mut().insert(sql, plan.clone()));
+            plan
+        }
+    };
+    Ok(client.update(&*plan, None, args)?)
+}
+
+/// First column of the first row, if any row came back.
+pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
+    client: &mut SpiClient<'_>,
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> Result<Option<T>> {
+    let table = run(client, sql, args)?;
+    if table.is_empty() {
+        return Ok(None);
+    }
+    Ok(table.first().get::<T>(1)?)
+}

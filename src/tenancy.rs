@@ -1,0 +1,192 @@
+//! Tenancy (SPEC §3): accounts, the account in scope, role bindings.
+//!
+//! The API runs SECURITY DEFINER as the extension owner, which bypasses row-level
+//! security, so every API statement filters by the account in scope explicitly;
+//! RLS is the second wall, for what application roles read directly.
+
+use crate::error::{api, CyError, Result};
+use crate::plan_cache::{one, run};
+use crate::validate;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+
+/// The platform account: the one account without a parent.
+pub fn platform(c: &mut SpiClient<'_>) -> Result<String> {
+    one::<String>(c, "SELECT id FROM credyt.account WHERE parent_id IS NULL", &[])?
+        .ok_or_else(|| CyError::internal("the platform account is missing"))
+}
+
+/// The setting `credyt.account`, if set to something non-empty.
+fn account_setting() -> Option<String> {
+    let p = unsafe { pg_sys::GetConfigOption(c"credyt.account".as_ptr(), true, false) };
+    if p.is_null() {
+        return None;
+    }
+    let s = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// The account a role is bound to. The role in effect for the caller (after SET ROLE)
+/// wins; a bound login that SETs ROLE to an unbound role stays confined by its
+/// session user's binding.
+fn binding(c: &mut SpiClient<'_>) -> Result<Option<String>> {
+    let outer = unsafe { pg_sys::GetOuterUserId() };
+    let session = unsafe { pg_sys::GetSessionUserId() };
+    one::<String>(
+        c,
+        "SELECT account_id FROM credyt.role_binding WHERE role_oid = $1 OR role_oid = $2 \
+         ORDER BY role_oid = $1 DESC LIMIT 1",
+        &[outer.into(), session.into()],
+    )
+}
+
+/// True when `account` is `ancestor` or one of its descendants.
+pub fn is_within(c: &mut SpiClient<'_>, account: &str, ancestor: &str) -> Result<bool> {
+    if account == ancestor {
+        return Ok(true);
+    }
+    Ok(one::<bool>(
+        c,
+        "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+           SELECT id, parent_id, 0 FROM credyt.account WHERE id = $1 \
+           UNION ALL SELECT a.id, a.parent_id, up.depth + 1 FROM credyt.account a \
+             JOIN up ON a.id = up.parent_id WHERE up.depth < 64) \
+         SELECT EXISTS (SELECT 1 FROM up WHERE id = $2)",
+        &[account.into(), ancestor.into()],
+    )?
+    .unwrap_or(false))
+}
+
+fn account_exists(c: &mut SpiClient<'_>, id: &str) -> Result<bool> {
+    Ok(one::<bool>(c, "SELECT EXISTS (SELECT 1 FROM credyt.account WHERE id = $1)", &[id.into()])?
+        .unwrap_or(false))
+}
+
+/// The account in scope (SPEC §3): the bound role's account (or a descendant it
+/// selected), else the `credyt.account` setting, else the platform account.
+pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
+    let setting = account_setting();
+    match binding(c)? {
+        Some(bound) => match setting {
+            None => Ok(bound),
+            Some(s) if s == bound => Ok(bound),
+            Some(s) => {
+                if is_within(c, &s, &bound)? {
+                    Ok(s)
+                } else {
+                    Err(CyError::forbidden(format!("account {s} is outside the account in scope"))
+                        .detail(format!("this role is bound to account {bound} and its descendants"))
+                        .hint("RESET credyt.account, or set it to the bound account or one of its sub-organisations"))
+                }
+            }
+        },
+        None => match setting {
+            None => platform(c),
+            Some(s) => {
+                if account_exists(c, &s)? {
+                    Ok(s)
+                } else {
+                    Err(CyError::not_found(format!("unknown account {s}"))
+                        .detail("the setting credyt.account names no account")
+                        .hint("SET credyt.account to an id returned by credyt.create_account(), or RESET it"))
+                }
+            }
+        },
+    }
+}
+
+/// Requires `account` to be the account in scope or one of its descendants.
+pub fn require_within_scope(c: &mut SpiClient<'_>, account: &str, scope: &str) -> Result<()> {
+    if !account_exists(c, account)? {
+        return Err(CyError::not_found(format!("unknown account {account}")));
+    }
+    if !is_within(c, account, scope)? {
+        return Err(CyError::forbidden(format!("account {account} is outside the account in scope ({scope})")));
+    }
+    Ok(())
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn current_account() -> String {
+    api(|| Spi::connect_mut(scope))
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn platform_account() -> String {
+    api(|| Spi::connect_mut(platform))
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn create_account(
+    name: Option<String>,
+    external_id: default!(Option<String>, "NULL"),
+    parent_id: default!(Option<String>, "NULL"),
+    metadata: default!(Option<JsonB>, "'{}'"),
+) -> String {
+    api(move || {
+        let name = validate::name("name", name)?;
+        let external_id = validate::optional_key("external_id", external_id)?;
+        let metadata = validate::metadata(metadata)?;
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            let parent = match parent_id {
+                Some(p) => p,
+                None => platform(c)?,
+            };
+            require_within_scope(c, &parent, &scope)?;
+            if let Some(ext) = &external_id {
+                if let Some(existing) = one::<String>(
+                    c,
+                    "SELECT id FROM credyt.account WHERE parent_id = $1 AND external_id = $2",
+                    &[parent.as_str().into(), ext.as_str().into()],
+                )? {
+                    return Err(CyError::conflict(format!(
+                        "an account with external_id {ext:?} already exists under {parent}"
+                    ))
+                    .detail(format!("existing account: {existing}")));
+                }
+            }
+            let id = crate::ids::new_id("acc")?;
+            run(
+                c,
+                "INSERT INTO credyt.account (id, parent_id, name, external_id, metadata) VALUES ($1, $2, $3, $4, $5)",
+                &[id.as_str().into(), parent.as_str().into(), name.as_str().into(), external_id.clone().into(), JsonB(metadata).into()],
+            )?;
+            Ok(id)
+        })
+    })
+}
+
+/// Confines a role to an account and its descendants. An administrator's function:
+/// it writes credyt.role_binding with the caller's own rights, so only the
+/// extension's owner (or a superuser) can run it.
+#[pg_extern]
+fn bind_role(role: Option<String>, account_id: Option<String>) {
+    api(move || {
+        let role = role.ok_or_else(|| CyError::invalid("role must not be NULL"))?;
+        let account_id = account_id.ok_or_else(|| CyError::invalid("account_id must not be NULL"))?;
+        Spi::connect_mut(|c| {
+            let oid = one::<pg_sys::Oid>(c, "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", &[role.as_str().into()])?
+                .ok_or_else(|| CyError::not_found(format!("unknown role {role}")).hint("create the role first: CREATE ROLE ..."))?;
+            let scope = scope(c)?;
+            require_within_scope(c, &account_id, &scope)?;
+            run(
+                c,
+                "INSERT INTO credyt.role_binding (role_oid, account_id) VALUES ($1, $2) \
+                 ON CONFLICT (role_oid) DO UPDATE SET account_id = EXCLUDED.account_id, created_at = now()",
+                &[oid.into(), account_id.as_str().into()],
+            )?;
+            Ok(())
+        })
+    })
+}
+
+/// Internal: a fresh identifier (used by install scripts).
+#[pg_extern]
+fn _new_id(prefix: &str) -> String {
+    api(|| crate::ids::new_id(prefix))
+}

@@ -1,0 +1,781 @@
+//! Wallets and the ledger (SPEC §5): lots, immutable double-entry transactions,
+//! burn-down, debt and the overdraft limit.
+//!
+//! A money movement on a wallet account runs in this order:
+//! 1. validate every argument (nothing is written before this passes);
+//! 2. claim the idempotency key (a replay stops here, writing nothing);
+//! 3. lock the wallet account row — the only row locked, and it belongs to the customer;
+//! 4. read its live lots, compute in Rust (core's burn-down), check the overdraft limit;
+//! 5. write: new lot, lot remainders, entries (one statement), the wallet row.
+//!
+//! The wallet row holds `balance` (= sum of its entries) and `debt`; lots hold their
+//! `remaining`. Each customer leg of a transaction names the lot it moves, or none for
+//! the debt part, so `lot.remaining = sum(entries of the lot)` and
+//! `debt = -sum(entries without a lot)` hold at all times; verify_ledger() checks them.
+
+use crate::catalog::{resolve_asset, Asset};
+use crate::customers;
+use crate::error::{api, CyError, Result};
+use crate::money::{self, stored, to_numeric};
+use crate::plan_cache::{one, run};
+use crate::tenancy::scope;
+use crate::validate;
+use credyt_core::burndown::{allocate, default_priority, LotView};
+use credyt_core::money::balance_in_range;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{AnyNumeric, JsonB};
+use rust_decimal::Decimal;
+use serde_json::json;
+use std::collections::BTreeMap;
+
+/// The wallet account a movement applies to.
+pub struct WalletRef<'a> {
+    pub account: &'a str,
+    pub customer: &'a str,
+    pub name: &'a str,
+    pub asset: &'a str,
+}
+
+/// The locked wallet row.
+pub struct Wallet {
+    pub balance: Decimal,
+    pub debt: Decimal,
+    pub limit: Option<Decimal>,
+}
+
+/// A lot that a charge may draw from now.
+pub struct LiveLot {
+    pub id: String,
+    pub purpose: String,
+    pub view: LotView,
+}
+
+/// One line of a transaction, before it is written.
+struct Leg {
+    system: bool,
+    ledger_name: String,
+    amount: Decimal,
+    lot_id: Option<String>,
+    kind: &'static str,
+}
+
+/// Everything a transaction writes besides its header.
+pub struct Book<'w> {
+    wallet_ref: &'w WalletRef<'w>,
+    txn_id: String,
+    legs: Vec<Leg>,
+    /// lot id -> amount drawn from it
+    takes: BTreeMap<String, Decimal>,
+}
+
+impl<'w> Book<'w> {
+    fn new(wallet_ref: &'w WalletRef<'w>, txn_id: String) -> Self {
+        Book { wallet_ref, txn_id, legs: Vec::new(), takes: BTreeMap::new() }
+    }
+    fn customer_leg(&mut self, amount: Decimal, lot_id: Option<String>, kind: &'static str) {
+        let name = self.wallet_ref.name.to_string();
+        self.legs.push(Leg { system: false, ledger_name: name, amount, lot_id, kind });
+    }
+    fn system_leg(&mut self, system_account: &str, amount: Decimal, kind: &'static str) {
+        self.legs.push(Leg { system: true, ledger_name: system_account.to_string(), amount, lot_id: None, kind });
+    }
+    fn take(&mut self, lot_id: &str, amount: Decimal) {
+        *self.takes.entry(lot_id.to_string()).or_default() += amount;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Reading and locking
+
+const LOCK_WALLET: &str = "SELECT balance::text, debt::text, overdraft_limit::text FROM credyt.wallet_account \
+     WHERE customer_id = $1 AND name = $2 AND asset = $3 FOR UPDATE";
+
+fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
+    let t = run(c, LOCK_WALLET, &[w.customer.into(), w.name.into(), w.asset.into()])?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let row = t.first();
+    let balance = stored(&row.get::<String>(1)?.unwrap_or_default())?;
+    let debt = stored(&row.get::<String>(2)?.unwrap_or_default())?;
+    let limit = row.get::<String>(3)?.map(|s| stored(&s)).transpose()?;
+    Ok(Some(Wallet { balance, debt, limit }))
+}
+
+/// Locks the wallet account row, creating it on first use. This is the one lock a
+/// money movement takes; concurrent movements on one wallet serialise here.
+pub fn lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Wallet> {
+    if let Some(wallet) = read_locked(c, w)? {
+        return Ok(wallet);
+    }
+    run(
+        c,
+        "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (customer_id, name, asset) DO NOTHING",
+        &[w.account.into(), w.customer.into(), w.name.into(), w.asset.into()],
+    )?;
+    read_locked(c, w)?.ok_or_else(|| CyError::internal("wallet account vanished after insert"))
+}
+
+/// Lots that are effective and not expired now, with something remaining.
+pub fn live_lots(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Vec<LiveLot>> {
+    let t = run(
+        c,
+        "SELECT id, purpose, priority, expires_at, seq, remaining::text FROM credyt.lot \
+         WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 AND remaining > 0 \
+           AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())",
+        &[w.customer.into(), w.name.into(), w.asset.into()],
+    )?;
+    let mut lots = Vec::with_capacity(t.len());
+    for row in t {
+        lots.push(LiveLot {
+            id: row.get::<String>(1)?.unwrap_or_default(),
+            purpose: row.get::<String>(2)?.unwrap_or_default(),
+            view: LotView {
+                priority: row.get::<i32>(3)?.unwrap_or_default(),
+                expires_at: row.get::<TimestampWithTimeZone>(4)?.map(|t| t.into_inner()),
+                seq: row.get::<i64>(5)?.unwrap_or_default(),
+                remaining: stored(&row.get::<String>(6)?.unwrap_or_default())?,
+            },
+        });
+    }
+    Ok(lots)
+}
+
+/// available = live lots remaining − debt (SPEC §5). Holds arrive with the usage engine.
+fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
+    lots.iter().map(|l| l.view.remaining).sum::<Decimal>() - wallet.debt
+}
+
+// ---------------------------------------------------------------------------------
+// Movements
+
+/// Repays debt from live lots, in burn-down order ("the next credit repays first").
+fn settle_debt(lots: &mut [LiveLot], wallet: &mut Wallet, book: &mut Book) {
+    if wallet.debt <= Decimal::ZERO {
+        return;
+    }
+    let views: Vec<LotView> = lots.iter().map(|l| l.view.clone()).collect();
+    let alloc = allocate(&views, wallet.debt);
+    let mut repaid = Decimal::ZERO;
+    for (i, take) in alloc.takes {
+        lots[i].view.remaining -= take;
+        book.take(&lots[i].id, take);
+        book.customer_leg(-take, Some(lots[i].id.clone()), "debt_repayment");
+        repaid += take;
+    }
+    if repaid > Decimal::ZERO {
+        book.customer_leg(repaid, None, "debt_repayment");
+        wallet.debt -= repaid;
+    }
+}
+
+pub struct Credit<'a> {
+    pub amount: Decimal,
+    pub purpose: &'a str,
+    pub priority: i32,
+    pub effective_at: Option<TimestampWithTimeZone>,
+    pub expires_at: Option<TimestampWithTimeZone>,
+    pub source: &'a str,
+    pub system_account: &'a str,
+    pub kind: &'static str,
+}
+
+/// Credits a new lot to the wallet; the lot repays any debt first.
+pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) -> Result<()> {
+    let mut wallet = lock(c, w)?;
+    let balance = wallet.balance + cr.amount;
+    if !balance_in_range(balance) {
+        return Err(CyError::invalid(format!("the balance of {}:{} would exceed 10^16", w.name, w.asset)));
+    }
+    let lot_id = crate::ids::new_id("lot")?;
+    run(
+        c,
+        "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
+           remaining, effective_at, expires_at, source, txn_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, coalesce($9, now()), $10, $11, $12)",
+        &[
+            w.account.into(),
+            lot_id.as_str().into(),
+            w.customer.into(),
+            w.name.into(),
+            w.asset.into(),
+            cr.purpose.into(),
+            cr.priority.into(),
+            to_numeric(cr.amount).into(),
+            cr.effective_at.into(),
+            cr.expires_at.into(),
+            cr.source.into(),
+            txn_id.into(),
+        ],
+    )?;
+    let mut book = Book::new(w, txn_id.to_string());
+    book.customer_leg(cr.amount, Some(lot_id), cr.kind);
+    book.system_leg(cr.system_account, -cr.amount, cr.kind);
+    if wallet.debt > Decimal::ZERO {
+        let mut lots = live_lots(c, w)?; // includes the new lot when it is effective now
+        settle_debt(&mut lots, &mut wallet, &mut book);
+    }
+    wallet.balance = balance;
+    write(c, &wallet, book)
+}
+
+/// Which lots a debit may draw from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DrawFrom {
+    /// every live lot, in burn-down order; the shortfall becomes debt
+    AnyLot,
+    /// only `paid` lots, and never into debt (refunds of real money)
+    PaidOnly,
+}
+
+pub struct Debit<'a> {
+    pub amount: Decimal,
+    pub draw: DrawFrom,
+    pub system_account: &'a str,
+    pub kind: &'static str,
+}
+
+/// Draws an amount from the wallet in burn-down order, honouring the overdraft limit.
+pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Result<()> {
+    let mut wallet = lock(c, w)?;
+    let mut lots = live_lots(c, w)?;
+    let mut book = Book::new(w, txn_id.to_string());
+    settle_debt(&mut lots, &mut wallet, &mut book);
+    let before = available(&lots, &wallet);
+
+    let candidates: Vec<usize> = (0..lots.len())
+        .filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid")
+        .collect();
+    let views: Vec<LotView> = candidates.iter().map(|&i| lots[i].view.clone()).collect();
+    let alloc = allocate(&views, d.amount);
+    if alloc.shortfall > Decimal::ZERO && d.draw == DrawFrom::PaidOnly {
+        let refundable = d.amount - alloc.shortfall;
+        return Err(CyError::insufficient(format!(
+            "refund of {} {} exceeds the refundable paid balance of {}:{}",
+            d.amount, w.asset, w.name, w.asset
+        ))
+        .detail(format!("refundable paid balance: {refundable}"))
+        .hint("only paid lots (top-ups) can be refunded; promotional credit cannot"));
+    }
+    let after = before - d.amount;
+    if let Some(limit) = wallet.limit {
+        if after < -limit {
+            return Err(CyError::insufficient(format!(
+                "insufficient funds in {}:{} of customer {}",
+                w.name, w.asset, w.customer
+            ))
+            .detail(format!("available {before}, requested {}, overdraft limit {limit}", d.amount))
+            .hint("top up the wallet, or raise the limit with credyt.set_overdraft()"));
+        }
+    }
+    let balance = wallet.balance - d.amount;
+    if !balance_in_range(balance) {
+        return Err(CyError::invalid(format!("the balance of {}:{} would fall below -10^16", w.name, w.asset)));
+    }
+    for (j, take) in alloc.takes {
+        let lot = &mut lots[candidates[j]];
+        lot.view.remaining -= take;
+        let id = lot.id.clone();
+        book.take(&id, take);
+        book.customer_leg(-take, Some(id), d.kind);
+    }
+    if alloc.shortfall > Decimal::ZERO {
+        book.customer_leg(-alloc.shortfall, None, d.kind);
+        wallet.debt += alloc.shortfall;
+    }
+    book.system_leg(d.system_account, d.amount, d.kind);
+    wallet.balance = balance;
+    write(c, &wallet, book)
+}
+
+/// Writes lot remainders, the entries (one statement) and the wallet row.
+fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
+    let w = book.wallet_ref;
+    debug_assert!(
+        book.legs.iter().map(|l| l.amount).sum::<Decimal>().is_zero(),
+        "transaction {} does not sum to zero",
+        book.txn_id
+    );
+    debug_assert!(wallet.debt >= Decimal::ZERO);
+    if !book.takes.is_empty() {
+        let (ids, amounts): (Vec<String>, Vec<AnyNumeric>) =
+            book.takes.into_iter().map(|(id, a)| (id, to_numeric(a))).unzip();
+        run(
+            c,
+            "UPDATE credyt.lot l SET remaining = l.remaining - u.take \
+             FROM unnest($1::text[], $2::numeric[]) AS u(id, take) WHERE l.id = u.id",
+            &[ids.into(), amounts.into()],
+        )?;
+    }
+    let mut system = Vec::with_capacity(book.legs.len());
+    let mut names = Vec::with_capacity(book.legs.len());
+    let mut amounts = Vec::with_capacity(book.legs.len());
+    let mut lot_ids = Vec::with_capacity(book.legs.len());
+    let mut kinds = Vec::with_capacity(book.legs.len());
+    for leg in book.legs {
+        system.push(leg.system);
+        names.push(leg.ledger_name);
+        amounts.push(to_numeric(leg.amount));
+        lot_ids.push(leg.lot_id);
+        kinds.push(leg.kind.to_string());
+    }
+    run(
+        c,
+        "INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
+         SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
+         FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
+           AS u(system, ledger_name, amount, lot_id, kind)",
+        &[
+            w.account.into(),
+            book.txn_id.as_str().into(),
+            w.customer.into(),
+            w.asset.into(),
+            system.into(),
+            names.into(),
+            amounts.into(),
+            lot_ids.into(),
+            kinds.into(),
+        ],
+    )?;
+    run(
+        c,
+        "UPDATE credyt.wallet_account SET balance = $4, debt = $5, updated_at = now() \
+         WHERE customer_id = $1 AND name = $2 AND asset = $3",
+        &[
+            w.customer.into(),
+            w.name.into(),
+            w.asset.into(),
+            to_numeric(wallet.balance).into(),
+            to_numeric(wallet.debt).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Idempotency
+
+pub enum Claim {
+    /// The key is new: proceed and write under this transaction id.
+    New(String),
+    /// The same request was already applied: return its id, write nothing.
+    Replay(String),
+}
+
+/// Claims a client's transaction_id for this account. Under concurrency the second
+/// claimant waits on the first one's unique-index entry, then sees its outcome.
+pub fn claim(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    kind: &str,
+    key: &str,
+    customer: &str,
+    payload: serde_json::Value,
+    description: Option<&str>,
+    metadata: serde_json::Value,
+) -> Result<Claim> {
+    let id = crate::ids::new_id("txn")?;
+    let inserted = one::<String>(
+        c,
+        "INSERT INTO credyt.ledger_txn (account_id, id, kind, idem_key, customer_id, payload, description, metadata) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (account_id, idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id",
+        &[
+            account.into(),
+            id.as_str().into(),
+            kind.into(),
+            key.into(),
+            customer.into(),
+            JsonB(payload.clone()).into(),
+            description.into(),
+            JsonB(metadata).into(),
+        ],
+    )?;
+    if let Some(id) = inserted {
+        return Ok(Claim::New(id));
+    }
+    let t = run(
+        c,
+        "SELECT id, payload = $3, payload::text FROM credyt.ledger_txn WHERE account_id = $1 AND idem_key = $2",
+        &[account.into(), key.into(), JsonB(payload.clone()).into()],
+    )?;
+    if t.is_empty() {
+        return Err(CyError::internal("idempotency key conflicted but no row was found"));
+    }
+    let row = t.first();
+    let existing = row.get::<String>(1)?.unwrap_or_default();
+    if row.get::<bool>(2)?.unwrap_or(false) {
+        Ok(Claim::Replay(existing))
+    } else {
+        let original = row.get::<String>(3)?.unwrap_or_default();
+        Err(CyError::conflict(format!("transaction_id {key:?} was already used with a different payload"))
+            .detail(format!("original transaction {existing}: {original}; this request: {payload}"))
+            .hint("use a new transaction_id for a new movement; replay only identical requests"))
+    }
+}
+
+fn micros(t: Option<TimestampWithTimeZone>) -> serde_json::Value {
+    t.map(|t| json!(t.into_inner())).unwrap_or(serde_json::Value::Null)
+}
+
+fn check_time(param: &str, t: Option<TimestampWithTimeZone>) -> Result<()> {
+    match t {
+        Some(t) if !t.is_finite() => Err(CyError::invalid(format!("{param} must be a finite timestamp"))),
+        _ => Ok(()),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The API
+
+const REASONS: &str = "gift, external_topup, external_refund, other";
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn adjust(
+    customer: Option<String>,
+    transaction_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    reason: Option<String>,
+    account_name: default!(Option<String>, "'default'"),
+    description: default!(Option<String>, "NULL"),
+    effective_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    metadata: default!(Option<JsonB>, "'{}'"),
+) -> String {
+    api(move || {
+        let key = validate::key("transaction_id", transaction_id)?;
+        let asset: Asset = resolve_asset(asset.as_deref())?;
+        let amount = money::non_zero("amount", amount)?;
+        let reason = validate::required("reason", reason)?;
+        let name = validate::wallet_name(account_name)?;
+        let description = validate::optional_text("description", description)?;
+        let metadata = validate::metadata(metadata)?;
+        check_time("effective_at", effective_at)?;
+        check_time("expires_at", expires_at)?;
+        let credit = amount > Decimal::ZERO;
+        match (reason.as_str(), credit) {
+            ("gift" | "external_topup", false) => {
+                return Err(CyError::invalid(format!("amount must be positive for reason {reason}"))
+                    .detail(format!("got {amount}")))
+            }
+            ("external_refund", true) => {
+                return Err(CyError::invalid("amount must be negative for reason external_refund")
+                    .detail(format!("got {amount}"))
+                    .hint(format!("pass the refund as a negative amount, e.g. -{amount}")))
+            }
+            ("gift" | "external_topup" | "external_refund" | "other", _) => {}
+            _ => {
+                return Err(CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {REASONS}")))
+            }
+        }
+        if matches!(reason.as_str(), "external_topup" | "external_refund") {
+            credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
+                CyError::invalid(format!("amount {}", e.describe()))
+                    .detail(format!("{} has {} decimal places", asset.code, asset.precision))
+            })?;
+        }
+        if !credit && (effective_at.is_some() || expires_at.is_some()) {
+            return Err(CyError::invalid("effective_at and expires_at apply to credits only")
+                .hint("a negative adjustment draws existing lots; it creates none"));
+        }
+        Spi::connect_mut(|c| {
+            if let Some(exp) = expires_at {
+                let ok = one::<bool>(c, "SELECT $1 > greatest(coalesce($2, now()), now())", &[exp.into(), effective_at.into()])?;
+                if ok != Some(true) {
+                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
+                }
+            }
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let payload = json!({
+                "op": "adjust", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
+                "reason": reason, "account_name": name, "description": description,
+                "effective_at": micros(effective_at), "expires_at": micros(expires_at), "metadata": metadata,
+            });
+            let txn = match claim(c, &account, "adjust", &key, &customer, payload, description.as_deref(), metadata.clone())? {
+                Claim::Replay(id) => return Ok(id),
+                Claim::New(id) => id,
+            };
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            let source = format!("adjust:{reason}");
+            match (reason.as_str(), credit) {
+                ("gift", _) => credit_lot(c, &w, &txn, amount, "promotion", effective_at, expires_at, &source, "promotions", "gift")?,
+                ("external_topup", _) => credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "external", "external_topup")?,
+                ("other", true) => credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "adjustments", "other")?,
+                ("external_refund", _) => debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::PaidOnly, system_account: "external", kind: "external_refund" })?,
+                _ => debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" })?,
+            }
+            Ok(txn)
+        })
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn credit_lot(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    txn: &str,
+    amount: Decimal,
+    purpose: &str,
+    effective_at: Option<TimestampWithTimeZone>,
+    expires_at: Option<TimestampWithTimeZone>,
+    source: &str,
+    system_account: &str,
+    kind: &'static str,
+) -> Result<()> {
+    let priority = default_priority(purpose).ok_or_else(|| CyError::internal(format!("purpose {purpose}")))?;
+    credit(c, w, txn, Credit { amount, purpose, priority, effective_at, expires_at, source, system_account, kind })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn charge(
+    customer: Option<String>,
+    transaction_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+    description: default!(Option<String>, "NULL"),
+    metadata: default!(Option<JsonB>, "'{}'"),
+) -> String {
+    api(move || {
+        let key = validate::key("transaction_id", transaction_id)?;
+        let asset = resolve_asset(asset.as_deref())?;
+        let amount = money::positive("amount", amount)?;
+        let name = validate::wallet_name(account_name)?;
+        let description = validate::optional_text("description", description)?;
+        let metadata = validate::metadata(metadata)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let payload = json!({
+                "op": "charge", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
+                "account_name": name, "description": description, "metadata": metadata,
+            });
+            let txn = match claim(c, &account, "charge", &key, &customer, payload, description.as_deref(), metadata.clone())? {
+                Claim::Replay(id) => return Ok(id),
+                Claim::New(id) => id,
+            };
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            debit(c, &w, &txn, Debit { amount, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "charge" })?;
+            Ok(txn)
+        })
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn set_overdraft(
+    customer: Option<String>,
+    asset: Option<String>,
+    limit: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+) {
+    api(move || {
+        let asset = resolve_asset(asset.as_deref())?;
+        let limit = money::optional_non_negative("limit", limit)?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            lock(c, &w)?;
+            run(
+                c,
+                "UPDATE credyt.wallet_account SET overdraft_limit = $4, updated_at = now() \
+                 WHERE customer_id = $1 AND name = $2 AND asset = $3",
+                &[w.customer.into(), w.name.into(), w.asset.into(), limit.map(to_numeric).into()],
+            )?;
+            Ok(())
+        })
+    })
+}
+
+/// Available balance of one wallet account (0 for one never used).
+pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &str) -> Result<Decimal> {
+    let v = one::<String>(
+        c,
+        "SELECT (coalesce((SELECT sum(remaining) FROM credyt.lot \
+                   WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 AND remaining > 0 \
+                     AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())), 0) \
+                 - coalesce((SELECT debt FROM credyt.wallet_account \
+                   WHERE customer_id = $1 AND name = $2 AND asset = $3), 0))::text",
+        &[customer.into(), name.into(), asset.into()],
+    )?;
+    stored(&v.unwrap_or_else(|| "0".into()))
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn balance(
+    customer: Option<String>,
+    asset: default!(Option<String>, "'USD'"),
+    account_name: default!(Option<String>, "'default'"),
+) -> AnyNumeric {
+    api(move || {
+        let asset = resolve_asset(asset.as_deref())?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            Ok(to_numeric(available_of(c, &customer, &name, &asset.code)?))
+        })
+    })
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn balance_at(
+    customer: Option<String>,
+    asset: Option<String>,
+    at: Option<TimestampWithTimeZone>,
+    account_name: default!(Option<String>, "'default'"),
+) -> AnyNumeric {
+    api(move || {
+        let asset = resolve_asset(asset.as_deref())?;
+        let at = validate::required("at", at)?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let v = one::<String>(
+                c,
+                "SELECT coalesce(sum(amount), 0)::text FROM credyt.entry \
+                 WHERE customer_id = $1 AND ledger_name = $2 AND asset = $3 AND NOT system AND created_at <= $4",
+                &[customer.as_str().into(), name.as_str().into(), asset.code.as_str().into(), at.into()],
+            )?;
+            Ok(to_numeric(stored(&v.unwrap_or_else(|| "0".into()))?))
+        })
+    })
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn wallet(
+    customer: Option<String>,
+) -> TableIterator<
+    'static,
+    (
+        name!(account_id, String),
+        name!(name, String),
+        name!(asset, String),
+        name!(available, AnyNumeric),
+        name!(pending_in, AnyNumeric),
+        name!(pending_out, AnyNumeric),
+    ),
+> {
+    let rows = api(move || {
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let t = run(
+                c,
+                "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt)::text FROM credyt.wallet_account w \
+                 LEFT JOIN LATERAL (SELECT sum(remaining) AS live FROM credyt.lot \
+                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset AND remaining > 0 \
+                     AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())) l ON true \
+                 WHERE w.customer_id = $1 ORDER BY w.name, w.asset",
+                &[customer.as_str().into()],
+            )?;
+            let mut rows = Vec::new();
+            for row in t {
+                let name = row.get::<String>(1)?.unwrap_or_default();
+                let asset = row.get::<String>(2)?.unwrap_or_default();
+                let avail = stored(&row.get::<String>(3)?.unwrap_or_default())?;
+                rows.push((format!("{name}:{asset}"), name, asset, avail));
+            }
+            Ok(rows)
+        })
+    });
+    TableIterator::new(rows.into_iter().map(|(id, name, asset, avail)| {
+        (id, name, asset, to_numeric(avail), to_numeric(Decimal::ZERO), to_numeric(Decimal::ZERO))
+    }))
+}
+
+// ---------------------------------------------------------------------------------
+// Verification
+
+/// One query per invariant; each returns (check, detail) rows for what is broken.
+/// $1 is the array of accounts to check.
+const CHECKS: &[&str] = &[
+    "SELECT 'transaction_unbalanced', format('transaction %s does not sum to zero in %s: %s', txn_id, asset, sum(amount)) \
+     FROM credyt.entry WHERE account_id = ANY($1) GROUP BY txn_id, asset HAVING sum(amount) <> 0",
+    "SELECT 'wallet_balance_mismatch', format('wallet %s:%s of %s has balance %s but its entries sum to %s', \
+            w.name, w.asset, w.customer_id, w.balance, coalesce(e.total, 0)) \
+     FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, ledger_name, asset, sum(amount) AS total \
+        FROM credyt.entry WHERE NOT system AND account_id = ANY($1) GROUP BY 1, 2, 3) e \
+       ON e.customer_id = w.customer_id AND e.ledger_name = w.name AND e.asset = w.asset \
+     WHERE w.account_id = ANY($1) AND w.balance <> coalesce(e.total, 0)",
+    "SELECT 'entries_without_wallet', format('entries of %s:%s of %s have no wallet account', e.ledger_name, e.asset, e.customer_id) \
+     FROM (SELECT DISTINCT customer_id, ledger_name, asset FROM credyt.entry WHERE NOT system AND account_id = ANY($1)) e \
+     WHERE NOT EXISTS (SELECT 1 FROM credyt.wallet_account w \
+       WHERE w.customer_id = e.customer_id AND w.name = e.ledger_name AND w.asset = e.asset)",
+    "SELECT 'wallet_debt_mismatch', format('wallet %s:%s of %s has debt %s but its debt entries sum to %s', \
+            w.name, w.asset, w.customer_id, w.debt, -coalesce(e.total, 0)) \
+     FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, ledger_name, asset, sum(amount) AS total \
+        FROM credyt.entry WHERE NOT system AND lot_id IS NULL AND account_id = ANY($1) GROUP BY 1, 2, 3) e \
+       ON e.customer_id = w.customer_id AND e.ledger_name = w.name AND e.asset = w.asset \
+     WHERE w.account_id = ANY($1) AND w.debt <> -coalesce(e.total, 0)",
+    "SELECT 'wallet_lots_mismatch', format('wallet %s:%s of %s has balance %s but lots remaining %s minus debt %s', \
+            w.name, w.asset, w.customer_id, w.balance, coalesce(l.total, 0), w.debt) \
+     FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, wallet_name, asset, sum(remaining) AS total \
+        FROM credyt.lot WHERE account_id = ANY($1) GROUP BY 1, 2, 3) l \
+       ON l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset \
+     WHERE w.account_id = ANY($1) AND w.balance <> coalesce(l.total, 0) - w.debt",
+    "SELECT 'lot_remaining_mismatch', format('lot %s has remaining %s but its entries sum to %s', l.id, l.remaining, coalesce(e.total, 0)) \
+     FROM credyt.lot l LEFT JOIN (SELECT lot_id, sum(amount) AS total FROM credyt.entry \
+        WHERE lot_id IS NOT NULL AND account_id = ANY($1) GROUP BY 1) e ON e.lot_id = l.id \
+     WHERE l.account_id = ANY($1) AND l.remaining <> coalesce(e.total, 0)",
+    "SELECT 'lot_out_of_range', format('lot %s has remaining %s outside [0, %s]', id, remaining, amount) \
+     FROM credyt.lot WHERE account_id = ANY($1) AND (remaining < 0 OR remaining > amount)",
+    "SELECT 'entry_without_transaction', format('entry %s names unknown transaction %s', e.id, e.txn_id) \
+     FROM credyt.entry e WHERE e.account_id = ANY($1) \
+       AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id)",
+];
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn verify_ledger(
+    account_id: default!(Option<String>, "NULL"),
+) -> TableIterator<'static, (name!(check, String), name!(detail, String))> {
+    let rows = api(move || {
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            let root = match account_id {
+                Some(a) => {
+                    crate::tenancy::require_within_scope(c, &a, &scope)?;
+                    a
+                }
+                None => scope,
+            };
+            let accounts: Vec<String> = {
+                let t = run(
+                    c,
+                    "WITH RECURSIVE down(id, depth) AS (SELECT $1::text, 0 UNION ALL \
+                       SELECT a.id, d.depth + 1 FROM credyt.account a JOIN down d ON a.parent_id = d.id WHERE d.depth < 64) \
+                     SELECT id FROM down",
+                    &[root.as_str().into()],
+                )?;
+                let mut v = Vec::new();
+                for row in t {
+                    v.push(row.get::<String>(1)?.unwrap_or_default());
+                }
+                v
+            };
+            let mut problems = Vec::new();
+            for sql in CHECKS {
+                let t = run(c, sql, &[accounts.clone().into()])?;
+                for row in t {
+                    problems.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+                }
+            }
+            Ok(problems)
+        })
+    });
+    TableIterator::new(rows)
+}
