@@ -45,6 +45,9 @@ BEGIN
         RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = format('unknown role %s', role),
             HINT = 'create the role first: CREATE ROLE ...';
     END IF;
+    -- Concurrent GRANTs on one object fail with "tuple concurrently updated":
+    -- serialise callers.
+    PERFORM pg_advisory_xact_lock(hashtext('credyt.grant_access'));
     EXECUTE format('GRANT USAGE ON SCHEMA credyt TO %I', role);
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_proc p

@@ -1,0 +1,124 @@
+# Shared set-up for scripts/demo.sh, scripts/test.sh and bench/run.sh. Sourced, not run.
+#
+# Works on a fresh Debian 12 machine as root or as a user with sudo. Every step is
+# skipped when already done, so re-running is fast: packages are checked with dpkg,
+# cargo-pgrx with its version, the cluster with its PG_VERSION file and pg_ctl status.
+# Postgres never runs as root: as root, the cluster belongs to the `postgres` OS user.
+
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PG_CONFIG=/usr/lib/postgresql/15/bin/pg_config
+PG_BIN=/usr/lib/postgresql/15/bin
+PGRX_VERSION="$(sed -n 's/^pgrx = "=\([0-9.]*\)"/\1/p' "$ROOT/Cargo.toml")"
+# The project-local cluster: its own directory, socket and port.
+CREDYT_PGROOT="${CREDYT_PGROOT:-/tmp/credyt-pg-$(id -un)}"
+CREDYT_PGPORT="${CREDYT_PGPORT:-54329}"
+PGDATA_DIR="$CREDYT_PGROOT/data"
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang sudo)
+
+if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
+export PATH="$HOME/.cargo/bin:$PATH"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+# Runs a command as the cluster's owner: `postgres` when we are root, else ourselves.
+as_pg() {
+    if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+ensure_packages() {
+    local missing=()
+    for p in "${APT_PACKAGES[@]}"; do
+        dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        if [ "$(id -u)" -ne 0 ] && ! command -v sudo >/dev/null; then
+            echo "error: need root or sudo to install ${missing[*]}" >&2
+            exit 1
+        fi
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    fi
+}
+
+ensure_cargo_pgrx() {
+    if [ "$(cargo pgrx --version 2>/dev/null || true)" != "cargo-pgrx $PGRX_VERSION" ]; then
+        say "installing cargo-pgrx $PGRX_VERSION (takes several minutes once)"
+        cargo install cargo-pgrx --version "$PGRX_VERSION" --locked
+    fi
+    local cfg="${PGRX_HOME:-$HOME/.pgrx}/config.toml"
+    if ! grep -qs "pg15 = \"$PG_CONFIG\"" "$cfg"; then
+        say "cargo pgrx init --pg15 $PG_CONFIG"
+        cargo pgrx init --pg15 "$PG_CONFIG"
+    fi
+    # As a normal user, cargo-pgrx installs into the system's extension directories:
+    # give this user those two directories (and any credyt files in them).
+    if [ "$(id -u)" -ne 0 ]; then
+        local d
+        for d in "$("$PG_CONFIG" --sharedir)/extension" "$("$PG_CONFIG" --pkglibdir)"; do
+            if [ ! -w "$d" ]; then
+                say "making $d writable for $(id -un)"
+                sudo chown "$(id -un)" "$d"
+            fi
+            find "$d" -maxdepth 1 -name 'credyt*' ! -user "$(id -un)" -exec sudo chown "$(id -un)" {} + 2>/dev/null || true
+        done
+    fi
+}
+
+ensure_setup() {
+    ensure_packages
+    ensure_cargo_pgrx
+}
+
+# Builds and installs the extension into the system PostgreSQL 15.
+# $1: extra cargo-pgrx flags (e.g. --release).
+install_extension() {
+    say "building and installing the credyt extension ${1:-}"
+    (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-} >/dev/null)
+}
+
+# Starts (initialising once) the project-local cluster with pg_cron preloaded.
+ensure_cluster() {
+    mkdir -p "$CREDYT_PGROOT"
+    if [ "$(id -u)" -eq 0 ]; then chown postgres "$CREDYT_PGROOT"; fi
+    if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
+        say "initdb $PGDATA_DIR"
+        as_pg "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
+# credyt project-local cluster
+port = $CREDYT_PGPORT
+listen_addresses = '127.0.0.1'
+unix_socket_directories = '$CREDYT_PGROOT'
+shared_preload_libraries = 'pg_cron'
+cron.database_name = 'credyt'
+max_connections = 200
+CONF
+    fi
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
+        say "starting PostgreSQL 15 on port $CREDYT_PGPORT (socket in $CREDYT_PGROOT)"
+        if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CREDYT_PGROOT/postgres.log" -w -t 60 start >/dev/null; then
+            echo "error: PostgreSQL did not start; the end of its log:" >&2
+            tail -n 30 "$CREDYT_PGROOT/postgres.log" >&2 || true
+            exit 1
+        fi
+    fi
+    psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'credyt'" | grep -q 1 \
+        || psql_admin -d postgres -qc "CREATE DATABASE credyt"
+}
+
+psql_admin() {
+    psql -X -v ON_ERROR_STOP=1 -h "$CREDYT_PGROOT" -p "$CREDYT_PGPORT" -U postgres "$@"
+}
+
+# (Re)creates database $1 with the extension freshly installed.
+fresh_database() {
+    psql_admin -d postgres -qc "DROP DATABASE IF EXISTS $1 WITH (FORCE)"
+    psql_admin -d postgres -qc "CREATE DATABASE $1"
+    psql_admin -d "$1" -qc "CREATE EXTENSION credyt"
+}
+
+database_url() {
+    echo "host=$CREDYT_PGROOT port=$CREDYT_PGPORT user=postgres dbname=$1"
+}

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what is missing and runs every test layer:
+#   1. core/ unit and property tests (no database);
+#   2. #[pg_test] in-database tests (cargo pgrx test, its own throwaway cluster);
+#   3. tests/: real client connections with ordinary roles against the project-local
+#      cluster (tenancy isolation, concurrency, model-based, errors).
+source "$(dirname "$0")/lib.sh"
+ensure_setup
+LOG="$(mktemp)"
+trap 'rm -f "$LOG"' EXIT
+
+say "1/3 core unit tests"
+(cd "$ROOT" && cargo test -p credyt-core) 2>&1 | tee -a "$LOG"
+
+say "2/3 in-database tests (cargo pgrx test pg15)"
+if [ "$(id -u)" -eq 0 ]; then
+    mkdir -p "$CREDYT_PGROOT/pgrx-test" && chown postgres "$CREDYT_PGROOT" "$CREDYT_PGROOT/pgrx-test"
+    (cd "$ROOT" && CARGO_PGRX_TEST_RUNAS=postgres CARGO_PGRX_TEST_PGDATA="$CREDYT_PGROOT/pgrx-test" \
+        cargo pgrx test pg15) 2>&1 | tee -a "$LOG"
+else
+    (cd "$ROOT" && cargo pgrx test pg15) 2>&1 | tee -a "$LOG"
+fi
+
+say "3/3 out-of-process tests"
+install_extension
+ensure_cluster
+fresh_database credyt_test
+(cd "$ROOT" && CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
+
+# One line for all three layers.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "credyt: %d passed, %d failed\n", p, f }' "$LOG"

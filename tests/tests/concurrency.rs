@@ -1,0 +1,114 @@
+//! Concurrency over real connections: overlapping charges and replays of the same
+//! keys from 8 clients; a strictly prepaid wallet hammered past its balance.
+
+use credyt_tests::*;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+const CLIENTS: usize = 8;
+
+/// The amount every client sends for key `k` (so replays carry identical payloads).
+fn amount_of(k: u64) -> Decimal {
+    Decimal::new((k % 97 + 1) as i64 * 1013, 4) // 0.1013 .. 9.8261
+}
+
+#[test]
+fn overlapping_charges_and_replays_charge_each_key_once() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Concurrent");
+    let mut s = t.session();
+    for who in ["hot", "cool"] {
+        s.batch_execute(&format!("SELECT credyt.create_customer('{who}', '{who}')")).unwrap();
+    }
+    s.batch_execute("SELECT credyt.adjust('hot', 'seed', 'USD', 1000, 'external_topup'); \
+                     SELECT credyt.adjust('hot', 'promo', 'USD', 25, 'gift')").unwrap();
+
+    const KEYS: u64 = 150;
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let role = t.role.clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let mut c = connect_as(&role);
+                let mut rng = Rng::new(0xC0FFEE + i as u64);
+                let mut seen: HashMap<u64, String> = HashMap::new();
+                barrier.wait();
+                for _ in 0..120 {
+                    let k = rng.below(KEYS);
+                    // keys below 20 belong to a second customer
+                    let who = if k < 20 { "cool" } else { "hot" };
+                    let sql = "SELECT credyt.charge($1, $2, 'USD', $3::numeric)";
+                    let key = format!("k{k}");
+                    let id: String = c.query_one(sql, &[&who, &key, &amount_of(k)]).unwrap().get(0);
+                    if let Some(prev) = seen.insert(k, id.clone()) {
+                        assert_eq!(prev, id, "a replay returned a different transaction");
+                    }
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all: HashMap<u64, String> = HashMap::new();
+    for h in handles {
+        for (k, id) in h.join().expect("client thread") {
+            if let Some(prev) = all.insert(k, id.clone()) {
+                assert_eq!(prev, id, "two clients got different transactions for k{k}");
+            }
+        }
+    }
+    let hot_spent: Decimal = all.keys().filter(|&&k| k >= 20).map(|&k| amount_of(k)).sum();
+    let cool_spent: Decimal = all.keys().filter(|&&k| k < 20).map(|&k| amount_of(k)).sum();
+    let bal = |c: &mut postgres::Client, who: &str| -> Decimal {
+        c.query_one("SELECT credyt.balance($1)", &[&who]).unwrap().get(0)
+    };
+    assert_eq!(bal(&mut s, "hot"), Decimal::from(1025) - hot_spent);
+    assert_eq!(bal(&mut s, "cool"), -cool_spent);
+    let charged: i64 = s
+        .query_one("SELECT count(DISTINCT transaction_id) FROM credyt.entries WHERE kind = 'charge'", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(charged as usize, all.len(), "one transaction per distinct key");
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
+
+#[test]
+fn a_prepaid_wallet_never_goes_below_zero_under_concurrency() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Prepaid");
+    let mut s = t.session();
+    s.batch_execute(
+        "SELECT credyt.create_customer('p', 'p'); \
+         SELECT credyt.adjust('p', 'seed', 'USD', 10, 'external_topup'); \
+         SELECT credyt.adjust('p', 'promo', 'USD', 2.5, 'gift'); \
+         SELECT credyt.set_overdraft('p', 'USD', 0);",
+    )
+    .unwrap();
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let role = t.role.clone();
+            let barrier = barrier.clone();
+            thread::spawn(move || {
+                let mut c = connect_as(&role);
+                barrier.wait();
+                let mut ok = Decimal::ZERO;
+                for j in 0..40 {
+                    let key = format!("p-{i}-{j}");
+                    match c.query_one("SELECT credyt.charge('p', $1, 'USD', 0.37)", &[&key]) {
+                        Ok(_) => ok += Decimal::new(37, 2),
+                        Err(e) => assert_eq!(sqlstate(&e), "CY402", "{e}"),
+                    }
+                }
+                ok
+            })
+        })
+        .collect();
+    let charged: Decimal = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let balance: Decimal = s.query_one("SELECT credyt.balance('p')", &[]).unwrap().get(0);
+    assert_eq!(balance, Decimal::new(125, 1) - charged);
+    assert!(balance >= Decimal::ZERO && balance < Decimal::new(37, 2), "balance {balance}");
+    assert!(ledger_problems(&mut s).is_empty());
+}

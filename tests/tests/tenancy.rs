@@ -1,0 +1,148 @@
+//! A role bound to one tenant tries to read and write another tenant's data through
+//! every public function and every table, over a real connection, and fails each time.
+
+use credyt_tests::*;
+use std::collections::BTreeSet;
+
+#[test]
+fn a_bound_role_cannot_reach_another_tenant() {
+    let mut admin = connect();
+    let a = Tenant::create(&mut admin, "Tenant A");
+    let b = Tenant::create(&mut admin, "Tenant B");
+    let mut sb = b.session();
+    let b_cust = text(&mut sb, "SELECT credyt.create_customer('Bea', 'b-ext')");
+    sb.batch_execute("SELECT credyt.adjust('b-ext', 'b-top', 'USD', 50, 'external_topup')").unwrap();
+    let b_rows_before = text(
+        &mut sb,
+        "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
+    );
+    let mut sa = a.session();
+    text(&mut sa, "SELECT credyt.create_customer('Ann', 'a-ext')");
+    let role = bound_role(&mut admin, &a.account);
+    let mut app = connect_as(&role);
+    assert_eq!(text(&mut app, "SELECT credyt.current_account()"), a.account);
+
+    // Every function the role may execute, by name: each is attacked below.
+    let granted: BTreeSet<String> = app
+        .query(
+            "SELECT DISTINCT p.proname::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
+             WHERE n.nspname = 'credyt' AND has_function_privilege(p.oid, 'EXECUTE')",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut attacked = BTreeSet::new();
+    let mut attack = |app: &mut postgres::Client, name: &str, sql: String, want: &str| {
+        attacked.insert(name.to_string());
+        assert_eq!(fails(app, &sql), want, "{sql}");
+    };
+
+    // B's customer, named by id or by external id, is unknown from A's scope.
+    for r in [b_cust.as_str(), "b-ext"] {
+        attack(&mut app, "balance", format!("SELECT credyt.balance('{r}')"), "CY404");
+        attack(&mut app, "balance_at", format!("SELECT credyt.balance_at('{r}', 'USD', now())"), "CY404");
+        attack(&mut app, "wallet", format!("SELECT * FROM credyt.wallet('{r}')"), "CY404");
+        attack(&mut app, "adjust", format!("SELECT credyt.adjust('{r}', 'x1', 'USD', 1, 'gift')"), "CY404");
+        attack(&mut app, "adjust", format!("SELECT credyt.adjust('{r}', 'x2', 'USD', -1, 'other')"), "CY404");
+        attack(&mut app, "charge", format!("SELECT credyt.charge('{r}', 'x3', 'USD', 1)"), "CY404");
+        attack(&mut app, "set_overdraft", format!("SELECT credyt.set_overdraft('{r}', 'USD', 0)"), "CY404");
+    }
+    attack(&mut app, "verify_ledger", format!("SELECT * FROM credyt.verify_ledger('{}')", b.account), "CY403");
+    attack(&mut app, "create_account", format!("SELECT credyt.create_account('x', parent_id => '{}')", b.account), "CY403");
+    attack(&mut app, "create_account", "SELECT credyt.create_account('connected')".into(), "CY403");
+
+    // Naming B as the account in scope is refused by every function and every view.
+    app.batch_execute(&format!("SET credyt.account = '{}'", b.account)).unwrap();
+    for (name, sql) in [
+        ("current_account", "SELECT credyt.current_account()".to_string()),
+        ("create_customer", "SELECT credyt.create_customer('Eve')".into()),
+        ("balance", "SELECT credyt.balance('b-ext')".into()),
+        ("balance_at", "SELECT credyt.balance_at('b-ext', 'USD', now())".into()),
+        ("wallet", "SELECT * FROM credyt.wallet('b-ext')".into()),
+        ("adjust", "SELECT credyt.adjust('b-ext', 'y1', 'USD', -50, 'external_refund')".into()),
+        ("charge", "SELECT credyt.charge('b-ext', 'y2', 'USD', 50)".into()),
+        ("set_overdraft", "SELECT credyt.set_overdraft('b-ext', 'USD', 0)".into()),
+        ("verify_ledger", "SELECT * FROM credyt.verify_ledger()".into()),
+        ("create_account", "SELECT credyt.create_account('sub')".into()),
+    ] {
+        attack(&mut app, name, sql, "CY403");
+    }
+    for view in ["customers", "lots", "entries"] {
+        assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
+    }
+    app.batch_execute("RESET credyt.account").unwrap();
+    // platform_account() reveals only the platform's id, which is not tenant data.
+    attacked.insert("platform_account".into());
+    text(&mut app, "SELECT credyt.platform_account()");
+    assert_eq!(granted, attacked, "every granted function must be attacked here");
+
+    // Tables: reads see only A's rows; writes are refused outright.
+    for table in ["customer", "lot", "entry"] {
+        let n: i64 = app
+            .query_one(&format!("SELECT count(*) FROM credyt.{table} WHERE account_id <> $1"), &[&a.account])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 0, "{table} leaks rows of other tenants");
+    }
+    for sql in [
+        "SELECT count(*) FROM credyt.customers WHERE id = $1",
+        "SELECT count(*) FROM credyt.lots WHERE customer_id = $1",
+        "SELECT count(*) FROM credyt.entries WHERE customer_id = $1",
+    ] {
+        let n: i64 = app.query_one(sql, &[&b_cust]).unwrap().get(0);
+        assert_eq!(n, 0, "{sql} leaks B's customer");
+    }
+    let tables: Vec<String> = admin
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'credyt' AND c.relkind = 'r'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(tables.len() >= 7, "{tables:?}");
+    for t in &tables {
+        assert_eq!(fails(&mut app, &format!("DELETE FROM credyt.{t}")), "42501", "DELETE {t}");
+        assert_eq!(fails(&mut app, &format!("UPDATE credyt.{t} SET created_at = created_at")), "42501", "UPDATE {t}");
+        assert_eq!(fails(&mut app, &format!("INSERT INTO credyt.{t} DEFAULT VALUES")), "42501", "INSERT {t}");
+    }
+    for t in ["wallet_account", "ledger_txn", "account", "role_binding"] {
+        assert_eq!(fails(&mut app, &format!("SELECT * FROM credyt.{t}")), "42501", "SELECT {t}");
+    }
+    // Administrator and internal functions, and escaping through roles.
+    assert_eq!(fails(&mut app, &format!("SELECT credyt.bind_role('{role}', '{}')", b.account)), "42501");
+    assert_eq!(fails(&mut app, &format!("SELECT credyt.grant_access('{role}')")), "42501");
+    assert_eq!(fails(&mut app, "SELECT credyt._new_id('acc')"), "42501");
+    assert_eq!(fails(&mut app, "SET ROLE postgres"), "42501");
+
+    // B is untouched.
+    let mut sb = b.session();
+    let b_rows_after = text(
+        &mut sb,
+        "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
+    );
+    assert_eq!(b_rows_before, b_rows_after);
+    assert!(ledger_problems(&mut sb).is_empty());
+}
+
+#[test]
+fn a_bound_login_cannot_escape_through_set_role() {
+    let mut admin = connect();
+    let a = Tenant::create(&mut admin, "Tenant A2");
+    let b = Tenant::create(&mut admin, "Tenant B2");
+    let role = bound_role(&mut admin, &a.account);
+    // An unbound role the bound login is a member of: SET ROLE to it keeps the binding.
+    let helper = unique("credyt_t_unbound");
+    admin
+        .batch_execute(&format!("CREATE ROLE {helper}; SELECT credyt.grant_access('{helper}'); GRANT {helper} TO {role};"))
+        .unwrap();
+    let mut app = connect_as(&role);
+    app.batch_execute(&format!("SET ROLE {helper}")).unwrap();
+    assert_eq!(text(&mut app, "SELECT credyt.current_account()"), a.account);
+    app.batch_execute(&format!("SET credyt.account = '{}'", b.account)).unwrap();
+    assert_eq!(fails(&mut app, "SELECT credyt.current_account()"), "CY403");
+}
