@@ -218,7 +218,14 @@ fn verify_ledger_reports_tampering() {
     // The test runs as superuser, which can write the tables directly.
     Spi::run("UPDATE credyt.lot SET remaining = remaining + 1").unwrap();
     Spi::run("UPDATE credyt.entry SET amount = amount + 1 WHERE system").unwrap();
+    Spi::run("UPDATE credyt.wallet_account SET debt = -1, overdraft_limit = -5").unwrap();
+    Spi::run("INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, kind) \
+              SELECT account_id, txn_id, customer_id, true, 'revenue', asset, 0, 'charge' FROM credyt.entry LIMIT 1").unwrap();
+    Spi::run("UPDATE credyt.lot SET purpose = 'free'").unwrap();
     let problems = ledger_problems().join("\n");
+    assert!(problems.contains("wallet_malformed"), "{problems}");
+    assert!(problems.contains("entry_zero"), "{problems}");
+    assert!(problems.contains("lot_malformed"), "{problems}");
     assert!(problems.contains("transaction_unbalanced"), "{problems}");
     assert!(problems.contains("lot_remaining_mismatch"), "{problems}");
     assert!(problems.contains("wallet_lots_mismatch"), "{problems}");

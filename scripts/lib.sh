@@ -109,7 +109,7 @@ CONF
 }
 
 psql_admin() {
-    psql -X -v ON_ERROR_STOP=1 -h "$CREDYT_PGROOT" -p "$CREDYT_PGPORT" -U postgres "$@"
+    PGOPTIONS="-c client_min_messages=warning" psql -X -v ON_ERROR_STOP=1 -h "$CREDYT_PGROOT" -p "$CREDYT_PGPORT" -U postgres "$@"
 }
 
 # (Re)creates database $1 with the extension freshly installed.

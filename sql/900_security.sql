@@ -24,6 +24,23 @@ BEGIN
     END LOOP;
 END $$;
 
+-- credyt keeps one prepared plan per statement per backend (src/plan_cache.rs). Left to
+-- itself, Postgres re-plans such statements as "custom plans" on every execution when
+-- it guesses a parameter-specific plan is cheaper, which costs more than the query.
+-- The statements are simple index lookups, so the generic plan is always right: force
+-- it inside the API functions (only while they run).
+DO $$
+DECLARE f regprocedure;
+BEGIN
+    FOR f IN
+        SELECT p.oid::regprocedure FROM pg_proc p
+        JOIN pg_language l ON l.oid = p.prolang AND l.lanname = 'c'
+        WHERE p.pronamespace = 'credyt'::regnamespace
+    LOOP
+        EXECUTE format('ALTER FUNCTION %s SET plan_cache_mode = force_generic_plan', f);
+    END LOOP;
+END $$;
+
 REVOKE ALL ON ALL TABLES IN SCHEMA credyt FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA credyt FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA credyt FROM PUBLIC;

@@ -27,18 +27,33 @@ fn account_setting() -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
-/// The account a role is bound to. The role in effect for the caller (after SET ROLE)
-/// wins; a bound login that SETs ROLE to an unbound role stays confined by its
-/// session user's binding.
-fn binding(c: &mut SpiClient<'_>) -> Result<Option<String>> {
+/// What the account in scope is decided from, read in one statement: the binding of
+/// the role in effect (after SET ROLE), else of the session user, so that a bound
+/// login that SETs ROLE to an unbound role stays confined; the platform account; and
+/// whether the `credyt.account` setting names an existing account.
+struct ScopeFacts {
+    bound: Option<String>,
+    platform: String,
+    setting_exists: bool,
+}
+
+fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFacts> {
     let outer = unsafe { pg_sys::GetOuterUserId() };
     let session = unsafe { pg_sys::GetSessionUserId() };
-    one::<String>(
+    let t = run(
         c,
-        "SELECT account_id FROM credyt.role_binding WHERE role_oid = $1 OR role_oid = $2 \
-         ORDER BY role_oid = $1 DESC LIMIT 1",
-        &[outer.into(), session.into()],
-    )
+        "SELECT coalesce((SELECT account_id FROM credyt.role_binding WHERE role_oid = $1), \
+                         (SELECT account_id FROM credyt.role_binding WHERE role_oid = $2)), \
+                (SELECT id FROM credyt.account WHERE parent_id IS NULL), \
+                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3)",
+        &[outer.into(), session.into(), setting.into()],
+    )?;
+    let row = t.first();
+    Ok(ScopeFacts {
+        bound: row.get::<String>(1)?,
+        platform: row.get::<String>(2)?.ok_or_else(|| CyError::internal("the platform account is missing"))?,
+        setting_exists: row.get::<bool>(3)?.unwrap_or(false),
+    })
 }
 
 /// True when `account` is `ancestor` or one of its descendants.
@@ -67,32 +82,24 @@ fn account_exists(c: &mut SpiClient<'_>, id: &str) -> Result<bool> {
 /// selected), else the `credyt.account` setting, else the platform account.
 pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
     let setting = account_setting();
-    match binding(c)? {
-        Some(bound) => match setting {
-            None => Ok(bound),
-            Some(s) if s == bound => Ok(bound),
-            Some(s) => {
-                if is_within(c, &s, &bound)? {
-                    Ok(s)
-                } else {
-                    Err(CyError::forbidden(format!("account {s} is outside the account in scope"))
-                        .detail(format!("this role is bound to account {bound} and its descendants"))
-                        .hint("RESET credyt.account, or set it to the bound account or one of its sub-organisations"))
-                }
+    let facts = scope_facts(c, setting.as_deref())?;
+    match (facts.bound, setting) {
+        (Some(bound), None) => Ok(bound),
+        (Some(bound), Some(s)) if s == bound => Ok(bound),
+        (Some(bound), Some(s)) => {
+            if is_within(c, &s, &bound)? {
+                Ok(s)
+            } else {
+                Err(CyError::forbidden(format!("account {s} is outside the account in scope"))
+                    .detail(format!("this role is bound to account {bound} and its descendants"))
+                    .hint("RESET credyt.account, or set it to the bound account or one of its sub-organisations"))
             }
-        },
-        None => match setting {
-            None => platform(c),
-            Some(s) => {
-                if account_exists(c, &s)? {
-                    Ok(s)
-                } else {
-                    Err(CyError::not_found(format!("unknown account {s}"))
-                        .detail("the setting credyt.account names no account")
-                        .hint("SET credyt.account to an id returned by credyt.create_account(), or RESET it"))
-                }
-            }
-        },
+        }
+        (None, None) => Ok(facts.platform),
+        (None, Some(s)) if facts.setting_exists => Ok(s),
+        (None, Some(s)) => Err(CyError::not_found(format!("unknown account {s}"))
+            .detail("the setting credyt.account names no account")
+            .hint("SET credyt.account to an id returned by credyt.create_account(), or RESET it")),
     }
 }
 
@@ -165,6 +172,7 @@ fn create_account(
 /// it writes credyt.role_binding with the caller's own rights, so only the
 /// extension's owner (or a superuser) can run it.
 #[pg_extern]
+#[search_path(@extschema@, pg_temp)]
 fn bind_role(role: Option<String>, account_id: Option<String>) {
     api(move || {
         let role = role.ok_or_else(|| CyError::invalid("role must not be NULL"))?;

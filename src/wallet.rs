@@ -299,14 +299,14 @@ fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
         book.txn_id
     );
     debug_assert!(wallet.debt >= Decimal::ZERO);
-    if !book.takes.is_empty() {
-        let (ids, amounts): (Vec<String>, Vec<AnyNumeric>) =
-            book.takes.into_iter().map(|(id, a)| (id, to_numeric(a))).unzip();
+    // One primary-key update per lot drawn (usually one or two). A single UPDATE joined
+    // to unnest() would be planned generically for an array of unknown length, as a
+    // scan of the whole lot table.
+    for (id, take) in book.takes {
         run(
             c,
-            "UPDATE credyt.lot l SET remaining = l.remaining - u.take \
-             FROM unnest($1::text[], $2::numeric[]) AS u(id, take) WHERE l.id = u.id",
-            &[ids.into(), amounts.into()],
+            "UPDATE credyt.lot SET remaining = remaining - $2 WHERE id = $1",
+            &[id.as_str().into(), to_numeric(take).into()],
         )?;
     }
     let mut system = Vec::with_capacity(book.legs.len());
@@ -733,6 +733,13 @@ const CHECKS: &[&str] = &[
      WHERE l.account_id = ANY($1) AND l.remaining <> coalesce(e.total, 0)",
     "SELECT 'lot_out_of_range', format('lot %s has remaining %s outside [0, %s]', id, remaining, amount) \
      FROM credyt.lot WHERE account_id = ANY($1) AND (remaining < 0 OR remaining > amount)",
+    "SELECT 'lot_malformed', format('lot %s has amount %s, purpose %s, effective %s, expires %s', id, amount, purpose, effective_at, expires_at) \
+     FROM credyt.lot WHERE account_id = ANY($1) AND (amount <= 0 OR purpose NOT IN ('promotion', 'bundled', 'paid') \
+       OR expires_at <= effective_at)",
+    "SELECT 'wallet_malformed', format('wallet %s:%s of %s has debt %s and overdraft limit %s', name, asset, customer_id, debt, overdraft_limit) \
+     FROM credyt.wallet_account WHERE account_id = ANY($1) AND (debt < 0 OR overdraft_limit < 0)",
+    "SELECT 'entry_zero', format('entry %s of transaction %s has amount zero', id, txn_id) \
+     FROM credyt.entry WHERE account_id = ANY($1) AND amount = 0",
     "SELECT 'entry_without_transaction', format('entry %s names unknown transaction %s', e.id, e.txn_id) \
      FROM credyt.entry e WHERE e.account_id = ANY($1) \
        AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id)",

@@ -1,0 +1,2 @@
+\set c random(1, 1000)
+SELECT credyt.balance('c' || :c);

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Benchmarks, measured in one run and interleaved (this machine's fsync speed swings,
+# so only ratios taken side by side mean anything). Prints its setup beside every figure.
+#   CREDYT_BENCH_SECONDS (default 10) per round, CREDYT_BENCH_ROUNDS (default 3).
+source "$(dirname "$0")/../scripts/lib.sh"
+SECONDS_PER_ROUND="${CREDYT_BENCH_SECONDS:-10}"
+ROUNDS="${CREDYT_BENCH_ROUNDS:-3}"
+CLIENTS=8
+ensure_setup
+install_extension --release
+ensure_cluster
+fresh_database credyt_bench
+ACCOUNT="$(psql_admin -d credyt_bench -qtA -f "$ROOT/bench/setup.sql" | tail -n 1)"
+export PGOPTIONS="-c credyt.account=$ACCOUNT"
+PGBENCH=(/usr/lib/postgresql/15/bin/pgbench -h "$CREDYT_PGROOT" -p "$CREDYT_PGPORT" -U postgres -n -M prepared)
+
+tps() { # script, clients, extra args... -> TPS
+    local script="$1" clients="$2"; shift 2
+    "${PGBENCH[@]}" -c "$clients" -j 2 -T "$SECONDS_PER_ROUND" -f "$ROOT/bench/$script" "$@" credyt_bench 2>/dev/null \
+        | sed -n 's/^tps = \([0-9.]*\).*/\1/p'
+}
+median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+commit_mode="$(psql_admin -d credyt_bench -tAc "SELECT 'synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync')")"
+echo "setup: PostgreSQL 15, $(nproc) cores, $CLIENTS clients, $ROUNDS interleaved rounds of ${SECONDS_PER_ROUND}s, $commit_mode, pgbench -M prepared"
+
+for shape in "1000 customers:1000" "one hot customer:1"; do
+    label="${shape%%:*}"; n="${shape##*:}"
+    : >"/tmp/credyt-bench-charge" ; : >"/tmp/credyt-bench-base"
+    for _ in $(seq "$ROUNDS"); do
+        tps charge.sql "$CLIENTS" -D customers="$n" >>/tmp/credyt-bench-charge
+        tps baseline.sql "$CLIENTS" -D customers="$n" >>/tmp/credyt-bench-base
+    done
+    c="$(median </tmp/credyt-bench-charge)"; b="$(median </tmp/credyt-bench-base)"
+    printf 'charge(), %s, %d clients: %.0f TPS; bare baseline: %.0f TPS; ratio %.2f (budget >= 0.80)\n' \
+        "$label" "$CLIENTS" "$c" "$b" "$(awk -v c="$c" -v b="$b" 'BEGIN { print c / b }')"
+done
+: >/tmp/credyt-bench-balance
+for _ in $(seq "$ROUNDS"); do tps balance.sql "$CLIENTS" >>/tmp/credyt-bench-balance; done
+printf 'balance(), 1000 customers, %d clients: %.0f calls/s (budget >= 20000)\n' "$CLIENTS" "$(median </tmp/credyt-bench-balance)"
+psql_admin -d credyt_bench -tAc "SELECT CASE WHEN count(*) = 0 THEN 'verify_ledger after the run: consistent' ELSE 'verify_ledger after the run: ' || count(*) || ' problems' END FROM credyt.verify_ledger('$ACCOUNT')"

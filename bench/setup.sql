@@ -1,0 +1,16 @@
+-- Bench fixture: one tenant with 1,000 funded customers (c1..c1000) and the bare
+-- baseline's three tables, shaped like the work a charge must do at minimum.
+SELECT credyt.create_account('bench') AS account \gset
+SET credyt.account = :'account';
+SELECT count(credyt.create_customer('c' || i, 'c' || i)) FROM generate_series(1, 1000) i;
+SELECT count(credyt.adjust('c' || i, 'fund-' || i, 'USD', 1000000, 'external_topup')) FROM generate_series(1, 1000) i;
+
+CREATE SCHEMA bench;
+CREATE TABLE bench.event (id bigserial PRIMARY KEY, customer text NOT NULL, key text NOT NULL, amount numeric NOT NULL,
+                          created_at timestamptz NOT NULL DEFAULT now());
+CREATE UNIQUE INDEX ON bench.event (key);
+CREATE TABLE bench.balance (customer text PRIMARY KEY, balance numeric NOT NULL);
+CREATE TABLE bench.entry (id bigserial PRIMARY KEY, customer text NOT NULL, amount numeric NOT NULL,
+                          created_at timestamptz NOT NULL DEFAULT now());
+INSERT INTO bench.balance SELECT 'c' || i, 1000000 FROM generate_series(1, 1000) i;
+\echo :account
