@@ -9,6 +9,27 @@ use std::thread;
 
 const CLIENTS: usize = 8;
 
+/// Runs `work(client_index, connection)` on CLIENTS connections as `role`, all
+/// released at once by a barrier, and returns their results.
+fn on_clients<T: Send + 'static>(
+    role: &str,
+    work: impl Fn(usize, &mut postgres::Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (role, barrier, work) = (role.to_string(), barrier.clone(), work.clone());
+            thread::spawn(move || {
+                let mut c = connect_as(&role);
+                barrier.wait();
+                work(i, &mut c)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("client thread")).collect()
+}
+
 /// The amount every client sends for key `k` (so replays carry identical payloads).
 fn amount_of(k: u64) -> Decimal {
     Decimal::new((k % 97 + 1) as i64 * 1013, 4) // 0.1013 .. 9.8261
@@ -26,34 +47,27 @@ fn overlapping_charges_and_replays_charge_each_key_once() {
                      SELECT credyt.adjust('hot', 'promo', 'USD', 25, 'gift')").unwrap();
 
     const KEYS: u64 = 150;
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let role = t.role.clone();
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                let mut c = connect_as(&role);
-                let mut rng = Rng::new(0xC0FFEE + i as u64);
-                let mut seen: HashMap<u64, String> = HashMap::new();
-                barrier.wait();
-                for _ in 0..120 {
-                    let k = rng.below(KEYS);
-                    // keys below 20 belong to a second customer
-                    let who = if k < 20 { "cool" } else { "hot" };
-                    let sql = "SELECT credyt.charge($1, $2, 'USD', $3::numeric)";
-                    let key = format!("k{k}");
-                    let id: String = c.query_one(sql, &[&who, &key, &amount_of(k)]).unwrap().get(0);
-                    if let Some(prev) = seen.insert(k, id.clone()) {
-                        assert_eq!(prev, id, "a replay returned a different transaction");
-                    }
-                }
-                seen
-            })
-        })
-        .collect();
+    let results = on_clients(&t.role, |i, c| {
+        let mut rng = Rng::new(0xC0FFEE + i as u64);
+        let mut seen: HashMap<u64, String> = HashMap::new();
+        for _ in 0..120 {
+            let k = rng.below(KEYS);
+            // keys below 20 belong to a second customer
+            let who = if k < 20 { "cool" } else { "hot" };
+            let key = format!("k{k}");
+            let id: String = c
+                .query_one("SELECT credyt.charge($1, $2, 'USD', $3::numeric)", &[&who, &key, &amount_of(k)])
+                .unwrap()
+                .get(0);
+            if let Some(prev) = seen.insert(k, id.clone()) {
+                assert_eq!(prev, id, "a replay returned a different transaction");
+            }
+        }
+        seen
+    });
     let mut all: HashMap<u64, String> = HashMap::new();
-    for h in handles {
-        for (k, id) in h.join().expect("client thread") {
+    for seen in results {
+        for (k, id) in seen {
             if let Some(prev) = all.insert(k, id.clone()) {
                 assert_eq!(prev, id, "two clients got different transactions for k{k}");
             }
@@ -86,27 +100,19 @@ fn a_prepaid_wallet_never_goes_below_zero_under_concurrency() {
          SELECT credyt.set_overdraft('p', 'USD', 0);",
     )
     .unwrap();
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let role = t.role.clone();
-            let barrier = barrier.clone();
-            thread::spawn(move || {
-                let mut c = connect_as(&role);
-                barrier.wait();
-                let mut ok = Decimal::ZERO;
-                for j in 0..40 {
-                    let key = format!("p-{i}-{j}");
-                    match c.query_one("SELECT credyt.charge('p', $1, 'USD', 0.37)", &[&key]) {
-                        Ok(_) => ok += Decimal::new(37, 2),
-                        Err(e) => assert_eq!(sqlstate(&e), "CY402", "{e}"),
-                    }
-                }
-                ok
-            })
-        })
-        .collect();
-    let charged: Decimal = handles.into_iter().map(|h| h.join().unwrap()).sum();
+    let charged: Decimal = on_clients(&t.role, |i, c| {
+        let mut ok = Decimal::ZERO;
+        for j in 0..40 {
+            let key = format!("p-{i}-{j}");
+            match c.query_one("SELECT credyt.charge('p', $1, 'USD', 0.37)", &[&key]) {
+                Ok(_) => ok += Decimal::new(37, 2),
+                Err(e) => assert_eq!(sqlstate(&e), "CY402", "{e}"),
+            }
+        }
+        ok
+    })
+    .into_iter()
+    .sum();
     let balance: Decimal = s.query_one("SELECT credyt.balance('p')", &[]).unwrap().get(0);
     assert_eq!(balance, Decimal::new(125, 1) - charged);
     assert!(balance >= Decimal::ZERO && balance < Decimal::new(37, 2), "balance {balance}");

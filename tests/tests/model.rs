@@ -106,6 +106,8 @@ fn random_operations_match_the_model() {
     let mut model: HashMap<(usize, usize), Wallet> = HashMap::new();
     let mut done: Vec<Done> = Vec::new();
     let mut seq = 0u64;
+    // Debits decided by a limit, either way: the test must explore both sides.
+    let (mut limited_ok, mut limited_rejected) = (0, 0);
 
     for step in 0..steps {
         let cu = rng.below(3) as usize;
@@ -114,24 +116,26 @@ fn random_operations_match_the_model() {
         let customer = customers[cu];
         let key = format!("s{step}");
         let w = model.entry((cu, wi)).or_default();
-        let cents = |rng: &mut Rng| Decimal::new(rng.below(20_000) as i64 + 1, 2);
+        // Amounts of a few units, so that balances random-walk around zero and
+        // overdraft limits of a few units decide often.
+        let cents = |rng: &mut Rng| Decimal::new(rng.below(1_000) as i64 + 1, 2);
         let fine = |rng: &mut Rng| match rng.below(4) {
-            0 => Decimal::new(rng.below(10_000_000_000_000) as i64 + 1, 12),
-            1 => Decimal::new(rng.below(500_000) as i64 + 1, 4),
-            _ => Decimal::new(rng.below(20_000) as i64 + 1, 2),
+            0 => Decimal::new(rng.below(5_000_000_000_000) as i64 + 1, 12),
+            1 => Decimal::new(rng.below(50_000) as i64 + 1, 4),
+            _ => Decimal::new(rng.below(500) as i64 + 1, 2),
         };
         let op = rng.below(100);
         let ctx = format!("seed {seed} step {step} op {op}");
         // (sql, expected outcome: Ok(model after) or Err(sqlstate))
         let (sql, expect): (String, Result<Wallet, &str>) = match op {
-            0..=19 => {
+            0..=14 => {
                 let a = cents(&mut rng);
                 let mut m = w.clone();
                 seq += 1;
                 m.credit(Lot { paid: true, priority: 100, expires: None, seq, remaining: a, live: true });
                 (format!("SELECT credyt.adjust('{customer}', '{key}', '{asset}', {a}, 'external_topup', account_name => '{name}')"), Ok(m))
             }
-            20..=34 => {
+            15..=27 => {
                 let a = fine(&mut rng);
                 let days = if rng.below(2) == 0 { None } else { Some(rng.below(60) + 1) };
                 let future = rng.below(10) == 0;
@@ -142,7 +146,7 @@ fn random_operations_match_the_model() {
                 let eff = if future { format!(", effective_at => '{base}'::timestamptz + interval '12 hours'") } else { String::new() };
                 (format!("SELECT credyt.adjust('{customer}', '{key}', '{asset}', {a}, 'gift', account_name => '{name}'{exp}{eff})"), Ok(m))
             }
-            35..=64 => {
+            28..=64 => {
                 let a = fine(&mut rng);
                 let mut m = w.clone();
                 let r = m.debit(a).map(|_| m).map_err(|_| "CY402");
@@ -164,7 +168,7 @@ fn random_operations_match_the_model() {
             78..=85 => {
                 let limit = match rng.below(3) {
                     0 => None,
-                    _ => Some(Decimal::new(rng.below(1_000) as i64, 2)),
+                    _ => Some(Decimal::new(rng.below(500) as i64, 2)),
                 };
                 let mut m = w.clone();
                 m.limit = limit;
@@ -187,6 +191,12 @@ fn random_operations_match_the_model() {
             }
             _ => continue,
         };
+        if w.limit.is_some() && (sql.contains("credyt.charge") || sql.contains("'other'")) {
+            match &expect {
+                Ok(_) => limited_ok += 1,
+                Err(_) => limited_rejected += 1,
+            }
+        }
         match (c.query_one(sql.as_str(), &[]), expect) {
             (Ok(row), Ok(m)) => {
                 *model.get_mut(&(cu, wi)).unwrap() = m;
@@ -226,4 +236,8 @@ fn random_operations_match_the_model() {
     let problems = ledger_problems(&mut c);
     assert!(problems.is_empty(), "verify_ledger: {problems:?}");
     assert!(done.len() > steps / 2, "too few successful operations: {}", done.len());
+    assert!(
+        limited_ok > steps / 50 && limited_rejected > steps / 50,
+        "limits were not exercised: {limited_ok} debits within a limit, {limited_rejected} rejected"
+    );
 }
