@@ -41,6 +41,7 @@ fn assert_ledger_ok() {
 /// A fresh connected account, put in scope for the rest of the test transaction.
 #[allow(dead_code)]
 fn fresh_account(name: &str) -> String {
+    Spi::run("RESET credyt.account").unwrap();
     let acc = text(&format!("SELECT credyt.create_account('{name}')"));
     Spi::run(&format!("SET LOCAL credyt.account = '{acc}'")).unwrap();
     acc
@@ -59,4 +60,15 @@ fn ledger_rows() -> i64 {
 #[allow(dead_code)]
 fn balance(customer: &str) -> String {
     text(&format!("SELECT credyt.balance('{customer}', 'USD')::text"))
+}
+
+/// Runs `sql` in a subtransaction and returns "SQLSTATE message" of its error, if any.
+#[allow(dead_code)]
+fn error_of(sql: &str) -> Option<String> {
+    Spi::run(
+        "CREATE OR REPLACE FUNCTION pg_temp.error_of(stmt text) RETURNS text LANGUAGE plpgsql AS $f$ \
+         BEGIN EXECUTE stmt; RETURN NULL; EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$",
+    )
+    .expect("create helper");
+    Spi::get_one_with_args::<String>("SELECT pg_temp.error_of($1)", &[sql.into()]).expect("error_of")
 }

@@ -17,7 +17,8 @@ ALTER TABLE credyt.role_binding FORCE ROW LEVEL SECURITY;   -- no policy: invisi
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry'] LOOP
+    FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
+                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE credyt.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant ON credyt.%I USING (account_id = (SELECT credyt.current_account()))', t);
@@ -81,7 +82,8 @@ BEGIN
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %I', v, role);
     END LOOP;
-    EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry TO %I', role);
+    EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.product, '
+                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
 
@@ -91,7 +93,9 @@ INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform')
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry'] LOOP
+    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
+                             'asset', 'product', 'product_version', 'price', 'subscription',
+                             'usage_event', 'model_cost', 'hold'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');

@@ -24,6 +24,8 @@ pub enum Code {
     InsufficientFunds,
     /// idempotency key reused with a different payload (or a unique name taken)
     Conflict,
+    /// too late (hold expired, settlement window closed)
+    Gone,
     /// not a domain error: a bug
     Internal,
 }
@@ -36,6 +38,7 @@ impl Code {
             Code::NotFound => "CY404",
             Code::InsufficientFunds => "CY402",
             Code::Conflict => "CY409",
+            Code::Gone => "CY410",
             Code::Internal => "XX000",
         }
     }

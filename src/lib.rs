@@ -11,15 +11,19 @@ pgrx::pg_module_magic!(name, version);
 mod catalog;
 mod customers;
 mod error;
+mod holds;
 mod ids;
 mod money;
 mod plan_cache;
 mod tenancy;
+mod usage;
 mod validate;
 mod wallet;
 
 extension_sql_file!("../sql/001_tables.sql", name = "tables", bootstrap);
 extension_sql_file!("../sql/002_views.sql", name = "views", requires = ["tables"]);
+extension_sql_file!("../sql/010_catalog.sql", name = "catalog", requires = ["views"]);
+extension_sql_file!("../sql/020_usage.sql", name = "usage", requires = ["catalog"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.
@@ -30,6 +34,8 @@ mod tests {
     include!("../pgrx-tests/support.rs");
     include!("../pgrx-tests/tenancy.rs");
     include!("../pgrx-tests/wallet.rs");
+    include!("../pgrx-tests/catalog.rs");
+    include!("../pgrx-tests/usage.rs");
 }
 
 /// Required by `cargo pgrx test`.

@@ -37,11 +37,12 @@ pub struct WalletRef<'a> {
     pub asset: &'a str,
 }
 
-/// The locked wallet row.
+/// The locked wallet row, with the sum of its active holds.
 pub struct Wallet {
     pub balance: Decimal,
     pub debt: Decimal,
     pub limit: Option<Decimal>,
+    pub held: Decimal,
 }
 
 /// A lot that a charge may draw from now.
@@ -88,8 +89,10 @@ impl<'w> Book<'w> {
 // ---------------------------------------------------------------------------------
 // Reading and locking
 
-const LOCK_WALLET: &str = "SELECT balance::text, debt::text, overdraft_limit::text FROM credyt.wallet_account \
-     WHERE customer_id = $1 AND name = $2 AND asset = $3 FOR UPDATE";
+const LOCK_WALLET: &str = "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
+       (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
+          AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
+     FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w";
 
 fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
     let t = run(c, LOCK_WALLET, &[w.customer.into(), w.name.into(), w.asset.into()])?;
@@ -100,7 +103,8 @@ fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
     let balance = stored(&row.get::<String>(1)?.unwrap_or_default())?;
     let debt = stored(&row.get::<String>(2)?.unwrap_or_default())?;
     let limit = row.get::<String>(3)?.map(|s| stored(&s)).transpose()?;
-    Ok(Some(Wallet { balance, debt, limit }))
+    let held = stored(&row.get::<String>(4)?.unwrap_or_default())?;
+    Ok(Some(Wallet { balance, debt, limit, held }))
 }
 
 /// Locks the wallet account row, creating it on first use. This is the one lock a
@@ -143,9 +147,35 @@ pub fn live_lots(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Vec<LiveLot>> {
     Ok(lots)
 }
 
-/// available = live lots remaining − debt (SPEC §5). Holds arrive with the usage engine.
-fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
-    lots.iter().map(|l| l.view.remaining).sum::<Decimal>() - wallet.debt
+/// available = live lots remaining − debt − active holds (SPEC §5).
+pub fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
+    lots.iter().map(|l| l.view.remaining).sum::<Decimal>() - wallet.debt - wallet.held
+}
+
+/// Whether balance changes are pushed on `credyt_balance` (setting
+/// `credyt.balance_notify`, on unless set to off/false/0).
+fn balance_notify_enabled() -> bool {
+    let p = unsafe { pg_sys::GetConfigOption(c"credyt.balance_notify".as_ptr(), true, false) };
+    if p.is_null() {
+        return true;
+    }
+    let v = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().trim().to_ascii_lowercase();
+    !matches!(v.as_str(), "off" | "false" | "0" | "no")
+}
+
+/// NOTIFY credyt_balance (SPEC §10), delivered at commit.
+pub fn notify_balance(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal) -> Result<()> {
+    if !balance_notify_enabled() {
+        return Ok(());
+    }
+    let payload = json!({
+        "account": w.account,
+        "customer_id": w.customer,
+        "account_id": format!("{}:{}", w.name, w.asset),
+        "available": serde_json::Number::from_string_unchecked(available.normalize().to_string()),
+    });
+    run(c, "SELECT pg_notify('credyt_balance', $1)", &[payload.to_string().into()])?;
+    Ok(())
 }
 
 // ---------------------------------------------------------------------------------
@@ -218,7 +248,12 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
         settle_debt(&mut lots, &mut wallet, &mut book);
     }
     wallet.balance = balance;
-    write(c, &wallet, book)
+    write(c, &wallet, book)?;
+    if balance_notify_enabled() {
+        let now = available_of(c, w.customer, w.name, w.asset)?;
+        notify_balance(c, w, now)?;
+    }
+    Ok(())
 }
 
 /// Which lots a debit may draw from.
@@ -238,7 +273,8 @@ pub struct Debit<'a> {
 }
 
 /// Draws an amount from the wallet in burn-down order, honouring the overdraft limit.
-pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Result<()> {
+/// Returns the available balance afterwards.
+pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Result<Decimal> {
     let mut wallet = lock(c, w)?;
     let mut lots = live_lots(c, w)?;
     let mut book = Book::new(w, txn_id.to_string());
@@ -287,7 +323,9 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     }
     book.system_leg(d.system_account, d.amount, d.kind);
     wallet.balance = balance;
-    write(c, &wallet, book)
+    write(c, &wallet, book)?;
+    notify_balance(c, w, after)?;
+    Ok(after)
 }
 
 /// Writes lot remainders, the entries (one statement) and the wallet row.
@@ -449,7 +487,6 @@ fn adjust(
 ) -> String {
     api(move || {
         let key = validate::key("transaction_id", transaction_id)?;
-        let asset: Asset = resolve_asset(asset.as_deref())?;
         let amount = money::non_zero("amount", amount)?;
         let reason = validate::required("reason", reason)?;
         let name = validate::wallet_name(account_name)?;
@@ -473,12 +510,6 @@ fn adjust(
                 return Err(CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {REASONS}")))
             }
         }
-        if matches!(reason.as_str(), "external_topup" | "external_refund") {
-            credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
-                CyError::invalid(format!("amount {}", e.describe()))
-                    .detail(format!("{} has {} decimal places", asset.code, asset.precision))
-            })?;
-        }
         if !credit && (effective_at.is_some() || expires_at.is_some()) {
             return Err(CyError::invalid("effective_at and expires_at apply to credits only")
                 .hint("a negative adjustment draws existing lots; it creates none"));
@@ -491,6 +522,13 @@ fn adjust(
                 }
             }
             let account = scope(c)?;
+            let asset: Asset = resolve_asset(c, &account, asset.as_deref())?;
+            if matches!(reason.as_str(), "external_topup" | "external_refund") {
+                credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
+                    CyError::invalid(format!("amount {}", e.describe()))
+                        .detail(format!("{} has {} decimal places", asset.code, asset.precision))
+                })?;
+            }
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let payload = json!({
                 "op": "adjust", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
@@ -507,8 +545,12 @@ fn adjust(
                 ("gift", _) => credit_lot(c, &w, &txn, amount, "promotion", effective_at, expires_at, &source, "promotions", "gift")?,
                 ("external_topup", _) => credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "external", "external_topup")?,
                 ("other", true) => credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "adjustments", "other")?,
-                ("external_refund", _) => debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::PaidOnly, system_account: "external", kind: "external_refund" })?,
-                _ => debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" })?,
+                ("external_refund", _) => {
+                    debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::PaidOnly, system_account: "external", kind: "external_refund" })?;
+                }
+                _ => {
+                    debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" })?;
+                }
             }
             Ok(txn)
         })
@@ -545,13 +587,13 @@ fn charge(
 ) -> String {
     api(move || {
         let key = validate::key("transaction_id", transaction_id)?;
-        let asset = resolve_asset(asset.as_deref())?;
         let amount = money::positive("amount", amount)?;
         let name = validate::wallet_name(account_name)?;
         let description = validate::optional_text("description", description)?;
         let metadata = validate::metadata(metadata)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let payload = json!({
                 "op": "charge", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
@@ -577,11 +619,11 @@ fn set_overdraft(
     account_name: default!(Option<String>, "'default'"),
 ) {
     api(move || {
-        let asset = resolve_asset(asset.as_deref())?;
         let limit = money::optional_non_negative("limit", limit)?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
             lock(c, &w)?;
@@ -604,7 +646,9 @@ pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &s
                    WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 AND remaining > 0 \
                      AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())), 0) \
                  - coalesce((SELECT debt FROM credyt.wallet_account \
-                   WHERE customer_id = $1 AND name = $2 AND asset = $3), 0))::text",
+                   WHERE customer_id = $1 AND name = $2 AND asset = $3), 0) \
+                 - coalesce((SELECT sum(amount) FROM credyt.hold WHERE customer_id = $1 AND wallet_name = $2 \
+                   AND asset = $3 AND status = 'active' AND expires_at > now()), 0))::text",
         &[customer.into(), name.into(), asset.into()],
     )?;
     stored(&v.unwrap_or_else(|| "0".into()))
@@ -618,10 +662,10 @@ fn balance(
     account_name: default!(Option<String>, "'default'"),
 ) -> AnyNumeric {
     api(move || {
-        let asset = resolve_asset(asset.as_deref())?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             Ok(to_numeric(available_of(c, &customer, &name, &asset.code)?))
         })
@@ -637,11 +681,11 @@ fn balance_at(
     account_name: default!(Option<String>, "'default'"),
 ) -> AnyNumeric {
     api(move || {
-        let asset = resolve_asset(asset.as_deref())?;
         let at = validate::required("at", at)?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let v = one::<String>(
                 c,
@@ -675,10 +719,14 @@ fn wallet(
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let t = run(
                 c,
-                "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt)::text FROM credyt.wallet_account w \
+                "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt - coalesce(h.held, 0))::text, \
+                        coalesce(h.held, 0)::text FROM credyt.wallet_account w \
                  LEFT JOIN LATERAL (SELECT sum(remaining) AS live FROM credyt.lot \
                    WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset AND remaining > 0 \
                      AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())) l ON true \
+                 LEFT JOIN LATERAL (SELECT sum(amount) AS held FROM credyt.hold \
+                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
+                     AND status = 'active' AND expires_at > now()) h ON true \
                  WHERE w.customer_id = $1 ORDER BY w.name, w.asset",
                 &[customer.as_str().into()],
             )?;
@@ -687,13 +735,14 @@ fn wallet(
                 let name = row.get::<String>(1)?.unwrap_or_default();
                 let asset = row.get::<String>(2)?.unwrap_or_default();
                 let avail = stored(&row.get::<String>(3)?.unwrap_or_default())?;
-                rows.push((format!("{name}:{asset}"), name, asset, avail));
+                let held = stored(&row.get::<String>(4)?.unwrap_or_default())?;
+                rows.push((format!("{name}:{asset}"), name, asset, avail, held));
             }
             Ok(rows)
         })
     });
-    TableIterator::new(rows.into_iter().map(|(id, name, asset, avail)| {
-        (id, name, asset, to_numeric(avail), to_numeric(Decimal::ZERO), to_numeric(Decimal::ZERO))
+    TableIterator::new(rows.into_iter().map(|(id, name, asset, avail, held)| {
+        (id, name, asset, to_numeric(avail), to_numeric(Decimal::ZERO), to_numeric(held))
     }))
 }
 

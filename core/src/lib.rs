@@ -6,3 +6,4 @@ pub mod burndown;
 pub mod fiat;
 pub mod ids;
 pub mod money;
+pub mod pricing;

@@ -12,12 +12,22 @@ fn a_bound_role_cannot_reach_another_tenant() {
     let mut sb = b.session();
     let b_cust = text(&mut sb, "SELECT credyt.create_customer('Bea', 'b-ext')");
     sb.batch_execute("SELECT credyt.adjust('b-ext', 'b-top', 'USD', 50, 'external_topup')").unwrap();
+    sb.batch_execute(
+        r#"SELECT credyt.create_product('b-prod', 'B product', '[{"type": "usage_based",
+             "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
+             "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]');
+           SELECT credyt.authorize('b-ext', 'b-hold', 'USD', 5);"#,
+    )
+    .unwrap();
+    let b_sub = text(&mut sb, "SELECT credyt.subscribe('b-ext', 'b-prod')");
+    let b_hold = text(&mut sb, "SELECT id FROM credyt.holds WHERE hold_id = 'b-hold'");
     let b_rows_before = text(
         &mut sb,
         "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
     );
     let mut sa = a.session();
     text(&mut sa, "SELECT credyt.create_customer('Ann', 'a-ext')");
+    let b_products: i64 = admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
     let role = bound_role(&mut admin, &a.account);
     let mut app = connect_as(&role);
     assert_eq!(text(&mut app, "SELECT credyt.current_account()"), a.account);
@@ -48,7 +58,22 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "adjust", format!("SELECT credyt.adjust('{r}', 'x2', 'USD', -1, 'other')"), "CY404");
         attack(&mut app, "charge", format!("SELECT credyt.charge('{r}', 'x3', 'USD', 1)"), "CY404");
         attack(&mut app, "set_overdraft", format!("SELECT credyt.set_overdraft('{r}', 'USD', 0)"), "CY404");
+        attack(&mut app, "record_usage", format!("SELECT * FROM credyt.record_usage('{r}', 'z1', 'chat')"), "CY404");
+        attack(
+            &mut app,
+            "record_usage",
+            format!(r#"SELECT * FROM credyt.record_usage('[{{"customer": "{r}", "event_id": "z2", "event_type": "chat"}}]'::jsonb)"#),
+            "CY404",
+        );
+        attack(&mut app, "authorize", format!("SELECT credyt.authorize('{r}', 'z3', 'USD', 1)"), "CY404");
+        attack(&mut app, "subscribe", format!("SELECT credyt.subscribe('{r}', 'b-prod')"), "CY404");
     }
+    for h in ["b-hold", b_hold.as_str()] {
+        attack(&mut app, "release", format!("SELECT credyt.release('{h}')"), "CY404");
+        attack(&mut app, "record_usage", format!("SELECT * FROM credyt.record_usage('a-ext', 'z4', 'chat', hold_id => '{h}')"), "CY404");
+    }
+    attack(&mut app, "cancel_subscription", format!("SELECT credyt.cancel_subscription('{b_sub}')"), "CY404");
+    attack(&mut app, "create_product_version", "SELECT credyt.create_product_version('b-prod', '[]')".into(), "CY404");
     attack(&mut app, "verify_ledger", format!("SELECT * FROM credyt.verify_ledger('{}')", b.account), "CY403");
     attack(&mut app, "create_account", format!("SELECT credyt.create_account('x', parent_id => '{}')", b.account), "CY403");
     attack(&mut app, "create_account", "SELECT credyt.create_account('connected')".into(), "CY403");
@@ -66,10 +91,19 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("set_overdraft", "SELECT credyt.set_overdraft('b-ext', 'USD', 0)".into()),
         ("verify_ledger", "SELECT * FROM credyt.verify_ledger()".into()),
         ("create_account", "SELECT credyt.create_account('sub')".into()),
+        ("create_asset", "SELECT credyt.create_asset('stolen')".into()),
+        ("create_product", r#"SELECT credyt.create_product('p', 'P', '[]')"#.into()),
+        ("create_product_version", "SELECT credyt.create_product_version('b-prod', '[]')".into()),
+        ("subscribe", "SELECT credyt.subscribe('b-ext', 'b-prod')".into()),
+        ("cancel_subscription", format!("SELECT credyt.cancel_subscription('{b_sub}')")),
+        ("record_usage", "SELECT * FROM credyt.record_usage('b-ext', 'y3', 'chat')".into()),
+        ("authorize", "SELECT credyt.authorize('b-ext', 'y4', 'USD', 1)".into()),
+        ("release", "SELECT credyt.release('b-hold')".into()),
+        ("set_model_cost", "SELECT credyt.set_model_cost('v', 'm', 1, 1)".into()),
     ] {
         attack(&mut app, name, sql, "CY403");
     }
-    for view in ["customers", "lots", "entries"] {
+    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins"] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
@@ -87,6 +121,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         assert_eq!(n, 0, "{table} leaks rows of other tenants");
     }
     for sql in [
+        "SELECT count(*) FROM credyt.usage WHERE customer_id = $1",
+        "SELECT count(*) FROM credyt.holds WHERE customer_id = $1",
+        "SELECT count(*) FROM credyt.subscriptions WHERE customer_id = $1",
         "SELECT count(*) FROM credyt.customers WHERE id = $1",
         "SELECT count(*) FROM credyt.lots WHERE customer_id = $1",
         "SELECT count(*) FROM credyt.entries WHERE customer_id = $1",
@@ -94,23 +131,26 @@ fn a_bound_role_cannot_reach_another_tenant() {
         let n: i64 = app.query_one(sql, &[&b_cust]).unwrap().get(0);
         assert_eq!(n, 0, "{sql} leaks B's customer");
     }
-    let tables: Vec<String> = admin
+    // every table, with its first updatable column (to write an UPDATE that parses)
+    let tables: Vec<(String, String)> = admin
         .query(
-            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+            "SELECT c.relname::text, (SELECT a.attname::text FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 \
+                    AND a.attidentity = '' AND a.attgenerated = '' AND NOT a.attisdropped ORDER BY a.attnum LIMIT 1) \
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = 'credyt' AND c.relkind = 'r'",
             &[],
         )
         .unwrap()
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    assert!(tables.len() >= 7, "{tables:?}");
-    for t in &tables {
+    assert!(tables.len() >= 15, "{tables:?}");
+    for (t, col) in &tables {
         assert_eq!(fails(&mut app, &format!("DELETE FROM credyt.{t}")), "42501", "DELETE {t}");
-        assert_eq!(fails(&mut app, &format!("UPDATE credyt.{t} SET created_at = created_at")), "42501", "UPDATE {t}");
+        assert_eq!(fails(&mut app, &format!("UPDATE credyt.{t} SET {col} = {col}")), "42501", "UPDATE {t}");
         assert_eq!(fails(&mut app, &format!("INSERT INTO credyt.{t} DEFAULT VALUES")), "42501", "INSERT {t}");
     }
-    for t in ["wallet_account", "ledger_txn", "account", "role_binding"] {
+    for t in ["wallet_account", "ledger_txn", "account", "role_binding", "price", "model_cost"] {
         assert_eq!(fails(&mut app, &format!("SELECT * FROM credyt.{t}")), "42501", "SELECT {t}");
     }
     // Administrator and internal functions, and escaping through roles.
@@ -126,6 +166,10 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
     );
     assert_eq!(b_rows_before, b_rows_after);
+    assert_eq!(text(&mut sb, "SELECT status FROM credyt.holds WHERE hold_id = 'b-hold'"), "active");
+    assert_eq!(text(&mut sb, "SELECT status FROM credyt.subscriptions"), "active");
+    let b_products_after: i64 = admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
+    assert_eq!(b_products, b_products_after);
     assert!(ledger_problems(&mut sb).is_empty());
 }
 

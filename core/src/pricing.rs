@@ -1,0 +1,795 @@
+//! Prices in Credyt's JSON shape (SPEC §4): validation with errors that name the
+//! offending field, dimensional matching, and fee math for usage-based prices.
+//!
+//! Numbers are read exactly: serde_json is built with `arbitrary_precision`, so a
+//! JSON number's literal text reaches `Decimal` without passing through `f64`.
+
+use crate::money::{round_fee, SCALE};
+use rust_decimal::Decimal;
+use serde_json::{Map, Value};
+use std::str::FromStr;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageType {
+    Unit,
+    Volume,
+    UnitAndVolume,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interval {
+    Day,
+    Week,
+    Month,
+    Year,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PriceKind {
+    Usage {
+        event_type: String,
+        usage_type: UsageType,
+        volume_field: Option<String>,
+        billable_dimensions: Vec<String>,
+    },
+    Fixed { interval: Interval },
+    Seat { interval: Interval },
+    Outcome { outcome_type: String, settlement_window: String },
+}
+
+/// One row of a price's value table: the dimensions it applies to and its rates.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceValue {
+    /// (dimension, value or "*")
+    pub dimensions: Vec<(String, String)>,
+    pub unit_price: Option<Decimal>,
+    pub volume_rate: Option<Decimal>,
+    pub package_size: Decimal,
+    pub min_amount: Option<Decimal>,
+    pub max_amount: Option<Decimal>,
+    pub percent: Option<Decimal>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pricing {
+    pub asset: String,
+    pub values: Vec<PriceValue>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Price {
+    pub kind: PriceKind,
+    pub pricing: Vec<Pricing>,
+}
+
+impl Price {
+    pub fn type_name(&self) -> &'static str {
+        match self.kind {
+            PriceKind::Usage { .. } => "usage_based",
+            PriceKind::Fixed { .. } => "fixed",
+            PriceKind::Seat { .. } => "seat",
+            PriceKind::Outcome { .. } => "outcome",
+        }
+    }
+    pub fn event_type(&self) -> Option<&str> {
+        match &self.kind {
+            PriceKind::Usage { event_type, .. } => Some(event_type),
+            _ => None,
+        }
+    }
+    pub fn assets(&self) -> impl Iterator<Item = &str> {
+        self.pricing.iter().map(|p| p.asset.as_str())
+    }
+}
+
+/// A validation error: the JSON path of the field and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriceError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl std::fmt::Display for PriceError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}", self.field, self.problem)
+    }
+}
+
+fn err<T>(field: &str, problem: impl Into<String>) -> Result<T, PriceError> {
+    Err(PriceError { field: field.to_string(), problem: problem.into() })
+}
+
+/// Reads a JSON number (or numeric string) exactly.
+pub fn exact_number(v: &Value) -> Option<Decimal> {
+    let text = match v {
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.trim().to_string(),
+        _ => return None,
+    };
+    if text.contains(['e', 'E']) {
+        Decimal::from_scientific(&text).ok()
+    } else {
+        Decimal::from_str(&text).ok()
+    }
+}
+
+fn object<'a>(v: &'a Value, field: &str) -> Result<&'a Map<String, Value>, PriceError> {
+    v.as_object().map_or_else(|| err(field, "must be a JSON object"), Ok)
+}
+
+fn string(o: &Map<String, Value>, key: &str, path: &str) -> Result<String, PriceError> {
+    let field = format!("{path}.{key}");
+    match o.get(key) {
+        Some(Value::String(s)) if !s.trim().is_empty() && s.len() <= 255 => Ok(s.clone()),
+        Some(Value::String(_)) => err(&field, "must be 1 to 255 characters"),
+        Some(_) => err(&field, "must be a string"),
+        None => err(&field, "is required"),
+    }
+}
+
+/// An optional non-negative amount with at most 12 fractional digits.
+fn amount(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Decimal>, PriceError> {
+    let field = format!("{path}.{key}");
+    match o.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => {
+            let d = exact_number(v).map_or_else(|| err(&field, "must be a number"), Ok)?.normalize();
+            if d.is_sign_negative() && !d.is_zero() {
+                return err(&field, "must not be negative");
+            }
+            if d.scale() > SCALE {
+                return err(&field, format!("has more than {SCALE} fractional digits"));
+            }
+            if d > crate::money::max_amount() {
+                return err(&field, "exceeds 10^15");
+            }
+            Ok(Some(d))
+        }
+    }
+}
+
+fn interval(o: &Map<String, Value>, path: &str) -> Result<Interval, PriceError> {
+    let bm_path = format!("{path}.billing_model");
+    let bm = object(o.get("billing_model").unwrap_or(&Value::Null), &bm_path)?;
+    if bm.get("type").and_then(Value::as_str) != Some("recurring") {
+        return err(&format!("{bm_path}.type"), "must be \"recurring\"");
+    }
+    let rec_path = format!("{bm_path}.recurring");
+    let rec = object(bm.get("recurring").unwrap_or(&Value::Null), &rec_path)?;
+    match rec.get("interval").and_then(Value::as_str) {
+        Some("day") => Ok(Interval::Day),
+        Some("week") => Ok(Interval::Week),
+        Some("month") => Ok(Interval::Month),
+        Some("year") => Ok(Interval::Year),
+        _ => err(&format!("{rec_path}.interval"), "must be one of day, week, month, year"),
+    }
+}
+
+/// ISO 8601 durations such as P7D, PT48H, P1M: a P, then number+unit groups.
+fn is_iso_duration(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix('P') else { return false };
+    let (date, time) = match rest.split_once('T') {
+        Some((d, t)) => (d, Some(t)),
+        None => (rest, None),
+    };
+    fn groups(part: &str, units: &str) -> Option<usize> {
+        let mut n = 0;
+        let mut digits = false;
+        let mut last_unit = 0;
+        for ch in part.chars() {
+            if ch.is_ascii_digit() {
+                digits = true;
+            } else {
+                let pos = units.find(ch)? + 1;
+                if !digits || pos <= last_unit {
+                    return None;
+                }
+                last_unit = pos;
+                digits = false;
+                n += 1;
+            }
+        }
+        (!digits).then_some(n)
+    }
+    let Some(d) = groups(date, "YMWD") else { return false };
+    let t = match time {
+        Some(t) => match groups(t, "HMS") {
+            Some(n) if n > 0 => n,
+            _ => return false,
+        },
+        None => 0,
+    };
+    d + t > 0
+}
+
+fn parse_values(
+    v: Option<&Value>,
+    path: &str,
+    kind: &PriceKind,
+) -> Result<Vec<PriceValue>, PriceError> {
+    let field = format!("{path}.values");
+    let arr = match v {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => return err(&field, "must not be empty"),
+        Some(_) => return err(&field, "must be an array"),
+        None => return err(&field, "is required"),
+    };
+    let dims_allowed: &[String] = match kind {
+        PriceKind::Usage { billable_dimensions, .. } => billable_dimensions,
+        _ => &[],
+    };
+    let mut out = Vec::with_capacity(arr.len());
+    for (i, item) in arr.iter().enumerate() {
+        let vpath = format!("{field}[{i}]");
+        let o = object(item, &vpath)?;
+        for key in o.keys() {
+            if !matches!(
+                key.as_str(),
+                "dimensions" | "unit_price" | "volume_rate" | "package_size" | "min_amount" | "max_amount" | "percent"
+            ) {
+                return err(&format!("{vpath}.{key}"), "is not a known field");
+            }
+        }
+        let mut dimensions = Vec::new();
+        if let Some(d) = o.get("dimensions") {
+            let dpath = format!("{vpath}.dimensions");
+            for (k, val) in object(d, &dpath)? {
+                if !dims_allowed.contains(k) {
+                    return err(&format!("{dpath}.{k}"), "is not one of the price's billable_dimensions");
+                }
+                match val {
+                    Value::String(s) => dimensions.push((k.clone(), s.clone())),
+                    _ => return err(&format!("{dpath}.{k}"), "must be a string (\"*\" matches any value)"),
+                }
+            }
+        }
+        let unit_price = amount(o, "unit_price", &vpath)?;
+        let volume_rate = amount(o, "volume_rate", &vpath)?;
+        let percent = amount(o, "percent", &vpath)?;
+        let package_size = amount(o, "package_size", &vpath)?.unwrap_or(Decimal::ONE);
+        if package_size.is_zero() {
+            return err(&format!("{vpath}.package_size"), "must be greater than zero");
+        }
+        let min_amount = amount(o, "min_amount", &vpath)?;
+        let max_amount = amount(o, "max_amount", &vpath)?;
+        if let (Some(lo), Some(hi)) = (min_amount, max_amount) {
+            if lo > hi {
+                return err(&format!("{vpath}.min_amount"), "must not exceed max_amount");
+            }
+        }
+        match kind {
+            PriceKind::Usage { usage_type, .. } => {
+                let needs_unit = matches!(usage_type, UsageType::Unit | UsageType::UnitAndVolume);
+                let needs_volume = matches!(usage_type, UsageType::Volume | UsageType::UnitAndVolume);
+                if needs_unit && unit_price.is_none() {
+                    return err(&format!("{vpath}.unit_price"), "is required by this usage_type");
+                }
+                if needs_volume && volume_rate.is_none() {
+                    return err(&format!("{vpath}.volume_rate"), "is required by this usage_type");
+                }
+                if percent.is_some() {
+                    return err(&format!("{vpath}.percent"), "applies to outcome prices only");
+                }
+            }
+            PriceKind::Fixed { .. } | PriceKind::Seat { .. } => {
+                if unit_price.is_none() {
+                    return err(&format!("{vpath}.unit_price"), "is required");
+                }
+            }
+            PriceKind::Outcome { .. } => {
+                if unit_price.is_none() && percent.is_none() {
+                    return err(&format!("{vpath}.unit_price"), "or percent is required");
+                }
+                if percent.is_some_and(|p| p > Decimal::ONE_HUNDRED) {
+                    return err(&format!("{vpath}.percent"), "must be at most 100");
+                }
+            }
+        }
+        out.push(PriceValue { dimensions, unit_price, volume_rate, package_size, min_amount, max_amount, percent });
+    }
+    Ok(out)
+}
+
+/// Validates one price. `path` names it in errors, e.g. `prices[0]`.
+pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
+    let o = object(v, path)?;
+    let type_field = format!("{path}.type");
+    let kind = match o.get("type").and_then(Value::as_str) {
+        Some("usage_based") => {
+            let uc_path = format!("{path}.usage_calculation");
+            let uc = object(o.get("usage_calculation").unwrap_or(&Value::Null), &uc_path)?;
+            let event_type = string(uc, "event_type", &uc_path)?;
+            let usage_type = match uc.get("usage_type").and_then(Value::as_str) {
+                Some("unit") => UsageType::Unit,
+                Some("volume") => UsageType::Volume,
+                Some("unit_and_volume") => UsageType::UnitAndVolume,
+                _ => return err(&format!("{uc_path}.usage_type"), "must be one of unit, volume, unit_and_volume"),
+            };
+            let volume_field = match uc.get("volume_field") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(string(uc, "volume_field", &uc_path)?),
+            };
+            if usage_type != UsageType::Unit && volume_field.is_none() {
+                return err(&format!("{uc_path}.volume_field"), "is required by this usage_type");
+            }
+            let billable_dimensions = match uc.get("billable_dimensions") {
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(a)) => {
+                    let mut dims = Vec::new();
+                    for (i, d) in a.iter().enumerate() {
+                        match d.as_str() {
+                            Some(s) if !s.is_empty() && !dims.iter().any(|x: &String| x == s) => dims.push(s.to_string()),
+                            _ => return err(&format!("{uc_path}.billable_dimensions[{i}]"), "must be a distinct, non-empty string"),
+                        }
+                    }
+                    dims
+                }
+                Some(_) => return err(&format!("{uc_path}.billable_dimensions"), "must be an array of strings"),
+            };
+            PriceKind::Usage { event_type, usage_type, volume_field, billable_dimensions }
+        }
+        Some("fixed") => PriceKind::Fixed { interval: interval(o, path)? },
+        Some("seat") => PriceKind::Seat { interval: interval(o, path)? },
+        Some("outcome") => {
+            let outcome_type = string(o, "outcome_type", path)?;
+            let settlement_window = string(o, "settlement_window", path)?;
+            if !is_iso_duration(&settlement_window) {
+                return err(&format!("{path}.settlement_window"), "must be an ISO 8601 duration such as P7D");
+            }
+            PriceKind::Outcome { outcome_type, settlement_window }
+        }
+        Some(_) => return err(&type_field, "must be one of usage_based, fixed, seat, outcome"),
+        None => return err(&type_field, "is required"),
+    };
+    let pricing_field = format!("{path}.pricing");
+    let arr = match o.get("pricing") {
+        Some(Value::Array(a)) if !a.is_empty() => a,
+        Some(Value::Array(_)) => return err(&pricing_field, "must not be empty"),
+        Some(_) => return err(&pricing_field, "must be an array"),
+        None => return err(&pricing_field, "is required"),
+    };
+    let mut pricing = Vec::with_capacity(arr.len());
+    for (i, p) in arr.iter().enumerate() {
+        let ppath = format!("{pricing_field}[{i}]");
+        let po = object(p, &ppath)?;
+        let asset = string(po, "asset", &ppath)?;
+        if pricing.iter().any(|x: &Pricing| x.asset == asset) {
+            return err(&format!("{ppath}.asset"), "appears twice in this price");
+        }
+        let values = parse_values(po.get("values"), &ppath, &kind)?;
+        pricing.push(Pricing { asset, values });
+    }
+    Ok(Price { kind, pricing })
+}
+
+/// Validates a product's price list.
+pub fn parse_prices(v: &Value) -> Result<Vec<Price>, PriceError> {
+    let arr = match v {
+        Value::Array(a) if !a.is_empty() => a,
+        Value::Array(_) => return err("prices", "must not be empty"),
+        _ => return err("prices", "must be a JSON array of prices"),
+    };
+    arr.iter().enumerate().map(|(i, p)| parse_price(p, &format!("prices[{i}]"))).collect()
+}
+
+/// A product entitlement (SPEC §7): credit issued at subscribe time and renewed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entitlement {
+    pub name: String,
+    pub asset: String,
+    pub amount: Decimal,
+    pub purpose: String,
+    pub priority: Option<i32>,
+    /// ISO 8601 duration, or NULL for a one-off entitlement
+    pub every: Option<String>,
+    pub on_expiry: String,
+}
+
+/// Validates a product's entitlements list.
+pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
+    let arr = match v {
+        Value::Array(a) => a,
+        _ => return err("entitlements", "must be a JSON array"),
+    };
+    let mut out = Vec::with_capacity(arr.len());
+    for (i, e) in arr.iter().enumerate() {
+        let path = format!("entitlements[{i}]");
+        let o = object(e, &path)?;
+        for key in o.keys() {
+            if !matches!(key.as_str(), "name" | "asset" | "amount" | "purpose" | "priority" | "every" | "on_expiry") {
+                return err(&format!("{path}.{key}"), "is not a known field");
+            }
+        }
+        let name = string(o, "name", &path)?;
+        let asset = string(o, "asset", &path)?;
+        let amount = match amount(o, "amount", &path)? {
+            Some(a) if !a.is_zero() => a,
+            Some(_) => return err(&format!("{path}.amount"), "must be greater than zero"),
+            None => return err(&format!("{path}.amount"), "is required"),
+        };
+        let purpose = match o.get("purpose") {
+            None | Some(Value::Null) => "bundled".to_string(),
+            Some(Value::String(p)) if matches!(p.as_str(), "promotion" | "bundled" | "paid") => p.clone(),
+            Some(_) => return err(&format!("{path}.purpose"), "must be one of promotion, bundled, paid"),
+        };
+        let priority = match o.get("priority") {
+            None | Some(Value::Null) => None,
+            Some(Value::Number(n)) => match n.to_string().parse::<i32>() {
+                Ok(p) if p >= 0 => Some(p),
+                _ => return err(&format!("{path}.priority"), "must be a non-negative integer"),
+            },
+            Some(_) => return err(&format!("{path}.priority"), "must be a non-negative integer"),
+        };
+        let every = match o.get("every") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(s)) if is_iso_duration(s) => Some(s.clone()),
+            Some(_) => return err(&format!("{path}.every"), "must be an ISO 8601 duration such as P1M"),
+        };
+        let on_expiry = match o.get("on_expiry") {
+            None | Some(Value::Null) => "expire".to_string(),
+            Some(Value::String(p)) if matches!(p.as_str(), "expire" | "rollover" | "reserve") => p.clone(),
+            Some(_) => return err(&format!("{path}.on_expiry"), "must be one of expire, rollover, reserve"),
+        };
+        out.push(Entitlement { name, asset, amount, purpose, priority, every, on_expiry });
+    }
+    Ok(out)
+}
+
+/// The text of a dimension's value in an event's data.
+fn dimension_text(data: &Value, key: &str) -> Option<String> {
+    match data.get(key)? {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+/// Picks the value row for an event: rows whose dimensions all match (exactly, or by
+/// "*"); the most exact matches win, then the earliest row.
+pub fn select_value<'p>(values: &'p [PriceValue], data: &Value) -> Option<&'p PriceValue> {
+    let mut best: Option<(usize, &PriceValue)> = None;
+    for v in values {
+        let mut exact = 0;
+        let mut ok = true;
+        for (k, want) in &v.dimensions {
+            if want == "*" {
+                continue;
+            }
+            match dimension_text(data, k) {
+                Some(got) if &got == want => exact += 1,
+                _ => {
+                    ok = false;
+                    break;
+                }
+            }
+        }
+        if ok && best.is_none_or(|(e, _)| exact > e) {
+            best = Some((exact, v));
+        }
+    }
+    best.map(|(_, v)| v)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeeError {
+    /// The event lacks (or has a malformed) volume field the price needs.
+    Volume { field: String, problem: &'static str },
+}
+
+/// One fee of one price in one asset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fee {
+    pub asset: String,
+    pub amount: Decimal,
+    pub volume: Option<Decimal>,
+}
+
+/// The token fields' aliases (OpenAI's names): a price on `output_tokens` bills an
+/// event that reports `completion_tokens`, and so on.
+fn alias(field: &str) -> Option<&'static str> {
+    match field {
+        "input_tokens" => Some("prompt_tokens"),
+        "prompt_tokens" => Some("input_tokens"),
+        "output_tokens" => Some("completion_tokens"),
+        "completion_tokens" => Some("output_tokens"),
+        _ => None,
+    }
+}
+
+/// Reads a usage volume from event data: a non-negative exact number.
+pub fn volume_of(data: &Value, field: &str) -> Result<Decimal, FeeError> {
+    let v = data
+        .get(field)
+        .or_else(|| alias(field).and_then(|a| data.get(a)))
+        .ok_or(FeeError::Volume { field: field.to_string(), problem: "is missing" })?;
+    let d = exact_number(v).ok_or(FeeError::Volume { field: field.to_string(), problem: "must be a number" })?;
+    if d.is_sign_negative() && !d.is_zero() {
+        return Err(FeeError::Volume { field: field.to_string(), problem: "must not be negative" });
+    }
+    if d.normalize().scale() > SCALE || d > crate::money::max_amount() {
+        return Err(FeeError::Volume { field: field.to_string(), problem: "must have at most 12 fractional digits and be at most 10^15" });
+    }
+    Ok(d)
+}
+
+/// fee = unit_price (+) volume × volume_rate / package_size, rounded half-even at the
+/// 12th digit, clamped to [min_amount, max_amount].
+pub fn value_fee(usage_type: UsageType, v: &PriceValue, volume: Option<Decimal>) -> Decimal {
+    let mut fee = Decimal::ZERO;
+    if matches!(usage_type, UsageType::Unit | UsageType::UnitAndVolume) {
+        fee += v.unit_price.unwrap_or_default();
+    }
+    if let (true, Some(vol)) = (matches!(usage_type, UsageType::Volume | UsageType::UnitAndVolume), volume) {
+        let rate = v.volume_rate.unwrap_or_default();
+        // volume and rate are each at most 10^15 with 12 decimals: multiply in two
+        // steps through checked ops, saturating at the amount cap (a fee that large is
+        // clamped or rejected by the caller's balance bound anyway).
+        let gross = vol.checked_mul(rate).and_then(|x| x.checked_div(v.package_size));
+        fee += gross.unwrap_or(crate::money::max_amount());
+    }
+    let mut fee = round_fee(fee);
+    if let Some(lo) = v.min_amount {
+        fee = fee.max(lo);
+    }
+    if let Some(hi) = v.max_amount {
+        fee = fee.min(hi);
+    }
+    fee
+}
+
+/// The fees a usage price charges for one event: one per pricing entry whose value
+/// table has a row for the event's dimensions.
+pub fn usage_fees(price: &Price, data: &Value) -> Result<Vec<Fee>, FeeError> {
+    let PriceKind::Usage { usage_type, volume_field, .. } = &price.kind else {
+        return Ok(Vec::new());
+    };
+    let mut fees = Vec::new();
+    let mut volume: Option<Decimal> = None;
+    for p in &price.pricing {
+        let Some(v) = select_value(&p.values, data) else { continue };
+        if *usage_type != UsageType::Unit && volume.is_none() {
+            if let Some(f) = volume_field {
+                volume = Some(volume_of(data, f)?);
+            }
+        }
+        fees.push(Fee { asset: p.asset.clone(), amount: value_fee(*usage_type, v, volume), volume });
+    }
+    Ok(fees)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+    fn price(v: Value) -> Price {
+        parse_price(&v, "prices[0]").unwrap()
+    }
+    fn fee_of(p: &Price, data: Value) -> Vec<(String, Decimal)> {
+        usage_fees(p, &data).unwrap().into_iter().map(|f| (f.asset, f.amount)).collect()
+    }
+    fn usage(usage_type: &str, values: Value) -> Price {
+        price(json!({
+            "type": "usage_based",
+            "usage_calculation": {"event_type": "chat", "usage_type": usage_type, "volume_field": "tokens",
+                                  "billable_dimensions": ["model", "tier"]},
+            "pricing": [{"asset": "USD", "values": values}]
+        }))
+    }
+
+    #[test]
+    fn unit_volume_and_both() {
+        let unit = usage("unit", json!([{"unit_price": "0.05"}]));
+        assert_eq!(fee_of(&unit, json!({})), vec![("USD".into(), d("0.05"))]);
+        let vol = usage("volume", json!([{"volume_rate": 0.002}]));
+        assert_eq!(fee_of(&vol, json!({"tokens": 1500})), vec![("USD".into(), d("3"))]);
+        let both = usage("unit_and_volume", json!([{"unit_price": 0.01, "volume_rate": 0.000002}]));
+        assert_eq!(fee_of(&both, json!({"tokens": "1234"})), vec![("USD".into(), d("0.012468"))]);
+    }
+
+    #[test]
+    fn package_size_divides_and_rounding_is_half_even_at_12_digits() {
+        let p = usage("volume", json!([{"volume_rate": 0.03, "package_size": 1000}]));
+        assert_eq!(fee_of(&p, json!({"tokens": 1})), vec![("USD".into(), d("0.00003"))]);
+        let p = usage("volume", json!([{"volume_rate": 1, "package_size": 3}]));
+        // 1/3 = 0.333333333333|33... -> 0.333333333333
+        assert_eq!(fee_of(&p, json!({"tokens": 1})), vec![("USD".into(), d("0.333333333333"))]);
+        let p = usage("volume", json!([{"volume_rate": "0.000000000005", "package_size": 1}]));
+        // 0.5e-12 rounds to even (0), 1.5e-12 to 2e-12, 2.5e-12 to 2e-12
+        assert_eq!(fee_of(&p, json!({"tokens": 0.1})), vec![("USD".into(), d("0"))]);
+        assert_eq!(fee_of(&p, json!({"tokens": 0.3})), vec![("USD".into(), d("0.000000000002"))]);
+        assert_eq!(fee_of(&p, json!({"tokens": 0.5})), vec![("USD".into(), d("0.000000000002"))]);
+    }
+
+    #[test]
+    fn clamps() {
+        let p = usage("volume", json!([{"volume_rate": 0.01, "min_amount": 0.5, "max_amount": 2}]));
+        assert_eq!(fee_of(&p, json!({"tokens": 1})), vec![("USD".into(), d("0.5"))]);
+        assert_eq!(fee_of(&p, json!({"tokens": 100})), vec![("USD".into(), d("1"))]);
+        assert_eq!(fee_of(&p, json!({"tokens": 1000})), vec![("USD".into(), d("2"))]);
+    }
+
+    #[test]
+    fn dimensions_exact_before_wildcard_and_no_match_means_no_fee() {
+        let p = usage(
+            "unit",
+            json!([
+                {"dimensions": {"model": "*"}, "unit_price": 1},
+                {"dimensions": {"model": "gpt-4o"}, "unit_price": 5},
+                {"dimensions": {"model": "gpt-4o", "tier": "batch"}, "unit_price": 3}
+            ]),
+        );
+        assert_eq!(fee_of(&p, json!({"model": "gpt-4o"})), vec![("USD".into(), d("5"))]);
+        assert_eq!(fee_of(&p, json!({"model": "gpt-4o", "tier": "batch"})), vec![("USD".into(), d("3"))]);
+        assert_eq!(fee_of(&p, json!({"model": "claude"})), vec![("USD".into(), d("1"))]);
+        let strict = usage("unit", json!([{"dimensions": {"model": "gpt-4o"}, "unit_price": 5}]));
+        assert_eq!(fee_of(&strict, json!({"model": "claude"})), vec![]);
+        assert_eq!(fee_of(&strict, json!({})), vec![]);
+    }
+
+    #[test]
+    fn one_fee_per_pricing_entry() {
+        let p = price(json!({
+            "type": "usage_based",
+            "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
+            "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}, {"asset": "credits", "values": [{"unit_price": 10}]}]
+        }));
+        assert_eq!(fee_of(&p, json!({})), vec![("USD".into(), d("1")), ("credits".into(), d("10"))]);
+    }
+
+    #[test]
+    fn volume_errors_name_the_field() {
+        let p = usage("volume", json!([{"volume_rate": 1}]));
+        assert_eq!(usage_fees(&p, &json!({})), Err(FeeError::Volume { field: "tokens".into(), problem: "is missing" }));
+        assert!(usage_fees(&p, &json!({"tokens": -1})).is_err());
+        assert!(usage_fees(&p, &json!({"tokens": "abc"})).is_err());
+        assert!(usage_fees(&p, &json!({"tokens": true})).is_err());
+        let out = price(json!({"type": "usage_based",
+            "usage_calculation": {"event_type": "chat", "usage_type": "volume", "volume_field": "output_tokens"},
+            "pricing": [{"asset": "USD", "values": [{"volume_rate": 2}]}]}));
+        assert_eq!(fee_of(&out, json!({"completion_tokens": 3})), vec![("USD".into(), d("6"))]);
+    }
+
+    #[test]
+    fn validation_names_the_field() {
+        let bad = |v: Value| parse_price(&v, "prices[0]").unwrap_err().to_string();
+        assert_eq!(bad(json!([])), "prices[0] must be a JSON object");
+        assert_eq!(bad(json!({})), "prices[0].type is required");
+        assert_eq!(bad(json!({"type": "magic"})), "prices[0].type must be one of usage_based, fixed, seat, outcome");
+        assert_eq!(
+            bad(json!({"type": "usage_based", "usage_calculation": {"event_type": "x", "usage_type": "unit"}})),
+            "prices[0].pricing is required"
+        );
+        assert_eq!(
+            bad(json!({"type": "usage_based", "usage_calculation": {"event_type": "x", "usage_type": "volume"}, "pricing": []})),
+            "prices[0].usage_calculation.volume_field is required by this usage_type"
+        );
+        let u = |values: Value| json!({"type": "usage_based",
+            "usage_calculation": {"event_type": "x", "usage_type": "unit", "billable_dimensions": ["model"]},
+            "pricing": [{"asset": "USD", "values": values}]});
+        assert_eq!(bad(u(json!([{"unit_price": -1}]))), "prices[0].pricing[0].values[0].unit_price must not be negative");
+        assert_eq!(bad(u(json!([{}]))), "prices[0].pricing[0].values[0].unit_price is required by this usage_type");
+        assert_eq!(bad(u(json!([{"unit_price": "x"}]))), "prices[0].pricing[0].values[0].unit_price must be a number");
+        assert_eq!(
+            bad(u(json!([{"unit_price": 1, "package_size": 0}]))),
+            "prices[0].pricing[0].values[0].package_size must be greater than zero"
+        );
+        assert_eq!(
+            bad(u(json!([{"unit_price": 1, "min_amount": 3, "max_amount": 2}]))),
+            "prices[0].pricing[0].values[0].min_amount must not exceed max_amount"
+        );
+        assert_eq!(
+            bad(u(json!([{"unit_price": 1, "dimensions": {"region": "eu"}}]))),
+            "prices[0].pricing[0].values[0].dimensions.region is not one of the price's billable_dimensions"
+        );
+        assert_eq!(
+            bad(u(json!([{"unit_price": "0.0000000000001"}]))),
+            "prices[0].pricing[0].values[0].unit_price has more than 12 fractional digits"
+        );
+        assert_eq!(bad(u(json!([{"unit_price": 1, "typo": 1}]))), "prices[0].pricing[0].values[0].typo is not a known field");
+        assert_eq!(
+            bad(json!({"type": "fixed", "billing_model": {"type": "recurring", "recurring": {"interval": "hour"}},
+                       "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]})),
+            "prices[0].billing_model.recurring.interval must be one of day, week, month, year"
+        );
+        assert_eq!(
+            bad(json!({"type": "outcome", "outcome_type": "resolved", "settlement_window": "7 days",
+                       "pricing": [{"asset": "USD", "values": [{"percent": 5}]}]})),
+            "prices[0].settlement_window must be an ISO 8601 duration such as P7D"
+        );
+        assert_eq!(parse_prices(&json!([])).unwrap_err().to_string(), "prices must not be empty");
+    }
+
+    #[test]
+    fn other_price_types_parse() {
+        let f = price(json!({"type": "seat", "billing_model": {"type": "recurring", "recurring": {"interval": "month"}},
+                             "pricing": [{"asset": "USD", "values": [{"unit_price": 20}]}]}));
+        assert_eq!(f.kind, PriceKind::Seat { interval: Interval::Month });
+        let o = price(json!({"type": "outcome", "outcome_type": "ticket_resolved", "settlement_window": "PT48H",
+                             "pricing": [{"asset": "USD", "values": [{"unit_price": 2, "percent": 1.5}]}]}));
+        assert_eq!(o.type_name(), "outcome");
+        assert!(is_iso_duration("P7D") && is_iso_duration("P1Y2M") && is_iso_duration("P1DT12H"));
+        assert!(!is_iso_duration("P") && !is_iso_duration("PT") && !is_iso_duration("7D") && !is_iso_duration("PD"));
+    }
+
+    #[test]
+    fn entitlements() {
+        let ok = parse_entitlements(&json!([{"name": "monthly credits", "asset": "USD", "amount": "10.5",
+                                            "every": "P1M", "on_expiry": "rollover"}])).unwrap();
+        assert_eq!(ok[0].amount, d("10.5"));
+        assert_eq!(ok[0].purpose, "bundled");
+        let bad = |v: Value| parse_entitlements(&v).unwrap_err().to_string();
+        assert_eq!(bad(json!({})), "entitlements must be a JSON array");
+        assert_eq!(bad(json!([{"name": "x", "asset": "USD"}])), "entitlements[0].amount is required");
+        assert_eq!(bad(json!([{"name": "x", "asset": "USD", "amount": 0}])), "entitlements[0].amount must be greater than zero");
+        assert_eq!(
+            bad(json!([{"name": "x", "asset": "USD", "amount": 1, "every": "monthly"}])),
+            "entitlements[0].every must be an ISO 8601 duration such as P1M"
+        );
+        assert_eq!(
+            bad(json!([{"name": "x", "asset": "USD", "amount": 1, "on_expiry": "keep"}])),
+            "entitlements[0].on_expiry must be one of expire, rollover, reserve"
+        );
+    }
+
+    #[test]
+    fn numbers_are_exact() {
+        assert_eq!(exact_number(&serde_json::from_str::<Value>("0.1").unwrap()), Some(d("0.1")));
+        assert_eq!(exact_number(&serde_json::from_str::<Value>("1e-7").unwrap()), Some(d("0.0000001")));
+        assert_eq!(
+            exact_number(&serde_json::from_str::<Value>("0.000000000001").unwrap()),
+            Some(d("0.000000000001"))
+        );
+    }
+
+    /// Property: fees are never negative, respect their clamps, and a price with
+    /// several rows charges exactly the fee of the row select_value picks.
+    #[test]
+    fn property_fees_are_non_negative_and_clamped() {
+        let mut seed: u64 = 0x51_7CC1_B727_220A;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for _ in 0..5_000 {
+            let unit = Decimal::new(rnd(100_000) as i64, (rnd(7)) as u32);
+            let rate = Decimal::new(rnd(100_000) as i64, (rnd(13)) as u32);
+            let pkg = Decimal::new(rnd(5000) as i64 + 1, 0);
+            let lo = Decimal::new(rnd(1000) as i64, 2);
+            let hi = lo + Decimal::new(rnd(1000) as i64, 2);
+            let vol = Decimal::new(rnd(10_000_000) as i64, (rnd(4)) as u32);
+            let ut = [UsageType::Unit, UsageType::Volume, UsageType::UnitAndVolume][rnd(3) as usize];
+            let clamp = rnd(2) == 0;
+            let v = PriceValue {
+                dimensions: vec![],
+                unit_price: Some(unit),
+                volume_rate: Some(rate),
+                package_size: pkg,
+                min_amount: clamp.then_some(lo),
+                max_amount: clamp.then_some(hi),
+                percent: None,
+            };
+            let fee = value_fee(ut, &v, Some(vol));
+            assert!(fee >= Decimal::ZERO);
+            assert!(fee.scale() <= SCALE);
+            if clamp {
+                assert!(fee >= lo && fee <= hi, "{fee} not in [{lo}, {hi}]");
+            } else {
+                let mut exact = Decimal::ZERO;
+                if ut != UsageType::Volume {
+                    exact += unit;
+                }
+                if ut != UsageType::Unit {
+                    exact += vol * rate / pkg;
+                }
+                assert!((fee - exact).abs() <= Decimal::new(5, 13), "{fee} vs {exact}");
+            }
+        }
+    }
+}

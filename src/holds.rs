@@ -1,0 +1,163 @@
+//! Holds (SPEC §6): reservations of funds that a usage event captures or that are
+//! released. A hold is written under its wallet account's lock and counts in
+//! `pending_out` and against `available` while it is active and unexpired.
+
+use crate::catalog::resolve_asset;
+use crate::customers;
+use crate::error::{api, CyError, Result};
+use crate::money::{self, to_numeric};
+use crate::plan_cache::run;
+use crate::tenancy::scope;
+use crate::validate;
+use crate::wallet::{self, WalletRef};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::AnyNumeric;
+use rust_decimal::Decimal;
+
+/// A hold as stored.
+pub struct Hold {
+    pub id: String,
+    pub customer: String,
+    pub wallet_name: String,
+    pub asset: String,
+    pub status: String,
+    pub expired: bool,
+}
+
+/// Finds a hold by its `hld_…` id or the client's hold_id, locking its row.
+pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hold> {
+    const BY_ID: &str = "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() FROM credyt.hold \
+         WHERE id = $2 AND account_id = $1 FOR UPDATE";
+    const BY_KEY: &str = "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() FROM credyt.hold \
+         WHERE account_id = $1 AND hold_key = $2 FOR UPDATE";
+    let mut t = run(c, BY_ID, &[account.into(), reference.into()])?;
+    if t.is_empty() {
+        t = run(c, BY_KEY, &[account.into(), reference.into()])?;
+    }
+    if t.is_empty() {
+        return Err(CyError::not_found(format!("unknown hold {reference}")));
+    }
+    let row = t.first();
+    Ok(Hold {
+        id: row.get::<String>(1)?.unwrap_or_default(),
+        customer: row.get::<String>(2)?.unwrap_or_default(),
+        wallet_name: row.get::<String>(3)?.unwrap_or_default(),
+        asset: row.get::<String>(4)?.unwrap_or_default(),
+        status: row.get::<String>(5)?.unwrap_or_default(),
+        expired: row.get::<bool>(6)?.unwrap_or(false),
+    })
+}
+
+/// Closes an active hold as captured (with the amount charged against it) or
+/// released. The caller holds the wallet lock.
+pub fn close(c: &mut SpiClient<'_>, hold: &Hold, status: &str, captured: Option<Decimal>, event_id: Option<&str>) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() WHERE id = $1",
+        &[hold.id.as_str().into(), status.into(), captured.map(to_numeric).into(), event_id.into()],
+    )?;
+    Ok(())
+}
+
+/// Checks that a hold can still be captured or released.
+pub fn require_open(hold: &Hold, reference: &str) -> Result<()> {
+    match (hold.status.as_str(), hold.expired) {
+        ("active", false) => Ok(()),
+        ("active", true) | ("expired", _) => Err(CyError::new(crate::error::Code::Gone, format!("hold {reference} has expired"))
+            .hint("authorize a new hold")),
+        (status, _) => Err(CyError::conflict(format!("hold {reference} is already {status}"))),
+    }
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn authorize(
+    customer: Option<String>,
+    hold_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    expires_in: default!(Option<Interval>, "'15 minutes'"),
+) -> String {
+    api(move || {
+        let key = validate::key("hold_id", hold_id)?;
+        let amount = money::positive("amount", amount)?;
+        let expires_in = validate::required("expires_in", expires_in)?;
+        Spi::connect_mut(|c| {
+            let ok = crate::plan_cache::one::<bool>(
+                c,
+                "SELECT $1 > interval '0' AND $1 <= interval '366 days'",
+                &[expires_in.into()],
+            )?;
+            if ok != Some(true) {
+                return Err(CyError::invalid("expires_in must be positive and at most 366 days"));
+            }
+            let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let w = WalletRef { account: &account, customer: &customer, name: "default", asset: &asset.code };
+            let wallet = wallet::lock(c, &w)?;
+            // Idempotent by hold_id: the same request returns the same hold.
+            let t = run(
+                c,
+                "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 FROM credyt.hold WHERE account_id = $1 AND hold_key = $2",
+                &[account.as_str().into(), key.as_str().into(), customer.as_str().into(), asset.code.as_str().into(), to_numeric(amount).into()],
+            )?;
+            if !t.is_empty() {
+                let row = t.first();
+                let id = row.get::<String>(1)?.unwrap_or_default();
+                return if row.get::<bool>(2)?.unwrap_or(false) {
+                    Ok(id)
+                } else {
+                    Err(CyError::conflict(format!("hold_id {key:?} was already used with a different payload"))
+                        .detail(format!("existing hold {id}")))
+                };
+            }
+            let lots = wallet::live_lots(c, &w)?;
+            let before = wallet::available(&lots, &wallet);
+            let after = before - amount;
+            if let Some(limit) = wallet.limit {
+                if after < -limit {
+                    return Err(CyError::insufficient(format!("insufficient funds to hold {amount} {} for customer {customer}", asset.code))
+                        .detail(format!("available {before}, overdraft limit {limit}"))
+                        .hint("top up the wallet, or hold a smaller amount"));
+                }
+            }
+            let id = crate::ids::new_id("hld")?;
+            run(
+                c,
+                "INSERT INTO credyt.hold (account_id, id, hold_key, customer_id, wallet_name, asset, amount, status, expires_at) \
+                 VALUES ($1, $2, $3, $4, 'default', $5, $6, 'active', now() + $7)",
+                &[account.as_str().into(), id.as_str().into(), key.as_str().into(), customer.as_str().into(),
+                  asset.code.as_str().into(), to_numeric(amount).into(), expires_in.into()],
+            )?;
+            wallet::notify_balance(c, &w, after)?;
+            Ok(id)
+        })
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn release(hold_id: Option<String>) {
+    api(move || {
+        let reference = validate::required("hold_id", hold_id)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let probe = find(c, &account, &reference)?;
+            let w = WalletRef { account: &account, customer: &probe.customer, name: &probe.wallet_name, asset: &probe.asset };
+            wallet::lock(c, &w)?;
+            let hold = find(c, &account, &reference)?; // re-read under the wallet lock
+            match (hold.status.as_str(), hold.expired) {
+                // Releasing twice, or an expired hold, changes nothing.
+                ("released" | "expired", _) | ("active", true) => Ok(()),
+                ("captured", _) => Err(CyError::conflict(format!("hold {reference} was already captured"))),
+                _ => {
+                    close(c, &hold, "released", None, None)?;
+                    let now = wallet::available_of(c, w.customer, w.name, w.asset)?;
+                    wallet::notify_balance(c, &w, now)
+                }
+            }
+        })
+    })
+}

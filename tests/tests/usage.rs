@@ -1,0 +1,135 @@
+//! record_usage as clients see it: concurrent replays, rollbacks, live balance push.
+
+use credyt_tests::*;
+use postgres::fallible_iterator::FallibleIterator;
+use rust_decimal::Decimal;
+use std::collections::HashMap;
+use std::sync::{Arc, Barrier};
+use std::thread;
+use std::time::Duration;
+
+const PRICES: &str = r#"[{"type": "usage_based",
+  "usage_calculation": {"event_type": "chat", "usage_type": "unit_and_volume", "volume_field": "output_tokens"},
+  "pricing": [{"asset": "USD", "values": [{"unit_price": 0.001, "volume_rate": 0.00002}]}]}]"#;
+
+fn fixture(admin: &mut postgres::Client, name: &str) -> (Tenant, postgres::Client) {
+    let t = Tenant::create(admin, name);
+    let mut s = t.session();
+    s.batch_execute(&format!(
+        "SELECT credyt.create_product('chat', 'Chat', '{PRICES}'); SELECT credyt.create_customer('Ann', 'ann'); \
+         SELECT credyt.subscribe('ann', 'chat'); SELECT credyt.adjust('ann', 'seed', 'USD', 100, 'external_topup');"
+    ))
+    .unwrap();
+    (t, s)
+}
+
+/// The fee of event k: 0.001 + k * 0.00002.
+fn fee(k: u64) -> Decimal {
+    Decimal::new(1, 3) + Decimal::from(k) * Decimal::new(2, 5)
+}
+
+#[test]
+fn eight_clients_replaying_the_same_events_charge_each_once() {
+    let mut admin = connect();
+    let (t, mut s) = fixture(&mut admin, "Usage replays");
+    const EVENTS: u64 = 100;
+    const CLIENTS: usize = 8;
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (role, barrier) = (t.role.clone(), barrier.clone());
+            thread::spawn(move || {
+                let mut c = connect_as(&role);
+                let mut rng = Rng::new(7 + i as u64);
+                // every client sends all 100 events, in its own random order
+                let mut order: Vec<u64> = (0..EVENTS).collect();
+                for j in (1..order.len()).rev() {
+                    order.swap(j, rng.below(j as u64 + 1) as usize);
+                }
+                barrier.wait();
+                let mut charged = HashMap::new();
+                let mut duplicates = 0;
+                for k in order {
+                    let row = c
+                        .query_one(
+                            "SELECT duplicate, charged, status FROM credyt.record_usage('ann', $1, 'chat', \
+                             jsonb_build_object('model', 'gpt-4o', 'output_tokens', $2::int))",
+                            &[&format!("evt-{k}"), &(k as i32)],
+                        )
+                        .unwrap();
+                    let dup: bool = row.get(0);
+                    duplicates += dup as usize;
+                    assert_eq!(row.get::<_, String>(2), "charged");
+                    charged.insert(k, row.get::<_, Decimal>(1));
+                }
+                (charged, duplicates)
+            })
+        })
+        .collect();
+    let mut originals = 0;
+    for h in handles {
+        let (charged, duplicates) = h.join().unwrap();
+        originals += EVENTS as usize - duplicates;
+        for (k, amount) in charged {
+            assert_eq!(amount, fee(k), "evt-{k}");
+        }
+    }
+    assert_eq!(originals, EVENTS as usize, "exactly one original per event id");
+    let total: Decimal = (0..EVENTS).map(fee).sum();
+    let balance: Decimal = s.query_one("SELECT credyt.balance('ann')", &[]).unwrap().get(0);
+    assert_eq!(balance, Decimal::from(100) - total);
+    let entries: i64 = s.query_one("SELECT count(*) FROM credyt.entries WHERE kind = 'usage'", &[]).unwrap().get(0);
+    assert_eq!(entries, 2 * EVENTS as i64);
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
+
+#[test]
+fn a_rolled_back_transaction_leaves_no_usage_no_entry_and_no_notification() {
+    let mut admin = connect();
+    let (t, mut s) = fixture(&mut admin, "Usage rollback");
+    let mut listener = t.session();
+    listener.batch_execute("LISTEN credyt_balance").unwrap();
+    let mut tx = s.transaction().unwrap();
+    tx.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'r1', 'chat', '{"output_tokens": 10}')"#).unwrap();
+    tx.rollback().unwrap();
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.usage"), "0");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.entries WHERE kind = 'usage'"), "0");
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "100");
+    // Other tests notify on the same channel at the same time: keep this tenant's.
+    let mut n = listener.notifications();
+    let all: Vec<_> = n.timeout_iter(Duration::from_millis(300)).collect().unwrap();
+    let ours: Vec<_> = all.iter().filter(|m| m.payload().contains(&t.account)).collect();
+    assert!(ours.is_empty(), "a rolled-back charge notified: {ours:?}");
+    // the event id is free again
+    s.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'r1', 'chat', '{"output_tokens": 10}')"#).unwrap();
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "99.9988");
+}
+
+#[test]
+fn a_listen_client_receives_the_balance() {
+    let mut admin = connect();
+    let (t, mut s) = fixture(&mut admin, "Usage listen");
+    let customer = text(&mut s, "SELECT id FROM credyt.customers WHERE external_id = 'ann'");
+    let mut listener = t.session();
+    listener.batch_execute("LISTEN credyt_balance").unwrap();
+    s.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'n1', 'chat', '{"output_tokens": 50}')"#).unwrap();
+    // Other tests notify on the same channel at the same time: find this tenant's.
+    let mut n = listener.notifications();
+    let mut it = n.timeout_iter(Duration::from_secs(5));
+    let note = loop {
+        let m = it.next().unwrap().expect("no notification for this tenant within 5 s");
+        if m.payload().contains(&t.account) {
+            break m;
+        }
+    };
+    assert_eq!(note.channel(), "credyt_balance");
+    let payload = note.payload();
+    for part in [
+        format!("\"account\":\"{}\"", t.account),
+        format!("\"customer_id\":\"{customer}\""),
+        "\"account_id\":\"default:USD\"".to_string(),
+        "\"available\":99.998".to_string(),
+    ] {
+        assert!(payload.contains(&part), "{payload} lacks {part}");
+    }
+}
