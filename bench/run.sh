@@ -24,17 +24,38 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 commit_mode="$(psql_admin -d credyt_bench -tAc "SELECT 'synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync')")"
 echo "setup: PostgreSQL 15, $(nproc) cores, $CLIENTS clients, $ROUNDS interleaved rounds of ${SECONDS_PER_ROUND}s, $commit_mode, pgbench -M prepared"
 
-for shape in "1000 customers:1000" "one hot customer:1"; do
-    label="${shape%%:*}"; n="${shape##*:}"
-    : >"/tmp/credyt-bench-charge" ; : >"/tmp/credyt-bench-base"
+# Each workload against the bare baseline, rounds interleaved: W1 B W2 B ... per round.
+ratio_rows() { # label customers script... (each script's median TPS and its ratio to the baseline)
+    local label="$1" n="$2"; shift 2
+    local files=() s
+    for s in "$@" baseline.sql; do : >"/tmp/credyt-bench-${s%.sql}"; done
     for _ in $(seq "$ROUNDS"); do
-        tps charge.sql "$CLIENTS" -D customers="$n" >>/tmp/credyt-bench-charge
-        tps baseline.sql "$CLIENTS" -D customers="$n" >>/tmp/credyt-bench-base
+        for s in "$@" baseline.sql; do tps "$s" "$CLIENTS" -D customers="$n" >>"/tmp/credyt-bench-${s%.sql}"; done
     done
-    c="$(median </tmp/credyt-bench-charge)"; b="$(median </tmp/credyt-bench-base)"
-    printf 'charge(), %s, %d clients: %.0f TPS; bare baseline: %.0f TPS; ratio %.2f (budget >= 0.80)\n' \
-        "$label" "$CLIENTS" "$c" "$b" "$(awk -v c="$c" -v b="$b" 'BEGIN { print c / b }')"
+    local b; b="$(median </tmp/credyt-bench-baseline)"
+    for s in "$@"; do
+        local w; w="$(median <"/tmp/credyt-bench-${s%.sql}")"
+        printf '%s, %s, %d clients: %.0f TPS; bare baseline: %.0f TPS; ratio %.2f (budget >= 0.80)\n' \
+            "${s%.sql}" "$label" "$CLIENTS" "$w" "$b" "$(awk -v w="$w" -v b="$b" 'BEGIN { print w / b }')"
+    done
+}
+ratio_rows "1000 customers" 1000 usage.sql charge.sql
+ratio_rows "one hot customer" 1 usage.sql charge.sql
+
+# What the live balance push costs: NOTIFY serialises committing transactions.
+: >/tmp/credyt-bench-on; : >/tmp/credyt-bench-off
+for _ in $(seq "$ROUNDS"); do
+    tps usage.sql "$CLIENTS" -D customers=1000 >>/tmp/credyt-bench-on
+    PGOPTIONS="$PGOPTIONS -c credyt.balance_notify=off" tps usage.sql "$CLIENTS" -D customers=1000 >>/tmp/credyt-bench-off
 done
+printf 'usage, 1000 customers, %d clients: %.0f TPS with credyt_balance NOTIFY, %.0f TPS with credyt.balance_notify=off\n' \
+    "$CLIENTS" "$(median </tmp/credyt-bench-on)" "$(median </tmp/credyt-bench-off)"
+
+: >/tmp/credyt-bench-batch
+for _ in $(seq "$ROUNDS"); do tps batch.sql 2 >>/tmp/credyt-bench-batch; done
+printf 'record_usage(events jsonb), batches of 1000, 2 clients: %.0f events/s (budget >= 50000)\n' \
+    "$(median </tmp/credyt-bench-batch | awk '{ print $1 * 1000 }')"
+
 : >/tmp/credyt-bench-balance
 for _ in $(seq "$ROUNDS"); do tps balance.sql "$CLIENTS" >>/tmp/credyt-bench-balance; done
 printf 'balance(), 1000 customers, %d clients: %.0f calls/s (budget >= 20000)\n' "$CLIENTS" "$(median </tmp/credyt-bench-balance)"
