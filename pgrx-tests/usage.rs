@@ -196,3 +196,82 @@ fn holds_reserve_capture_and_release() {
     assert_eq!(sqlstate_of("SELECT credyt.authorize('ann', 'job-5', 'USD', 1, '-1 minute')").as_deref(), Some("CY400"));
     assert_ledger_ok();
 }
+
+#[pg_test]
+fn batch_gives_the_same_results_as_one_by_one() {
+    // The same 300 events, one by one in tenant A and as one batch in tenant B.
+    let mut seed: u64 = 0x2545_F491_4F6C_DD1D;
+    let mut rnd = |n: u64| {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed % n
+    };
+    let mut events = Vec::new();
+    for i in 0..300u64 {
+        let customer = ["ann", "bob", "cat"][rnd(3) as usize];
+        let id = if i > 10 && rnd(10) == 0 { format!("e{}", rnd(i)) } else { format!("e{i}") };
+        let model = ["gpt-4o", "llama", "claude"][rnd(3) as usize];
+        let kind = if rnd(8) == 0 { "unknown" } else { "chat" };
+        let tokens = rnd(5000);
+        events.push((id, customer, kind, format!(r#"{{"model": "{model}", "output_tokens": {tokens}}}"#)));
+    }
+    // a duplicate id must repeat its original payload exactly: keep the first payload per id
+    let mut first: std::collections::HashMap<String, (String, String, String)> = std::collections::HashMap::new();
+    for (id, cu, k, d) in &events {
+        first.entry(id.clone()).or_insert((cu.to_string(), k.to_string(), d.clone()));
+    }
+    let events: Vec<(String, String, String, String)> =
+        events.iter().map(|(id, ..)| { let f = &first[id]; (id.clone(), f.0.clone(), f.1.clone(), f.2.clone()) }).collect();
+
+    let setup = |name: &str| {
+        usage_fixture();
+        let _ = name;
+        Spi::run("SELECT credyt.create_customer('Bob', 'bob'); SELECT credyt.subscribe('bob', 'ai'); \
+                  SELECT credyt.create_customer('Cat', 'cat'); SELECT credyt.subscribe('cat', 'ai'); \
+                  SELECT credyt.adjust('bob', 'g', 'USD', 0.5, 'gift')").unwrap();
+        text("SELECT credyt.current_account()")
+    };
+    let summary = || {
+        text("SELECT string_agg(concat_ws(':', c.external_id, w.account_id, w.available), ' ' ORDER BY c.external_id, w.account_id) \
+              FROM credyt.customers c CROSS JOIN LATERAL credyt.wallet(c.id) w WHERE c.account_id = credyt.current_account()")
+            + " / "
+            + &text("SELECT string_agg(trim_scale(l.remaining)::text, ',' ORDER BY c.external_id, l.remaining) FROM credyt.lots l \
+                     JOIN credyt.customers c ON c.id = l.customer_id WHERE l.tenant_id = credyt.current_account()")
+    };
+
+    setup("A");
+    let mut one_by_one = Vec::new();
+    for (id, cu, k, d) in &events {
+        one_by_one.push(text(&format!(
+            "SELECT concat_ws('|', event_id, duplicate, status, charged, asset, available) FROM credyt.record_usage('{cu}', '{id}', '{k}', '{d}')"
+        )));
+    }
+    let a = summary();
+    assert_ledger_ok();
+
+    setup("B");
+    let batch: Vec<String> = events
+        .iter()
+        .map(|(id, cu, k, d)| format!(r#"{{"customer": "{cu}", "event_id": "{id}", "event_type": "{k}", "data": {d}}}"#))
+        .collect();
+    let batched: Vec<String> = Spi::connect(|c| {
+        c.select(
+            &format!(
+                "SELECT concat_ws('|', event_id, duplicate, status, charged, asset, available) FROM credyt.record_usage('[{}]'::jsonb)",
+                batch.join(",")
+            ),
+            None,
+            &[],
+        )
+        .unwrap()
+        .map(|r| r.get::<String>(1).unwrap().unwrap())
+        .collect()
+    });
+    let b = summary();
+    assert_eq!(batched, one_by_one);
+    assert_eq!(b, a);
+    assert!(one_by_one.iter().any(|r| r.contains("|t|")), "the events include replays");
+    assert!(one_by_one.iter().any(|r| r.contains("no_match")));
+    assert_ledger_ok();
+}

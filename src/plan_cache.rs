@@ -51,3 +51,14 @@ pub fn one<T: pgrx::FromDatum + pgrx::IntoDatum>(
     }
     Ok(table.first().get::<T>(1)?)
 }
+
+/// Executes `sql` planned for these very argument values, without keeping the plan:
+/// for statements over arrays (a batch) whose best plan depends on how many elements
+/// they hold, which a kept generic plan cannot know. Planning once per batch is cheap.
+pub fn run_once<'conn>(
+    client: &mut SpiClient<'conn>,
+    sql: &'static str,
+    args: &[DatumWithOid],
+) -> Result<SpiTupleTable<'conn>> {
+    Ok(client.update(sql, None, args)?)
+}

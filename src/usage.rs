@@ -13,7 +13,7 @@ use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::holds;
 use crate::money::{self, stored, to_numeric};
-use crate::plan_cache::{one, run};
+use crate::plan_cache::{one, run, run_once};
 use crate::tenancy::scope;
 use crate::validate;
 use crate::wallet::{self, Debit, DrawFrom, WalletRef};
@@ -86,47 +86,6 @@ fn tokens(data: &Value) -> Result<(Option<String>, Option<i64>, Option<i64>)> {
     Ok((model, count(["input_tokens", "prompt_tokens"])?, count(["output_tokens", "completion_tokens"])?))
 }
 
-/// The prices of the customer's subscriptions active at `at` that bill this event type.
-fn matching_prices(
-    c: &mut SpiClient<'_>,
-    customer: &str,
-    event_type: &str,
-    at: Option<TimestampWithTimeZone>,
-) -> Result<Vec<((String, i32, i32), Rc<Price>)>> {
-    let t = run(
-        c,
-        "SELECT p.product_id, p.version, p.position, p.definition::text FROM credyt.subscription s \
-         JOIN credyt.price p ON p.product_id = s.product_id AND p.version = s.version AND p.event_type = $2 \
-         WHERE s.customer_id = $1 AND s.starts_at <= coalesce($3, now()) \
-           AND (s.ends_at IS NULL OR s.ends_at > coalesce($3, now())) \
-         ORDER BY s.id, p.position",
-        &[customer.into(), event_type.into(), at.into()],
-    )?;
-    let mut out = Vec::new();
-    for row in t {
-        let key = (
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<i32>(2)?.unwrap_or_default(),
-            row.get::<i32>(3)?.unwrap_or_default(),
-        );
-        let cached = PRICES.with(|p| p.borrow().get(&key).cloned());
-        let price = match cached {
-            Some(p) => p,
-            None => {
-                let text = row.get::<String>(4)?.unwrap_or_default();
-                let value: Value = serde_json::from_str(&text).map_err(CyError::internal)?;
-                let price = Rc::new(
-                    credyt_core::pricing::parse_price(&value, "price").map_err(|e| CyError::internal(format!("stored price: {e}")))?,
-                );
-                PRICES.with(|p| p.borrow_mut().insert(key.clone(), price.clone()));
-                price
-            }
-        };
-        out.push((key, price));
-    }
-    Ok(out)
-}
-
 /// Costs given with the event: [{vendor, amount, currency, category}], summed when
 /// they share a currency.
 fn given_costs(costs: &Value) -> Result<(Option<Decimal>, Option<String>)> {
@@ -163,44 +122,251 @@ fn given_costs(costs: &Value) -> Result<(Option<Decimal>, Option<String>)> {
     })
 }
 
-/// A cost derived from set_model_cost and the token counts.
-fn derived_cost(
-    c: &mut SpiClient<'_>,
-    account: &str,
-    data: &Value,
-    model: &str,
-    input: Option<i64>,
-    output: Option<i64>,
-) -> Result<(Option<Decimal>, Option<String>)> {
-    let vendor = data.get("vendor").or_else(|| data.get("provider")).and_then(Value::as_str);
-    let t = run(
-        c,
-        "SELECT input_per_million::text, output_per_million::text, currency FROM credyt.model_cost \
-         WHERE account_id = $1 AND model = $2 AND ($3::text IS NULL OR vendor = $3) ORDER BY updated_at DESC LIMIT 1",
-        &[account.into(), model.into(), vendor.into()],
-    )?;
-    if t.is_empty() {
-        return Ok((None, None));
-    }
-    let row = t.first();
-    let ipm = stored(&row.get::<String>(1)?.unwrap_or_default())?;
-    let opm = stored(&row.get::<String>(2)?.unwrap_or_default())?;
-    let million = Decimal::from(1_000_000);
-    let cost = Decimal::from(input.unwrap_or(0)) * ipm / million + Decimal::from(output.unwrap_or(0)) * opm / million;
-    Ok((Some(round_fee(cost)), row.get::<String>(3)?))
+// ---------------------------------------------------------------------------------
+// What preparing an event reads, per event (one call) or preloaded (a batch)
+
+type PriceKey = (String, i32, i32);
+
+/// A price of one of the customer's subscriptions, with the subscription's window
+/// (microseconds since 2000-01-01, as Postgres keeps timestamps).
+struct SubscribedPrice {
+    key: PriceKey,
+    starts_at: i64,
+    ends_at: Option<i64>,
+    price: Rc<Price>,
 }
 
-/// Records one event for `account`. Everything is computed before the first write.
-pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome> {
-    let customer = customers::resolve(c, account, Some(&ev.customer))?;
-    let (model, input_tokens, output_tokens) = tokens(&ev.data)?;
+struct ModelCost {
+    vendor: String,
+    input: Decimal,
+    output: Decimal,
+    currency: String,
+}
 
-    // Fees, one per matching price and pricing entry.
+trait Lookups {
+    fn customer(&mut self, c: &mut SpiClient<'_>, reference: &str) -> Result<String>;
+    /// Every price of the customer's subscriptions (any time) for this event type.
+    fn prices(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Vec<Rc<SubscribedPrice>>>;
+    /// Costs of a model, most recently set first.
+    fn model_costs(&mut self, c: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>>;
+    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str) -> Result<Option<Decimal>>;
+}
+
+/// The parsed price for a stored definition, from the per-backend cache.
+fn price_of(key: &PriceKey, definition: &str) -> Result<Rc<Price>> {
+    if let Some(p) = PRICES.with(|p| p.borrow().get(key).cloned()) {
+        return Ok(p);
+    }
+    let value: Value = serde_json::from_str(definition).map_err(CyError::internal)?;
+    let price = Rc::new(
+        credyt_core::pricing::parse_price(&value, "price").map_err(|e| CyError::internal(format!("stored price: {e}")))?,
+    );
+    PRICES.with(|p| p.borrow_mut().insert(key.clone(), price.clone()));
+    Ok(price)
+}
+
+/// Reads a row of (product_id, version, position, starts_at, ends_at, definition)
+/// starting at column `from`.
+fn subscribed_price(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Rc<SubscribedPrice>> {
+    let key = (
+        row.get::<String>(from)?.unwrap_or_default(),
+        row.get::<i32>(from + 1)?.unwrap_or_default(),
+        row.get::<i32>(from + 2)?.unwrap_or_default(),
+    );
+    let starts_at = row.get::<TimestampWithTimeZone>(from + 3)?.map(|t| t.into_inner()).unwrap_or_default();
+    let ends_at = row.get::<TimestampWithTimeZone>(from + 4)?.map(|t| t.into_inner());
+    let price = price_of(&key, &row.get::<String>(from + 5)?.unwrap_or_default())?;
+    Ok(Rc::new(SubscribedPrice { key, starts_at, ends_at, price }))
+}
+
+fn model_cost_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Rc<ModelCost>> {
+    Ok(Rc::new(ModelCost {
+        vendor: row.get::<String>(from)?.unwrap_or_default(),
+        input: stored(&row.get::<String>(from + 1)?.unwrap_or_default())?,
+        output: stored(&row.get::<String>(from + 2)?.unwrap_or_default())?,
+        currency: row.get::<String>(from + 3)?.unwrap_or_default(),
+    }))
+}
+
+/// One call: each lookup is a query through a kept plan.
+struct Direct<'a> {
+    account: &'a str,
+}
+
+impl Lookups for Direct<'_> {
+    fn customer(&mut self, c: &mut SpiClient<'_>, reference: &str) -> Result<String> {
+        customers::resolve(c, self.account, Some(reference))
+    }
+    fn prices(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Vec<Rc<SubscribedPrice>>> {
+        let t = run(
+            c,
+            "SELECT p.product_id, p.version, p.position, s.starts_at, s.ends_at, p.definition::text \
+             FROM credyt.subscription s JOIN credyt.price p \
+               ON p.product_id = s.product_id AND p.version = s.version AND p.event_type = $2 \
+             WHERE s.customer_id = $1 ORDER BY s.id, p.position",
+            &[customer.into(), event_type.into()],
+        )?;
+        let mut out = Vec::new();
+        for row in t {
+            out.push(subscribed_price(&row, 1)?);
+        }
+        Ok(out)
+    }
+    fn model_costs(&mut self, c: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>> {
+        let t = run(
+            c,
+            "SELECT vendor, input_per_million::text, output_per_million::text, currency FROM credyt.model_cost \
+             WHERE account_id = $1 AND model = $2 ORDER BY updated_at DESC",
+            &[self.account.into(), model.into()],
+        )?;
+        let mut out = Vec::new();
+        for row in t {
+            out.push(model_cost_row(&row, 1)?);
+        }
+        Ok(out)
+    }
+    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str) -> Result<Option<Decimal>> {
+        one::<String>(
+            c,
+            "SELECT rate::text FROM credyt.asset WHERE account_id = $1 AND code = $2 AND rate_currency = $3 AND rate IS NOT NULL",
+            &[self.account.into(), asset.into(), currency.into()],
+        )?
+        .map(|r| stored(&r))
+        .transpose()
+    }
+}
+
+/// A batch: everything its events need, read in four statements up front.
+struct Preloaded {
+    account: String,
+    customers: HashMap<String, String>,
+    prices: HashMap<(String, String), Vec<Rc<SubscribedPrice>>>,
+    model_costs: HashMap<String, Vec<Rc<ModelCost>>>,
+    rates: HashMap<(String, String), Decimal>,
+}
+
+impl Preloaded {
+    fn load(c: &mut SpiClient<'_>, account: &str, events: &[Event]) -> Result<Preloaded> {
+        let refs: Vec<String> = events.iter().map(|e| e.customer.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let mut customers = HashMap::new();
+        let t = run_once(
+            c,
+            "SELECT r.ref, coalesce(i.id, e.id) FROM unnest($2::text[]) r(ref) \
+             LEFT JOIN credyt.customer i ON i.id = r.ref AND i.account_id = $1 \
+             LEFT JOIN credyt.customer e ON e.account_id = $1 AND e.external_id = r.ref",
+            &[account.into(), refs.into()],
+        )?;
+        for row in t {
+            if let (Some(r), Some(id)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+                customers.insert(r, id);
+            }
+        }
+        let ids: Vec<String> = customers.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let mut prices: HashMap<(String, String), Vec<Rc<SubscribedPrice>>> = HashMap::new();
+        let t = run_once(
+            c,
+            "SELECT s.customer_id, p.event_type, p.product_id, p.version, p.position, s.starts_at, s.ends_at, \
+                    p.definition::text \
+             FROM credyt.subscription s JOIN credyt.price p ON p.product_id = s.product_id AND p.version = s.version \
+             WHERE s.customer_id = ANY($1) AND p.event_type = ANY($2) ORDER BY s.id, p.position",
+            &[ids.into(), types.into()],
+        )?;
+        for row in t {
+            let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
+            prices.entry(key).or_default().push(subscribed_price(&row, 3)?);
+        }
+        let models: Vec<String> = events
+            .iter()
+            .filter(|e| e.costs.is_none())
+            .filter_map(|e| e.data.get("model").and_then(Value::as_str).map(str::to_string))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut model_costs: HashMap<String, Vec<Rc<ModelCost>>> = HashMap::new();
+        if !models.is_empty() {
+            let t = run_once(
+                c,
+                "SELECT model, vendor, input_per_million::text, output_per_million::text, currency FROM credyt.model_cost \
+                 WHERE account_id = $1 AND model = ANY($2) ORDER BY updated_at DESC",
+                &[account.into(), models.into()],
+            )?;
+            for row in t {
+                model_costs.entry(row.get::<String>(1)?.unwrap_or_default()).or_default().push(model_cost_row(&row, 2)?);
+            }
+        }
+        let mut rates = HashMap::new();
+        let t = run(
+            c,
+            "SELECT code, rate_currency, rate::text FROM credyt.asset WHERE account_id = $1 AND rate IS NOT NULL",
+            &[account.into()],
+        )?;
+        for row in t {
+            rates.insert(
+                (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()),
+                stored(&row.get::<String>(3)?.unwrap_or_default())?,
+            );
+        }
+        Ok(Preloaded { account: account.to_string(), customers, prices, model_costs, rates })
+    }
+}
+
+impl Lookups for Preloaded {
+    fn customer(&mut self, _: &mut SpiClient<'_>, reference: &str) -> Result<String> {
+        self.customers.get(reference).cloned().ok_or_else(|| {
+            CyError::not_found(format!("unknown customer {reference}"))
+                .detail(format!("no customer with that id or external_id in account {}", self.account))
+        })
+    }
+    fn prices(&mut self, _: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Vec<Rc<SubscribedPrice>>> {
+        Ok(self.prices.get(&(customer.to_string(), event_type.to_string())).cloned().unwrap_or_default())
+    }
+    fn model_costs(&mut self, _: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>> {
+        Ok(self.model_costs.get(model).cloned().unwrap_or_default())
+    }
+    fn rate(&mut self, _: &mut SpiClient<'_>, asset: &str, currency: &str) -> Result<Option<Decimal>> {
+        Ok(self.rates.get(&(asset.to_string(), currency.to_string())).copied())
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Preparing, claiming, charging
+
+/// An event with everything computed that it will write.
+struct Prepared {
+    ev: Event,
+    customer: String,
+    model: Option<String>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    status: &'static str,
+    fees: Value,
+    /// fee total per asset
+    totals: BTreeMap<String, Decimal>,
+    charged: Decimal,
+    asset: Option<String>,
+    cost: Option<Decimal>,
+    cost_currency: Option<String>,
+    revenue: Option<Decimal>,
+    txn_id: String,
+}
+
+/// Computes an event's fees, token detail and cost; writes nothing.
+/// `now` is the transaction's timestamp (Postgres microseconds), used when the event
+/// gives no occurred_at.
+fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> Result<Prepared> {
+    let customer = l.customer(c, &ev.customer)?;
+    let (model, input_tokens, output_tokens) = tokens(&ev.data)?;
+    let at = ev.occurred_at.map(|t| t.into_inner()).unwrap_or(now);
+
     let mut fees = Vec::new();
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
-    let matched = matching_prices(c, &customer, &ev.event_type, ev.occurred_at)?;
-    for ((product, version, position), price) in &matched {
-        let computed = usage_fees(price, &ev.data).map_err(|FeeError::Volume { field, problem }| {
+    for sp in l.prices(c, &customer, &ev.event_type)? {
+        if sp.starts_at > at || sp.ends_at.is_some_and(|e| e <= at) {
+            continue; // the subscription was not active when the event occurred
+        }
+        let (product, version, position) = &sp.key;
+        let computed = usage_fees(&sp.price, &ev.data).map_err(|FeeError::Volume { field, problem }| {
             CyError::invalid(format!("data.{field} {problem}"))
                 .detail(format!("required by price {position} of product {product} version {version}"))
         })?;
@@ -225,109 +391,245 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
         _ => (Decimal::ZERO, None),
     };
 
-    // Cost, and revenue in the cost's currency.
     let (cost, cost_currency) = match (&ev.costs, &model) {
         (Some(costs), _) => given_costs(costs)?,
-        (None, Some(m)) => derived_cost(c, account, &ev.data, m, input_tokens, output_tokens)?,
+        (None, Some(m)) => {
+            let vendor = ev.data.get("vendor").or_else(|| ev.data.get("provider")).and_then(Value::as_str);
+            let costs = l.model_costs(c, m)?;
+            match costs.iter().find(|mc| vendor.is_none_or(|v| v == mc.vendor)) {
+                Some(mc) => {
+                    let million = Decimal::from(1_000_000);
+                    let cost = Decimal::from(input_tokens.unwrap_or(0)) * mc.input / million
+                        + Decimal::from(output_tokens.unwrap_or(0)) * mc.output / million;
+                    (Some(round_fee(cost)), Some(mc.currency.clone()))
+                }
+                None => (None, None),
+            }
+        }
         (None, None) => (None, None),
     };
     let revenue = match (&asset, &cost_currency) {
         (Some(a), Some(cur)) if a == cur => Some(charged),
-        (Some(a), Some(cur)) => {
-            let t = run(
-                c,
-                "SELECT rate::text FROM credyt.asset WHERE account_id = $1 AND code = $2 AND rate_currency = $3 AND rate IS NOT NULL",
-                &[account.into(), a.as_str().into(), cur.as_str().into()],
-            )?;
-            if t.is_empty() {
-                None
-            } else {
-                Some(round_fee(charged * stored(&t.first().get::<String>(1)?.unwrap_or_default())?))
-            }
-        }
+        (Some(a), Some(cur)) => l.rate(c, a, cur)?.map(|r| round_fee(charged * r)),
         _ => None,
     };
+    let fees = Value::Array(fees);
+    Ok(Prepared {
+        ev,
+        customer,
+        model,
+        input_tokens,
+        output_tokens,
+        status,
+        fees,
+        totals,
+        charged,
+        asset,
+        cost,
+        cost_currency,
+        revenue,
+        txn_id: crate::ids::new_id("txn")?,
+    })
+}
 
-    // Claim the event id.
-    let txn_id = crate::ids::new_id("txn")?;
-    let fees_json = Value::Array(fees);
-    let inserted = one::<bool>(
+/// Claims the event ids of `events` in one statement. Returns, per event, whether it
+/// was newly recorded; an id already taken (before, or earlier in this batch) is not.
+fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Vec<bool>> {
+    let mut first = std::collections::HashSet::new();
+    let fresh: Vec<&Prepared> = events.iter().filter(|p| first.insert(p.ev.event_id.as_str())).collect();
+    macro_rules! col {
+        ($f:expr) => {
+            fresh.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let t = run(
         c,
         "INSERT INTO credyt.usage_event (account_id, event_id, customer_id, event_type, data, occurred_at, occurred_at_given, \
            subject, description, model, input_tokens, output_tokens, status, fees, charged, asset, revenue, cost, \
            cost_currency, costs, hold_id, txn_id) \
-         VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
-           $17, $18, $19, $20, $21) \
-         ON CONFLICT (account_id, event_id) DO NOTHING RETURNING true",
+         SELECT $1, u.event_id, u.customer_id, u.event_type, u.data, coalesce(u.occurred_at, now()), u.occurred_at IS NOT NULL, \
+           u.subject, u.description, u.model, u.input_tokens, u.output_tokens, u.status, u.fees, u.charged, u.asset, \
+           u.revenue, u.cost, u.cost_currency, u.costs, u.hold_id, u.txn_id \
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
+                     $10::int8[], $11::int8[], $12::text[], $13::jsonb[], $14::numeric[], $15::text[], $16::numeric[], \
+                     $17::numeric[], $18::text[], $19::jsonb[], $20::text[], $21::text[]) \
+           AS u(event_id, customer_id, event_type, data, occurred_at, subject, description, model, input_tokens, \
+                output_tokens, status, fees, charged, asset, revenue, cost, cost_currency, costs, hold_id, txn_id) \
+         ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id",
         &[
             account.into(),
-            ev.event_id.as_str().into(),
-            customer.as_str().into(),
-            ev.event_type.as_str().into(),
-            JsonB(ev.data.clone()).into(),
-            ev.occurred_at.into(),
-            ev.subject.as_deref().into(),
-            ev.description.as_deref().into(),
-            model.as_deref().into(),
-            input_tokens.into(),
-            output_tokens.into(),
-            status.into(),
-            JsonB(fees_json.clone()).into(),
-            to_numeric(charged).into(),
-            asset.as_deref().into(),
-            revenue.map(to_numeric).into(),
-            cost.map(to_numeric).into(),
-            cost_currency.as_deref().into(),
-            ev.costs.clone().map(JsonB).into(),
-            ev.hold_id.as_deref().into(),
-            (status == "charged").then_some(txn_id.as_str()).into(),
+            col!(|p| p.ev.event_id.clone()).into(),
+            col!(|p| p.customer.clone()).into(),
+            col!(|p| p.ev.event_type.clone()).into(),
+            col!(|p| JsonB(p.ev.data.clone())).into(),
+            col!(|p| p.ev.occurred_at).into(),
+            col!(|p| p.ev.subject.clone()).into(),
+            col!(|p| p.ev.description.clone()).into(),
+            col!(|p| p.model.clone()).into(),
+            col!(|p| p.input_tokens).into(),
+            col!(|p| p.output_tokens).into(),
+            col!(|p| p.status.to_string()).into(),
+            col!(|p| JsonB(p.fees.clone())).into(),
+            col!(|p| to_numeric(p.charged)).into(),
+            col!(|p| p.asset.clone()).into(),
+            col!(|p| p.revenue.map(to_numeric)).into(),
+            col!(|p| p.cost.map(to_numeric)).into(),
+            col!(|p| p.cost_currency.clone()).into(),
+            col!(|p| p.ev.costs.clone().map(JsonB)).into(),
+            col!(|p| p.ev.hold_id.clone()).into(),
+            col!(|p| (p.status == "charged").then(|| p.txn_id.clone())).into(),
         ],
     )?;
-    if inserted.is_none() {
-        return replay(c, account, &customer, &ev);
+    let mut inserted = std::collections::HashSet::new();
+    for row in t {
+        inserted.insert(row.get::<String>(1)?.unwrap_or_default());
     }
+    // Only an id's first occurrence can have been the one inserted.
+    Ok(events.iter().map(|p| inserted.remove(&p.ev.event_id)).collect())
+}
 
+fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
+    Outcome {
+        event_id: p.ev.event_id,
+        duplicate: false,
+        status: p.status.into(),
+        fees: p.fees,
+        charged: p.charged,
+        asset: p.asset,
+        available,
+    }
+}
+
+const OPEN_USAGE_TXN: &str = "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
+     SELECT $1, u.id, 'usage', u.customer_id, jsonb_build_object('event_id', u.event_id), u.description \
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, customer_id, event_id, description)";
+
+/// Records one event for `account`. Everything is computed before the first write.
+pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome> {
+    let now = pgrx::datetime::now().into_inner();
+    let p = prepare(c, &mut Direct { account }, ev, now)?;
+    if !claim(c, account, std::slice::from_ref(&p))?[0] {
+        return replay(c, account, &p.customer, &p.ev);
+    }
     // Capture the hold: it stops counting before the charge is checked against the
     // limit, so a charge up to the held amount always fits.
-    if let Some(reference) = &ev.hold_id {
+    if let Some(reference) = &p.ev.hold_id {
         let hold = holds::find(c, account, reference)?;
-        if hold.customer != customer {
+        if hold.customer != p.customer {
             return Err(CyError::invalid(format!("hold {reference} belongs to another customer")));
         }
         holds::require_open(&hold, reference)?;
-        let captured = totals.get(&hold.asset).copied().unwrap_or_default();
-        holds::close(c, &hold, "captured", Some(captured), Some(&ev.event_id))?;
+        let captured = p.totals.get(&hold.asset).copied().unwrap_or_default();
+        holds::close(c, &hold, "captured", Some(captured), Some(&p.ev.event_id))?;
     }
-
     let mut available = None;
-    if status == "charged" {
+    if p.status == "charged" {
         run(
             c,
-            "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
-             VALUES ($1, $2, 'usage', $3, $4, $5)",
-            &[
-                account.into(),
-                txn_id.as_str().into(),
-                customer.as_str().into(),
-                JsonB(json!({"event_id": ev.event_id})).into(),
-                ev.description.as_deref().into(),
-            ],
+            OPEN_USAGE_TXN,
+            &[account.into(), vec![p.txn_id.clone()].into(), vec![p.customer.clone()].into(),
+              vec![p.ev.event_id.clone()].into(), vec![p.ev.description.clone()].into()],
         )?;
         // Assets in sorted order: events charging several assets lock them in one order.
-        for (a, total) in &totals {
+        for (a, total) in &p.totals {
             if total.is_zero() {
                 continue;
             }
-            let w = WalletRef { account, customer: &customer, name: "default", asset: a };
-            let after = wallet::debit(c, &w, &txn_id, Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" })?;
-            if asset.as_deref() == Some(a.as_str()) {
+            let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
+            let after = wallet::debit(c, &w, &p.txn_id, Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" })?;
+            if p.asset.as_deref() == Some(a.as_str()) {
                 available = Some(after);
             }
         }
-    } else if let Some(a) = &asset {
-        available = Some(wallet::available_of(c, &customer, "default", a)?);
+    } else if let Some(a) = &p.asset {
+        available = Some(wallet::available_of(c, &p.customer, "default", a)?);
     }
-    Ok(Outcome { event_id: ev.event_id, duplicate: false, status: status.into(), fees: fees_json, charged, asset, available })
+    Ok(outcome(p, available))
+}
+
+/// Records a batch: reads in a few statements, plans every charge in memory on the
+/// locked wallets, and writes lots, entries, transactions and wallets in one statement
+/// each. Events that name a hold take the one-event path.
+pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
+    let at = |i: usize| move |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e };
+    if events.iter().any(|e| e.hold_id.is_some()) {
+        return events.into_iter().enumerate().map(|(i, ev)| record(c, account, ev).map_err(at(i))).collect();
+    }
+    let now = pgrx::datetime::now().into_inner();
+    let mut pre = Preloaded::load(c, account, &events)?;
+    let mut prepared = Vec::with_capacity(events.len());
+    for (i, ev) in events.into_iter().enumerate() {
+        prepared.push(prepare(c, &mut pre, ev, now).map_err(at(i))?);
+    }
+    let fresh = claim(c, account, &prepared)?;
+
+    // Lock every wallet account the batch charges, in one sorted order, with its lots.
+    let mut keys = std::collections::BTreeSet::new();
+    for (p, _) in prepared.iter().zip(&fresh).filter(|(p, f)| **f && p.status == "charged") {
+        for (a, t) in &p.totals {
+            if !t.is_zero() {
+                keys.insert((p.customer.clone(), a.clone()));
+            }
+        }
+    }
+    let mut state = wallet::lock_many(c, account, &keys)?;
+
+    let mut bulk = wallet::BulkWrite::default();
+    let (mut txn_ids, mut txn_customers, mut txn_events, mut txn_descriptions) = (vec![], vec![], vec![], vec![]);
+    let mut out = Vec::with_capacity(prepared.len());
+    for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
+        // The balance as this batch has left it so far: the locked wallet in memory,
+        // else the table (which this batch has not written yet).
+        let now_available = |c: &mut SpiClient<'_>, state: &BTreeMap<(String, String), (wallet::Wallet, Vec<wallet::LiveLot>)>, asset: &str| {
+            match state.get(&(p.customer.clone(), asset.to_string())) {
+                Some((w, lots)) => Ok(wallet::available(lots, w)),
+                None => wallet::available_of(c, &p.customer, "default", asset),
+            }
+        };
+        if !fresh {
+            let customer = p.customer.clone();
+            let mut o = replay(c, account, &customer, &p.ev).map_err(at(i))?;
+            if let Some(a) = &o.asset {
+                o.available = Some(now_available(c, &state, a)?);
+            }
+            out.push(o);
+            continue;
+        }
+        let mut available = None;
+        if p.status == "charged" {
+            txn_ids.push(p.txn_id.clone());
+            txn_customers.push(p.customer.clone());
+            txn_events.push(p.ev.event_id.clone());
+            txn_descriptions.push(p.ev.description.clone());
+            for (a, total) in &p.totals {
+                if total.is_zero() {
+                    continue;
+                }
+                let key = (p.customer.clone(), a.clone());
+                let (wallet_state, lots) = state.get_mut(&key).ok_or_else(|| CyError::internal("wallet not locked"))?;
+                let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
+                let mut book = wallet::Book::new(&w, p.txn_id.clone());
+                let debit = Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" };
+                let after = wallet::plan_debit(wallet_state, lots, &mut book, &debit).map_err(at(i))?;
+                bulk.add(book, after);
+                if p.asset.as_deref() == Some(a.as_str()) {
+                    available = Some(after);
+                }
+            }
+        } else if let Some(a) = &p.asset {
+            available = Some(now_available(c, &state, a)?);
+        }
+        out.push(outcome(p, available));
+    }
+    if !txn_ids.is_empty() {
+        run_once(
+            c,
+            OPEN_USAGE_TXN,
+            &[account.into(), txn_ids.into(), txn_customers.into(), txn_events.into(), txn_descriptions.into()],
+        )?;
+    }
+    bulk.write(c, account, &state)?;
+    Ok(out)
 }
 
 /// The event id is taken: the same request gets the original result (with the
@@ -552,13 +854,11 @@ fn record_usage_batch(events: Option<JsonB>) -> TableIterator<
         }
         Spi::connect_mut(|c| {
             let account = scope(c)?;
-            let mut out = Vec::with_capacity(arr.len());
+            let mut events = Vec::with_capacity(arr.len());
             for (i, v) in arr.iter().enumerate() {
-                let at = |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e };
-                let ev = batch_event(c, v).map_err(at)?;
-                out.push(record(c, &account, ev).map_err(at)?);
+                events.push(batch_event(c, v).map_err(|e| CyError { message: format!("events[{i}]: {}", e.message), ..e })?);
             }
-            Ok(out)
+            record_batch(c, &account, events)
         })
     });
     TableIterator::new(outcomes.into_iter().map(row))

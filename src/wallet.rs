@@ -17,7 +17,7 @@ use crate::catalog::{resolve_asset, Asset};
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::money::{self, stored, to_numeric};
-use crate::plan_cache::{one, run};
+use crate::plan_cache::{one, run, run_once};
 use crate::tenancy::scope;
 use crate::validate;
 use credyt_core::burndown::{allocate, default_priority, LotView};
@@ -46,6 +46,7 @@ pub struct Wallet {
 }
 
 /// A lot that a charge may draw from now.
+#[derive(Clone)]
 pub struct LiveLot {
     pub id: String,
     pub purpose: String,
@@ -53,25 +54,25 @@ pub struct LiveLot {
 }
 
 /// One line of a transaction, before it is written.
-struct Leg {
-    system: bool,
-    ledger_name: String,
-    amount: Decimal,
-    lot_id: Option<String>,
-    kind: &'static str,
+pub struct Leg {
+    pub system: bool,
+    pub ledger_name: String,
+    pub amount: Decimal,
+    pub lot_id: Option<String>,
+    pub kind: &'static str,
 }
 
 /// Everything a transaction writes besides its header.
 pub struct Book<'w> {
-    wallet_ref: &'w WalletRef<'w>,
-    txn_id: String,
-    legs: Vec<Leg>,
+    pub wallet_ref: &'w WalletRef<'w>,
+    pub txn_id: String,
+    pub legs: Vec<Leg>,
     /// lot id -> amount drawn from it
-    takes: BTreeMap<String, Decimal>,
+    pub takes: BTreeMap<String, Decimal>,
 }
 
 impl<'w> Book<'w> {
-    fn new(wallet_ref: &'w WalletRef<'w>, txn_id: String) -> Self {
+    pub fn new(wallet_ref: &'w WalletRef<'w>, txn_id: String) -> Self {
         Book { wallet_ref, txn_id, legs: Vec::new(), takes: BTreeMap::new() }
     }
     fn customer_leg(&mut self, amount: Decimal, lot_id: Option<String>, kind: &'static str) {
@@ -278,8 +279,20 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     let mut wallet = lock(c, w)?;
     let mut lots = live_lots(c, w)?;
     let mut book = Book::new(w, txn_id.to_string());
-    settle_debt(&mut lots, &mut wallet, &mut book);
-    let before = available(&lots, &wallet);
+    let after = plan_debit(&mut wallet, &mut lots, &mut book, &d)?;
+    write(c, &wallet, book)?;
+    notify_balance(c, w, after)?;
+    Ok(after)
+}
+
+/// The in-memory part of a debit: settles debt, draws lots in burn-down order, checks
+/// the overdraft limit, and records the legs and lot takes in `book`. `wallet` and
+/// `lots` are updated, so several debits can be planned one after another on one
+/// locked wallet (the batch form of record_usage does). Returns available afterwards.
+pub fn plan_debit(wallet: &mut Wallet, lots: &mut [LiveLot], book: &mut Book, d: &Debit) -> Result<Decimal> {
+    let w = book.wallet_ref;
+    settle_debt(lots, wallet, book);
+    let before = available(lots, wallet);
 
     let candidates: Vec<usize> = (0..lots.len())
         .filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid")
@@ -323,8 +336,6 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     }
     book.system_leg(d.system_account, d.amount, d.kind);
     wallet.balance = balance;
-    write(c, &wallet, book)?;
-    notify_balance(c, w, after)?;
     Ok(after)
 }
 
@@ -390,6 +401,179 @@ fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
         ],
     )?;
     Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Many wallets at once (the batch form of record_usage)
+
+type WalletKey = (String, String);
+
+/// Locks the `default` wallet accounts of `keys` (customer, asset), creating missing
+/// ones, in one sorted order, and reads their live lots: three statements in all.
+pub fn lock_many(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    keys: &std::collections::BTreeSet<WalletKey>,
+) -> Result<BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>> {
+    let mut state = BTreeMap::new();
+    if keys.is_empty() {
+        return Ok(state);
+    }
+    let customers: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+    let assets: Vec<String> = keys.iter().map(|k| k.1.clone()).collect();
+    run_once(
+        c,
+        "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) \
+         SELECT $1, u.c, 'default', u.a FROM unnest($2::text[], $3::text[]) AS u(c, a) \
+         ON CONFLICT (customer_id, name, asset) DO NOTHING",
+        &[account.into(), customers.clone().into(), assets.clone().into()],
+    )?;
+    let t = run_once(
+        c,
+        "SELECT w.customer_id, w.asset, w.balance::text, w.debt::text, w.overdraft_limit::text, \
+           (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
+              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
+         FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+           ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
+         ORDER BY w.customer_id, w.asset FOR UPDATE OF w",
+        &[customers.clone().into(), assets.clone().into()],
+    )?;
+    for row in t {
+        let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
+        let wallet = Wallet {
+            balance: stored(&row.get::<String>(3)?.unwrap_or_default())?,
+            debt: stored(&row.get::<String>(4)?.unwrap_or_default())?,
+            limit: row.get::<String>(5)?.map(|s| stored(&s)).transpose()?,
+            held: stored(&row.get::<String>(6)?.unwrap_or_default())?,
+        };
+        state.insert(key, (wallet, Vec::new()));
+    }
+    let t = run_once(
+        c,
+        "SELECT l.customer_id, l.asset, l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text \
+         FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+           ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a \
+         WHERE l.remaining > 0 AND l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())",
+        &[customers.into(), assets.into()],
+    )?;
+    for row in t {
+        let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
+        let lot = LiveLot {
+            id: row.get::<String>(3)?.unwrap_or_default(),
+            purpose: row.get::<String>(4)?.unwrap_or_default(),
+            view: LotView {
+                priority: row.get::<i32>(5)?.unwrap_or_default(),
+                expires_at: row.get::<TimestampWithTimeZone>(6)?.map(|t| t.into_inner()),
+                seq: row.get::<i64>(7)?.unwrap_or_default(),
+                remaining: stored(&row.get::<String>(8)?.unwrap_or_default())?,
+            },
+        };
+        if let Some(s) = state.get_mut(&key) {
+            s.1.push(lot);
+        }
+    }
+    if state.len() != keys.len() {
+        return Err(CyError::internal("a wallet account could not be locked"));
+    }
+    Ok(state)
+}
+
+/// The writes of many planned debits, made in one statement per table.
+#[derive(Default)]
+pub struct BulkWrite {
+    txn: Vec<String>,
+    customer: Vec<String>,
+    system: Vec<bool>,
+    name: Vec<String>,
+    asset: Vec<String>,
+    amount: Vec<AnyNumeric>,
+    lot: Vec<Option<String>>,
+    kind: Vec<String>,
+    takes: BTreeMap<String, Decimal>,
+    /// available after the last debit of each wallet, for the balance push
+    last: BTreeMap<WalletKey, Decimal>,
+}
+
+impl BulkWrite {
+    /// Adds a planned debit (its book) and the wallet's available balance after it.
+    pub fn add(&mut self, book: Book, after: Decimal) {
+        let w = book.wallet_ref;
+        debug_assert!(book.legs.iter().map(|l| l.amount).sum::<Decimal>().is_zero());
+        for leg in book.legs {
+            self.txn.push(book.txn_id.clone());
+            self.customer.push(w.customer.to_string());
+            self.system.push(leg.system);
+            self.name.push(leg.ledger_name);
+            self.asset.push(w.asset.to_string());
+            self.amount.push(to_numeric(leg.amount));
+            self.lot.push(leg.lot_id);
+            self.kind.push(leg.kind.to_string());
+        }
+        for (id, t) in book.takes {
+            *self.takes.entry(id).or_default() += t;
+        }
+        self.last.insert((w.customer.to_string(), w.asset.to_string()), after);
+    }
+
+    /// Writes lot remainders, entries and the final state of every wallet in `state`.
+    pub fn write(self, c: &mut SpiClient<'_>, account: &str, state: &BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>) -> Result<()> {
+        if !self.takes.is_empty() {
+            let (ids, takes): (Vec<String>, Vec<AnyNumeric>) = self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+            run_once(
+                c,
+                "UPDATE credyt.lot l SET remaining = l.remaining - u.take \
+                 FROM unnest($1::text[], $2::numeric[]) AS u(id, take) WHERE l.id = u.id",
+                &[ids.into(), takes.into()],
+            )?;
+        }
+        if !self.txn.is_empty() {
+            run_once(
+                c,
+                "INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
+                 SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::numeric[], \
+                                            $8::text[], $9::text[]) AS u",
+                &[account.into(), self.txn.into(), self.customer.into(), self.system.into(), self.name.into(),
+                  self.asset.into(), self.amount.into(), self.lot.into(), self.kind.into()],
+            )?;
+        }
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut cs = Vec::new();
+        let mut assets = Vec::new();
+        let mut balances = Vec::new();
+        let mut debts = Vec::new();
+        for ((cust, asset), (wallet, _)) in state {
+            cs.push(cust.clone());
+            assets.push(asset.clone());
+            balances.push(to_numeric(wallet.balance));
+            debts.push(to_numeric(wallet.debt));
+        }
+        run_once(
+            c,
+            "UPDATE credyt.wallet_account w SET balance = u.b, debt = u.d, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[]) AS u(c, a, b, d) \
+             WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
+            &[cs.into(), assets.into(), balances.into(), debts.into()],
+        )?;
+        if balance_notify_enabled() && !self.last.is_empty() {
+            let payloads: Vec<String> = self
+                .last
+                .iter()
+                .map(|((cust, asset), avail)| {
+                    json!({
+                        "account": account,
+                        "customer_id": cust,
+                        "account_id": format!("default:{asset}"),
+                        "available": serde_json::Number::from_string_unchecked(avail.normalize().to_string()),
+                    })
+                    .to_string()
+                })
+                .collect();
+            run_once(c, "SELECT pg_notify('credyt_balance', x) FROM unnest($1::text[]) AS x", &[payloads.into()])?;
+        }
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------
