@@ -829,6 +829,8 @@ fn batch_event(c: &mut SpiClient<'_>, v: &Value) -> Result<Event> {
 /// At most this many events per batch call.
 const MAX_BATCH: usize = 10_000;
 
+// The row type is spelled out again: pg_extern reads the signature's tokens, so a type
+// alias would not name the columns.
 #[pg_extern(security_definer, name = "record_usage")]
 #[search_path(@extschema@, pg_temp)]
 fn record_usage_batch(events: Option<JsonB>) -> TableIterator<

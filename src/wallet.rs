@@ -95,17 +95,36 @@ const LOCK_WALLET: &str = "SELECT w.balance::text, w.debt::text, w.overdraft_lim
           AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
      FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w";
 
+/// Decodes (balance, debt, overdraft_limit, held) as text, starting at column `from`.
+fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Wallet> {
+    Ok(Wallet {
+        balance: stored(&row.get::<String>(from)?.unwrap_or_default())?,
+        debt: stored(&row.get::<String>(from + 1)?.unwrap_or_default())?,
+        limit: row.get::<String>(from + 2)?.map(|s| stored(&s)).transpose()?,
+        held: stored(&row.get::<String>(from + 3)?.unwrap_or_default())?,
+    })
+}
+
+/// Decodes (id, purpose, priority, expires_at, seq, remaining as text) from column `from`.
+fn live_lot_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<LiveLot> {
+    Ok(LiveLot {
+        id: row.get::<String>(from)?.unwrap_or_default(),
+        purpose: row.get::<String>(from + 1)?.unwrap_or_default(),
+        view: LotView {
+            priority: row.get::<i32>(from + 2)?.unwrap_or_default(),
+            expires_at: row.get::<TimestampWithTimeZone>(from + 3)?.map(|t| t.into_inner()),
+            seq: row.get::<i64>(from + 4)?.unwrap_or_default(),
+            remaining: stored(&row.get::<String>(from + 5)?.unwrap_or_default())?,
+        },
+    })
+}
+
 fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
     let t = run(c, LOCK_WALLET, &[w.customer.into(), w.name.into(), w.asset.into()])?;
     if t.is_empty() {
         return Ok(None);
     }
-    let row = t.first();
-    let balance = stored(&row.get::<String>(1)?.unwrap_or_default())?;
-    let debt = stored(&row.get::<String>(2)?.unwrap_or_default())?;
-    let limit = row.get::<String>(3)?.map(|s| stored(&s)).transpose()?;
-    let held = stored(&row.get::<String>(4)?.unwrap_or_default())?;
-    Ok(Some(Wallet { balance, debt, limit, held }))
+    Ok(Some(wallet_row(&t.first().get_heap_tuple()?.ok_or_else(|| CyError::internal("no row"))?, 1)?))
 }
 
 /// Locks the wallet account row, creating it on first use. This is the one lock a
@@ -134,16 +153,7 @@ pub fn live_lots(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Vec<LiveLot>> {
     )?;
     let mut lots = Vec::with_capacity(t.len());
     for row in t {
-        lots.push(LiveLot {
-            id: row.get::<String>(1)?.unwrap_or_default(),
-            purpose: row.get::<String>(2)?.unwrap_or_default(),
-            view: LotView {
-                priority: row.get::<i32>(3)?.unwrap_or_default(),
-                expires_at: row.get::<TimestampWithTimeZone>(4)?.map(|t| t.into_inner()),
-                seq: row.get::<i64>(5)?.unwrap_or_default(),
-                remaining: stored(&row.get::<String>(6)?.unwrap_or_default())?,
-            },
-        });
+        lots.push(live_lot_row(&row, 1)?);
     }
     Ok(lots)
 }
@@ -164,18 +174,22 @@ fn balance_notify_enabled() -> bool {
     !matches!(v.as_str(), "off" | "false" | "0" | "no")
 }
 
-/// NOTIFY credyt_balance (SPEC §10), delivered at commit.
-pub fn notify_balance(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal) -> Result<()> {
-    if !balance_notify_enabled() {
-        return Ok(());
-    }
-    let payload = json!({
+/// The `credyt_balance` payload (SPEC §10).
+fn balance_payload(w: &WalletRef, available: Decimal) -> String {
+    json!({
         "account": w.account,
         "customer_id": w.customer,
         "account_id": format!("{}:{}", w.name, w.asset),
         "available": serde_json::Number::from_string_unchecked(available.normalize().to_string()),
-    });
-    run(c, "SELECT pg_notify('credyt_balance', $1)", &[payload.to_string().into()])?;
+    })
+    .to_string()
+}
+
+/// NOTIFY credyt_balance, delivered at commit.
+pub fn notify_balance(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal) -> Result<()> {
+    if balance_notify_enabled() {
+        run(c, "SELECT pg_notify('credyt_balance', $1)", &[balance_payload(w, available).into()])?;
+    }
     Ok(())
 }
 
@@ -249,7 +263,7 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
         settle_debt(&mut lots, &mut wallet, &mut book);
     }
     wallet.balance = balance;
-    write(c, &wallet, book)?;
+    write(c, &wallet, book, None)?;
     if balance_notify_enabled() {
         let now = available_of(c, w.customer, w.name, w.asset)?;
         notify_balance(c, w, now)?;
@@ -280,8 +294,7 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     let mut lots = live_lots(c, w)?;
     let mut book = Book::new(w, txn_id.to_string());
     let after = plan_debit(&mut wallet, &mut lots, &mut book, &d)?;
-    write(c, &wallet, book)?;
-    notify_balance(c, w, after)?;
+    write(c, &wallet, book, Some(after))?;
     Ok(after)
 }
 
@@ -339,8 +352,12 @@ pub fn plan_debit(wallet: &mut Wallet, lots: &mut [LiveLot], book: &mut Book, d:
     Ok(after)
 }
 
-/// Writes lot remainders, the entries (one statement) and the wallet row.
-fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
+/// Writes lot remainders, the entries and the wallet row in one statement, with the
+/// balance push when `notify` carries the available balance afterwards.
+///
+/// Lots are matched with `id = ANY(...)`, which a kept generic plan serves from the
+/// primary key (a join to unnest() would be planned as a scan of the lot table).
+fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<Decimal>) -> Result<()> {
     let w = book.wallet_ref;
     debug_assert!(
         book.legs.iter().map(|l| l.amount).sum::<Decimal>().is_zero(),
@@ -348,16 +365,10 @@ fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
         book.txn_id
     );
     debug_assert!(wallet.debt >= Decimal::ZERO);
-    // One primary-key update per lot drawn (usually one or two). A single UPDATE joined
-    // to unnest() would be planned generically for an array of unknown length, as a
-    // scan of the whole lot table.
-    for (id, take) in book.takes {
-        run(
-            c,
-            "UPDATE credyt.lot SET remaining = remaining - $2 WHERE id = $1",
-            &[id.as_str().into(), to_numeric(take).into()],
-        )?;
-    }
+    let (take_ids, takes): (Vec<String>, Vec<AnyNumeric>) =
+        book.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+    let n_takes = take_ids.len() as i64;
+    let n_legs = book.legs.len() as i64;
     let mut system = Vec::with_capacity(book.legs.len());
     let mut names = Vec::with_capacity(book.legs.len());
     let mut amounts = Vec::with_capacity(book.legs.len());
@@ -370,12 +381,25 @@ fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
         lot_ids.push(leg.lot_id);
         kinds.push(leg.kind.to_string());
     }
-    run(
+    let payload = match notify {
+        Some(available) if balance_notify_enabled() => Some(balance_payload(w, available)),
+        _ => None,
+    };
+    let t = run(
         c,
-        "INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
-         SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
-         FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
-           AS u(system, ledger_name, amount, lot_id, kind)",
+        "WITH drawn AS ( \
+           UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)] \
+           WHERE l.id = ANY($10::text[]) RETURNING 1), \
+         lines AS ( \
+           INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
+           SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
+           FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
+             AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1), \
+         saved AS ( \
+           UPDATE credyt.wallet_account SET balance = $12, debt = $13, updated_at = now() \
+           WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
+         SELECT (SELECT count(*) FROM drawn), (SELECT count(*) FROM lines), (SELECT count(*) FROM saved), \
+                CASE WHEN $15::text IS NOT NULL THEN pg_notify('credyt_balance', $15) END IS NULL",
         &[
             w.account.into(),
             book.txn_id.as_str().into(),
@@ -386,20 +410,19 @@ fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book) -> Result<()> {
             amounts.into(),
             lot_ids.into(),
             kinds.into(),
-        ],
-    )?;
-    run(
-        c,
-        "UPDATE credyt.wallet_account SET balance = $4, debt = $5, updated_at = now() \
-         WHERE customer_id = $1 AND name = $2 AND asset = $3",
-        &[
-            w.customer.into(),
-            w.name.into(),
-            w.asset.into(),
+            take_ids.into(),
+            takes.into(),
             to_numeric(wallet.balance).into(),
             to_numeric(wallet.debt).into(),
+            w.name.into(),
+            payload.into(),
         ],
     )?;
+    let row = t.first();
+    let counts = (row.get::<i64>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?);
+    if counts != (Some(n_takes), Some(n_legs), Some(1)) {
+        return Err(CyError::internal(format!("ledger write touched {counts:?} rows, expected ({n_takes}, {n_legs}, 1)")));
+    }
     Ok(())
 }
 
@@ -440,12 +463,7 @@ pub fn lock_many(
     )?;
     for row in t {
         let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
-        let wallet = Wallet {
-            balance: stored(&row.get::<String>(3)?.unwrap_or_default())?,
-            debt: stored(&row.get::<String>(4)?.unwrap_or_default())?,
-            limit: row.get::<String>(5)?.map(|s| stored(&s)).transpose()?,
-            held: stored(&row.get::<String>(6)?.unwrap_or_default())?,
-        };
+        let wallet = wallet_row(&row, 3)?;
         state.insert(key, (wallet, Vec::new()));
     }
     let t = run_once(
@@ -458,16 +476,7 @@ pub fn lock_many(
     )?;
     for row in t {
         let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
-        let lot = LiveLot {
-            id: row.get::<String>(3)?.unwrap_or_default(),
-            purpose: row.get::<String>(4)?.unwrap_or_default(),
-            view: LotView {
-                priority: row.get::<i32>(5)?.unwrap_or_default(),
-                expires_at: row.get::<TimestampWithTimeZone>(6)?.map(|t| t.into_inner()),
-                seq: row.get::<i64>(7)?.unwrap_or_default(),
-                remaining: stored(&row.get::<String>(8)?.unwrap_or_default())?,
-            },
-        };
+        let lot = live_lot_row(&row, 3)?;
         if let Some(s) = state.get_mut(&key) {
             s.1.push(lot);
         }
@@ -560,14 +569,8 @@ impl BulkWrite {
             let payloads: Vec<String> = self
                 .last
                 .iter()
-                .map(|((cust, asset), avail)| {
-                    json!({
-                        "account": account,
-                        "customer_id": cust,
-                        "account_id": format!("default:{asset}"),
-                        "available": serde_json::Number::from_string_unchecked(avail.normalize().to_string()),
-                    })
-                    .to_string()
+                .map(|((customer, asset), available)| {
+                    balance_payload(&WalletRef { account, customer, name: "default", asset }, *available)
                 })
                 .collect();
             run_once(c, "SELECT pg_notify('credyt_balance', x) FROM unnest($1::text[]) AS x", &[payloads.into()])?;
