@@ -436,7 +436,11 @@ fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> 
 /// was newly recorded; an id already taken (before, or earlier in this batch) is not.
 fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Vec<bool>> {
     let mut first = std::collections::HashSet::new();
-    let fresh: Vec<&Prepared> = events.iter().filter(|p| first.insert(p.ev.event_id.as_str())).collect();
+    let mut fresh: Vec<&Prepared> = events.iter().filter(|p| first.insert(p.ev.event_id.as_str())).collect();
+    // Claim in event-id order: concurrent batches sharing ids then wait on each other
+    // in one order instead of deadlocking (wallets are locked after all claims, also
+    // in one order).
+    fresh.sort_by(|a, b| a.ev.event_id.cmp(&b.ev.event_id));
     macro_rules! col {
         ($f:expr) => {
             fresh.iter().map($f).collect::<Vec<_>>()

@@ -133,3 +133,51 @@ fn a_listen_client_receives_the_balance() {
         assert!(payload.contains(&part), "{payload} lacks {part}");
     }
 }
+
+#[test]
+fn concurrent_batches_sharing_event_ids_charge_each_once_without_deadlock() {
+    let mut admin = connect();
+    let (t, mut s) = fixture(&mut admin, "Usage batches");
+    s.batch_execute("SELECT credyt.create_customer('Bob', 'bob'); SELECT credyt.subscribe('bob', 'chat');").unwrap();
+    const EVENTS: u64 = 200;
+    const CLIENTS: usize = 4;
+    let barrier = Arc::new(Barrier::new(CLIENTS));
+    let handles: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (role, barrier) = (t.role.clone(), barrier.clone());
+            thread::spawn(move || {
+                let mut c = connect_as(&role);
+                let mut rng = Rng::new(99 + i as u64);
+                let mut order: Vec<u64> = (0..EVENTS).collect();
+                for j in (1..order.len()).rev() {
+                    order.swap(j, rng.below(j as u64 + 1) as usize);
+                }
+                let events: Vec<String> = order
+                    .iter()
+                    .map(|k| {
+                        let who = if k % 2 == 0 { "ann" } else { "bob" };
+                        format!(r#"{{"customer": "{who}", "event_id": "b-{k}", "event_type": "chat", "data": {{"output_tokens": {k}}}}}"#)
+                    })
+                    .collect();
+                barrier.wait();
+                // two batches of 100, each in this client's own order
+                let mut originals = 0;
+                for chunk in events.chunks(100) {
+                    let rows = c
+                        .query("SELECT duplicate FROM credyt.record_usage($1::text::jsonb)", &[&format!("[{}]", chunk.join(","))])
+                        .unwrap();
+                    originals += rows.iter().filter(|r| !r.get::<_, bool>(0)).count();
+                }
+                originals
+            })
+        })
+        .collect();
+    let originals: usize = handles.into_iter().map(|h| h.join().expect("client thread (a deadlock would panic here)")).sum();
+    assert_eq!(originals, EVENTS as usize, "exactly one original per event id");
+    let spent = |parity: u64| -> Decimal { (0..EVENTS).filter(|k| k % 2 == parity).map(fee).sum() };
+    let ann: Decimal = s.query_one("SELECT credyt.balance('ann')", &[]).unwrap().get(0);
+    let bob: Decimal = s.query_one("SELECT credyt.balance('bob')", &[]).unwrap().get(0);
+    assert_eq!(ann, Decimal::from(100) - spent(0));
+    assert_eq!(bob, -spent(1));
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
