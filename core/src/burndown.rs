@@ -116,13 +116,8 @@ mod tests {
     /// takes plus shortfall equal the amount, and lots are drained strictly in order.
     #[test]
     fn property_allocation_conserves_and_respects_order() {
-        let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
-        let mut rnd = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::testing::XorShift(0x9E37_79B9_7F4A_7C15);
+        let mut rnd = |n: u64| rng.below(n);
         for _ in 0..2_000 {
             let n = rnd(6) as usize;
             let lots: Vec<LotView> = (0..n)

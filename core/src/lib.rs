@@ -7,3 +7,20 @@ pub mod fiat;
 pub mod ids;
 pub mod money;
 pub mod pricing;
+
+/// Test support shared by the modules' property tests.
+#[cfg(test)]
+pub(crate) mod testing {
+    /// A seeded xorshift64 generator: failures replay from the seed.
+    pub struct XorShift(pub u64);
+
+    impl XorShift {
+        /// A number below `n`.
+        pub fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+}

@@ -750,13 +750,8 @@ mod tests {
     /// several rows charges exactly the fee of the row select_value picks.
     #[test]
     fn property_fees_are_non_negative_and_clamped() {
-        let mut seed: u64 = 0x51_7CC1_B727_220A;
-        let mut rnd = |n: u64| {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed % n
-        };
+        let mut rng = crate::testing::XorShift(0x51_7CC1_B727_220A);
+        let mut rnd = |n: u64| rng.below(n);
         for _ in 0..5_000 {
             let unit = Decimal::new(rnd(100_000) as i64, (rnd(7)) as u32);
             let rate = Decimal::new(rnd(100_000) as i64, (rnd(13)) as u32);

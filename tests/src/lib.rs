@@ -3,6 +3,8 @@
 //! `CREDYT_TEST_DATABASE_URL` (scripts/test.sh sets it up); without it the tests fail.
 
 use postgres::{Client, NoTls};
+use std::sync::{Arc, Barrier};
+use std::thread;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn url() -> String {
@@ -102,4 +104,36 @@ impl Rng {
     pub fn below(&mut self, n: u64) -> u64 {
         self.next() % n
     }
+}
+
+/// Runs `work(client_index, connection)` on `clients` connections as `role`, all
+/// released at once by a barrier, and returns their results in client order.
+pub fn on_clients<T: Send + 'static>(
+    clients: usize,
+    role: &str,
+    work: impl Fn(usize, &mut Client) -> T + Send + Sync + 'static,
+) -> Vec<T> {
+    let barrier = Arc::new(Barrier::new(clients));
+    let work = Arc::new(work);
+    let handles: Vec<_> = (0..clients)
+        .map(|i| {
+            let (role, barrier, work) = (role.to_string(), barrier.clone(), work.clone());
+            thread::spawn(move || {
+                let mut c = connect_as(&role);
+                barrier.wait();
+                work(i, &mut c)
+            })
+        })
+        .collect();
+    handles.into_iter().map(|h| h.join().expect("client thread")).collect()
+}
+
+/// 0..n in an order fixed by `seed` (Fisher-Yates).
+pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
+    let mut rng = Rng::new(seed);
+    let mut order: Vec<u64> = (0..n).collect();
+    for j in (1..order.len()).rev() {
+        order.swap(j, rng.below(j as u64 + 1) as usize);
+    }
+    order
 }

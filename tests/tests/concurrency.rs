@@ -4,31 +4,8 @@
 use credyt_tests::*;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier};
-use std::thread;
 
 const CLIENTS: usize = 8;
-
-/// Runs `work(client_index, connection)` on CLIENTS connections as `role`, all
-/// released at once by a barrier, and returns their results.
-fn on_clients<T: Send + 'static>(
-    role: &str,
-    work: impl Fn(usize, &mut postgres::Client) -> T + Send + Sync + 'static,
-) -> Vec<T> {
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let work = Arc::new(work);
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (role, barrier, work) = (role.to_string(), barrier.clone(), work.clone());
-            thread::spawn(move || {
-                let mut c = connect_as(&role);
-                barrier.wait();
-                work(i, &mut c)
-            })
-        })
-        .collect();
-    handles.into_iter().map(|h| h.join().expect("client thread")).collect()
-}
 
 /// The amount every client sends for key `k` (so replays carry identical payloads).
 fn amount_of(k: u64) -> Decimal {
@@ -47,7 +24,7 @@ fn overlapping_charges_and_replays_charge_each_key_once() {
                      SELECT credyt.adjust('hot', 'promo', 'USD', 25, 'gift')").unwrap();
 
     const KEYS: u64 = 150;
-    let results = on_clients(&t.role, |i, c| {
+    let results = on_clients(CLIENTS, &t.role, |i, c| {
         let mut rng = Rng::new(0xC0FFEE + i as u64);
         let mut seen: HashMap<u64, String> = HashMap::new();
         for _ in 0..120 {
@@ -100,7 +77,7 @@ fn a_prepaid_wallet_never_goes_below_zero_under_concurrency() {
          SELECT credyt.set_overdraft('p', 'USD', 0);",
     )
     .unwrap();
-    let charged: Decimal = on_clients(&t.role, |i, c| {
+    let charged: Decimal = on_clients(CLIENTS, &t.role, |i, c| {
         let mut ok = Decimal::ZERO;
         for j in 0..40 {
             let key = format!("p-{i}-{j}");

@@ -4,8 +4,6 @@ use credyt_tests::*;
 use postgres::fallible_iterator::FallibleIterator;
 use rust_decimal::Decimal;
 use std::collections::HashMap;
-use std::sync::{Arc, Barrier};
-use std::thread;
 use std::time::Duration;
 
 const PRICES: &str = r#"[{"type": "usage_based",
@@ -33,42 +31,27 @@ fn eight_clients_replaying_the_same_events_charge_each_once() {
     let mut admin = connect();
     let (t, mut s) = fixture(&mut admin, "Usage replays");
     const EVENTS: u64 = 100;
-    const CLIENTS: usize = 8;
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (role, barrier) = (t.role.clone(), barrier.clone());
-            thread::spawn(move || {
-                let mut c = connect_as(&role);
-                let mut rng = Rng::new(7 + i as u64);
-                // every client sends all 100 events, in its own random order
-                let mut order: Vec<u64> = (0..EVENTS).collect();
-                for j in (1..order.len()).rev() {
-                    order.swap(j, rng.below(j as u64 + 1) as usize);
-                }
-                barrier.wait();
-                let mut charged = HashMap::new();
-                let mut duplicates = 0;
-                for k in order {
-                    let row = c
-                        .query_one(
-                            "SELECT duplicate, charged, status FROM credyt.record_usage('ann', $1, 'chat', \
-                             jsonb_build_object('model', 'gpt-4o', 'output_tokens', $2::int))",
-                            &[&format!("evt-{k}"), &(k as i32)],
-                        )
-                        .unwrap();
-                    let dup: bool = row.get(0);
-                    duplicates += dup as usize;
-                    assert_eq!(row.get::<_, String>(2), "charged");
-                    charged.insert(k, row.get::<_, Decimal>(1));
-                }
-                (charged, duplicates)
-            })
-        })
-        .collect();
+    // every client sends all 100 events, in its own random order
+    let results = on_clients(8, &t.role, |i, c| {
+        let mut charged = HashMap::new();
+        let mut duplicates = 0;
+        for k in shuffled(EVENTS, 7 + i as u64) {
+            let row = c
+                .query_one(
+                    "SELECT duplicate, charged, status FROM credyt.record_usage('ann', $1, 'chat', \
+                     jsonb_build_object('model', 'gpt-4o', 'output_tokens', $2::int))",
+                    &[&format!("evt-{k}"), &(k as i32)],
+                )
+                .unwrap();
+            let dup: bool = row.get(0);
+            duplicates += dup as usize;
+            assert_eq!(row.get::<_, String>(2), "charged");
+            charged.insert(k, row.get::<_, Decimal>(1));
+        }
+        (charged, duplicates)
+    });
     let mut originals = 0;
-    for h in handles {
-        let (charged, duplicates) = h.join().unwrap();
+    for (charged, duplicates) in results {
         originals += EVENTS as usize - duplicates;
         for (k, amount) in charged {
             assert_eq!(amount, fee(k), "evt-{k}");
@@ -140,39 +123,26 @@ fn concurrent_batches_sharing_event_ids_charge_each_once_without_deadlock() {
     let (t, mut s) = fixture(&mut admin, "Usage batches");
     s.batch_execute("SELECT credyt.create_customer('Bob', 'bob'); SELECT credyt.subscribe('bob', 'chat');").unwrap();
     const EVENTS: u64 = 200;
-    const CLIENTS: usize = 4;
-    let barrier = Arc::new(Barrier::new(CLIENTS));
-    let handles: Vec<_> = (0..CLIENTS)
-        .map(|i| {
-            let (role, barrier) = (t.role.clone(), barrier.clone());
-            thread::spawn(move || {
-                let mut c = connect_as(&role);
-                let mut rng = Rng::new(99 + i as u64);
-                let mut order: Vec<u64> = (0..EVENTS).collect();
-                for j in (1..order.len()).rev() {
-                    order.swap(j, rng.below(j as u64 + 1) as usize);
-                }
-                let events: Vec<String> = order
-                    .iter()
-                    .map(|k| {
-                        let who = if k % 2 == 0 { "ann" } else { "bob" };
-                        format!(r#"{{"customer": "{who}", "event_id": "b-{k}", "event_type": "chat", "data": {{"output_tokens": {k}}}}}"#)
-                    })
-                    .collect();
-                barrier.wait();
-                // two batches of 100, each in this client's own order
-                let mut originals = 0;
-                for chunk in events.chunks(100) {
-                    let rows = c
-                        .query("SELECT duplicate FROM credyt.record_usage($1::text::jsonb)", &[&format!("[{}]", chunk.join(","))])
-                        .unwrap();
-                    originals += rows.iter().filter(|r| !r.get::<_, bool>(0)).count();
-                }
-                originals
+    let originals: usize = on_clients(4, &t.role, |i, c| {
+        let events: Vec<String> = shuffled(EVENTS, 99 + i as u64)
+            .iter()
+            .map(|k| {
+                let who = if k % 2 == 0 { "ann" } else { "bob" };
+                format!(r#"{{"customer": "{who}", "event_id": "b-{k}", "event_type": "chat", "data": {{"output_tokens": {k}}}}}"#)
             })
-        })
-        .collect();
-    let originals: usize = handles.into_iter().map(|h| h.join().expect("client thread (a deadlock would panic here)")).sum();
+            .collect();
+        // two batches of 100, each in this client's own order; a deadlock would fail here
+        let mut originals = 0;
+        for chunk in events.chunks(100) {
+            let rows = c
+                .query("SELECT duplicate FROM credyt.record_usage($1::text::jsonb)", &[&format!("[{}]", chunk.join(","))])
+                .unwrap();
+            originals += rows.iter().filter(|r| !r.get::<_, bool>(0)).count();
+        }
+        originals
+    })
+    .into_iter()
+    .sum();
     assert_eq!(originals, EVENTS as usize, "exactly one original per event id");
     let spent = |parity: u64| -> Decimal { (0..EVENTS).filter(|k| k % 2 == parity).map(fee).sum() };
     let ann: Decimal = s.query_one("SELECT credyt.balance('ann')", &[]).unwrap().get(0);
