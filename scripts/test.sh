@@ -25,7 +25,12 @@ say "3/3 out-of-process tests"
 install_extension
 ensure_cluster
 fresh_database credyt_test
-(cd "$ROOT" && CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
+# pg_cron runs jobs only in the cluster's cron.database_name (credyt): the clock test
+# schedules tick() there, on a freshly installed extension.
+psql_admin -d credyt -q -c "DROP EXTENSION IF EXISTS credyt CASCADE" -c "CREATE EXTENSION credyt" \
+    -c "CREATE EXTENSION IF NOT EXISTS pg_cron"
+(cd "$ROOT" && CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_CRON_DATABASE_URL="$(database_url credyt)" \
+    cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
 
 # One line for all three layers.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

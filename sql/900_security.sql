@@ -18,7 +18,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
-                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold'] LOOP
+                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE credyt.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant ON credyt.%I USING (account_id = (SELECT credyt.current_account()))', t);
@@ -48,7 +48,7 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA credyt FROM PUBLIC;
 
 -- Gives an application role what it needs: the schema, EXECUTE on the API (every
 -- function of the extension except the internal ones, prefixed '_', and the
--- administrator's bind_role/grant_access), SELECT on the read views and on the tables
+-- administrator's bind_role, grant_access, tick and schedule_jobs), SELECT on the read views and on the tables
 -- they read (the views are security_invoker, so RLS applies to the reader).
 CREATE FUNCTION credyt.grant_access(role name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
@@ -72,7 +72,7 @@ BEGIN
         JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'credyt'
         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'credyt'
-        WHERE p.proname !~ '^_' AND p.proname NOT IN ('bind_role', 'grant_access')
+        WHERE p.proname !~ '^_' AND p.proname NOT IN ('bind_role', 'grant_access', 'tick', 'schedule_jobs')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
     END LOOP;
@@ -83,7 +83,7 @@ BEGIN
         EXECUTE format('GRANT SELECT ON %s TO %I', v, role);
     END LOOP;
     EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.product, '
-                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold TO %I', role);
+                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
 
@@ -95,7 +95,7 @@ DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
                              'asset', 'product', 'product_version', 'price', 'subscription',
-                             'usage_event', 'model_cost', 'hold'] LOOP
+                             'usage_event', 'model_cost', 'hold', 'event'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');

@@ -9,8 +9,10 @@ use pgrx::prelude::*;
 pgrx::pg_module_magic!(name, version);
 
 mod catalog;
+mod clock;
 mod customers;
 mod error;
+mod events;
 mod holds;
 mod ids;
 mod money;
@@ -24,6 +26,7 @@ extension_sql_file!("../sql/001_tables.sql", name = "tables", bootstrap);
 extension_sql_file!("../sql/002_views.sql", name = "views", requires = ["tables"]);
 extension_sql_file!("../sql/010_catalog.sql", name = "catalog", requires = ["views"]);
 extension_sql_file!("../sql/020_usage.sql", name = "usage", requires = ["catalog"]);
+extension_sql_file!("../sql/030_events.sql", name = "events", requires = ["usage"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.
@@ -36,6 +39,7 @@ mod tests {
     include!("../pgrx-tests/wallet.rs");
     include!("../pgrx-tests/catalog.rs");
     include!("../pgrx-tests/usage.rs");
+    include!("../pgrx-tests/clock.rs");
 }
 
 /// Required by `cargo pgrx test`.

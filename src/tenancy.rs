@@ -103,6 +103,22 @@ pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
     }
 }
 
+/// `root` and all its descendants.
+pub fn accounts_within(c: &mut SpiClient<'_>, root: &str) -> Result<Vec<String>> {
+    let t = run(
+        c,
+        "WITH RECURSIVE down(id, depth) AS (SELECT $1::text, 0 UNION ALL \
+           SELECT a.id, d.depth + 1 FROM credyt.account a JOIN down d ON a.parent_id = d.id WHERE d.depth < 64) \
+         SELECT id FROM down",
+        &[root.into()],
+    )?;
+    let mut v = Vec::new();
+    for row in t {
+        v.push(row.get::<String>(1)?.unwrap_or_default());
+    }
+    Ok(v)
+}
+
 /// Requires `account` to be the account in scope or one of its descendants.
 pub fn require_within_scope(c: &mut SpiClient<'_>, account: &str, scope: &str) -> Result<()> {
     if !account_exists(c, account)? {

@@ -996,20 +996,7 @@ fn verify_ledger(
                 }
                 None => scope,
             };
-            let accounts: Vec<String> = {
-                let t = run(
-                    c,
-                    "WITH RECURSIVE down(id, depth) AS (SELECT $1::text, 0 UNION ALL \
-                       SELECT a.id, d.depth + 1 FROM credyt.account a JOIN down d ON a.parent_id = d.id WHERE d.depth < 64) \
-                     SELECT id FROM down",
-                    &[root.as_str().into()],
-                )?;
-                let mut v = Vec::new();
-                for row in t {
-                    v.push(row.get::<String>(1)?.unwrap_or_default());
-                }
-                v
-            };
+            let accounts = crate::tenancy::accounts_within(c, &root)?;
             let mut problems = Vec::new();
             for sql in CHECKS {
                 let t = run(c, sql, &[accounts.clone().into()])?;

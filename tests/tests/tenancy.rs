@@ -103,7 +103,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
     ] {
         attack(&mut app, name, sql, "CY403");
     }
-    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins"] {
+    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events"] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
@@ -157,6 +157,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
     assert_eq!(fails(&mut app, &format!("SELECT credyt.bind_role('{role}', '{}')", b.account)), "42501");
     assert_eq!(fails(&mut app, &format!("SELECT credyt.grant_access('{role}')")), "42501");
     assert_eq!(fails(&mut app, "SELECT credyt._new_id('acc')"), "42501");
+    assert_eq!(fails(&mut app, "SELECT credyt.tick(now() + interval '1 year')"), "42501");
+    assert_eq!(fails(&mut app, "SELECT credyt.schedule_jobs()"), "42501");
+
     assert_eq!(fails(&mut app, "SET ROLE postgres"), "42501");
 
     // B is untouched.

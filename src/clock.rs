@@ -1,0 +1,106 @@
+//! The clock (SPEC §11): tick() does the time-based work that is due, and
+//! schedule_jobs() has pg_cron call it.
+//!
+//! Both are administrator functions: they run with the caller's rights and are not
+//! given by grant_access(), because tick(now => …) moves time for every account in
+//! scope. pg_cron runs tick() as the job's owner.
+//!
+//! Due today: hold expiry. (Lot expiry, recurring grants and entitlements arrive
+//! with the credits lifecycle.)
+
+use crate::error::{api, CyError, Result};
+use crate::events;
+use crate::plan_cache::{one, run};
+use crate::tenancy::{accounts_within, scope};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::JsonB;
+use serde_json::json;
+
+/// Most holds expired per tick; the rest are due at the next one.
+const HOLDS_PER_TICK: i64 = 10_000;
+
+/// Marks the active holds that expired at or before `now` as expired, each exactly
+/// once however many ticks run at the same time (SKIP LOCKED), and emits
+/// `hold.expired` for each.
+fn expire_holds(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
+    let t = run(
+        c,
+        "WITH due AS (SELECT id FROM credyt.hold WHERE account_id = ANY($1) AND status = 'active' AND expires_at <= $2 \
+                      ORDER BY expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+         UPDATE credyt.hold h SET status = 'expired', closed_at = $2 FROM due WHERE h.id = due.id \
+         RETURNING h.account_id, h.id, h.hold_key, h.customer_id, h.wallet_name || ':' || h.asset, h.amount::text, h.expires_at",
+        &[accounts.to_vec().into(), now.into(), HOLDS_PER_TICK.into()],
+    )?;
+    let mut expired = Vec::new();
+    for row in t {
+        expired.push((
+            row.get::<String>(1)?.unwrap_or_default(),
+            json!({
+                "hold_id": row.get::<String>(3)?,
+                "id": row.get::<String>(2)?,
+                "customer_id": row.get::<String>(4)?,
+                "account_id": row.get::<String>(5)?,
+                "amount": serde_json::Number::from_string_unchecked(row.get::<String>(6)?.unwrap_or_default()),
+            }),
+            row.get::<TimestampWithTimeZone>(7)?.unwrap_or(now),
+        ));
+    }
+    let n = expired.len() as i64;
+    for (account, data, at) in expired {
+        events::emit(c, &account, "hold.expired", at, data)?;
+    }
+    Ok(n)
+}
+
+#[pg_extern]
+#[search_path(@extschema@, pg_temp)]
+fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
+    api(move || {
+        let now = now.ok_or_else(|| CyError::invalid("now must not be NULL"))?;
+        if !now.is_finite() {
+            return Err(CyError::invalid("now must be a finite timestamp"));
+        }
+        Spi::connect_mut(|c| {
+            let root = scope(c)?;
+            let accounts = accounts_within(c, &root)?;
+            let holds_expired = expire_holds(c, &accounts, now)?;
+            Ok(JsonB(json!({"holds_expired": holds_expired})))
+        })
+    })
+}
+
+fn pg_cron_installed(c: &mut SpiClient<'_>) -> Result<bool> {
+    Ok(one::<bool>(c, "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_extension WHERE extname = 'pg_cron')", &[])?
+        .unwrap_or(false))
+}
+
+#[pg_extern]
+#[search_path(@extschema@, pg_temp)]
+fn schedule_jobs(schedule: default!(Option<String>, "'* * * * *'")) -> i64 {
+    api(move || {
+        let schedule = crate::validate::required("schedule", schedule)?;
+        if schedule.trim().is_empty() || schedule.len() > 100 {
+            return Err(CyError::invalid("schedule must be a cron expression such as '* * * * *'"));
+        }
+        Spi::connect_mut(|c| {
+            if !pg_cron_installed(c)? {
+                let db = one::<String>(c, "SELECT current_database()::text", &[])?.unwrap_or_default();
+                return Err(CyError::invalid("pg_cron is not installed in this database")
+                    .detail("credyt.schedule_jobs() registers credyt.tick() with pg_cron")
+                    .hint(format!(
+                        "install the postgresql-15-cron package, add shared_preload_libraries = 'pg_cron' and \
+                         cron.database_name = '{db}' to postgresql.conf, restart PostgreSQL, then run \
+                         CREATE EXTENSION pg_cron; in database {db}"
+                    )));
+            }
+            // cron.schedule(name, …) replaces an existing job of that name.
+            one::<i64>(
+                c,
+                "SELECT cron.schedule('credyt-tick', $1, 'SELECT credyt.tick()')",
+                &[schedule.as_str().into()],
+            )?
+            .ok_or_else(|| CyError::internal("cron.schedule returned no job id"))
+        })
+    })
+}

@@ -1,0 +1,74 @@
+//! The clock over real connections: concurrent ticks, and pg_cron calling tick().
+
+use credyt_tests::*;
+use std::time::{Duration, Instant};
+
+#[test]
+fn concurrent_ticks_expire_each_hold_exactly_once() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Clock");
+    let mut s = t.session();
+    s.batch_execute(
+        "SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 'top', 'USD', 500, 'external_topup'); \
+         SELECT count(credyt.authorize('ann', 'h' || i, 'USD', 1, '1 minute')) FROM generate_series(1, 300) i;",
+    )
+    .unwrap();
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "200");
+    // tick() is an administrator's function; each ticker scopes itself to this tenant
+    let account = t.account.clone();
+    let expired: i64 = on_clients(4, "postgres", move |_, c| {
+        c.batch_execute(&format!("SET credyt.account = '{account}'")).unwrap();
+        let mut n = 0;
+        for _ in 0..3 {
+            let v: i32 = c
+                .query_one("SELECT (credyt.tick(now() + interval '2 minutes')->>'holds_expired')::int", &[])
+                .unwrap()
+                .get(0);
+            n += v as i64;
+        }
+        n
+    })
+    .into_iter()
+    .sum();
+    assert_eq!(expired, 300);
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'hold.expired'"), "300");
+    assert_eq!(text(&mut s, "SELECT count(DISTINCT payload->'data'->>'hold_id')::text FROM credyt.events"), "300");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.holds WHERE status = 'expired'"), "300");
+    assert!(ledger_problems(&mut s).is_empty());
+}
+
+/// pg_cron only runs in the cluster's cron.database_name: scripts/test.sh prepares
+/// that database and names it in CREDYT_CRON_DATABASE_URL. pg_cron 1.4 schedules by
+/// the minute, so this waits for the next minute boundary.
+#[test]
+fn pg_cron_calls_tick() {
+    let url = std::env::var("CREDYT_CRON_DATABASE_URL")
+        .expect("CREDYT_CRON_DATABASE_URL is not set: run these tests through scripts/test.sh");
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let account = text(&mut c, "SELECT credyt.create_account('cron test')");
+    c.batch_execute(&format!(
+        "SET credyt.account = '{account}'; SELECT credyt.create_customer('Ann', 'ann'); \
+         SELECT credyt.authorize('ann', 'cron-hold', 'USD', 1, '1 second');"
+    ))
+    .unwrap();
+    let job: i64 = c.query_one("SELECT credyt.schedule_jobs('* * * * *')", &[]).unwrap().get(0);
+    let started = Instant::now();
+    let status = loop {
+        let status = text(&mut c, "SELECT status FROM credyt.hold WHERE hold_key = 'cron-hold'");
+        if status == "expired" || started.elapsed() > Duration::from_secs(150) {
+            break status;
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    };
+    let runs: i64 = c
+        .query_one(
+            "SELECT count(*) FROM cron.job_run_details WHERE jobid = $1 AND status = 'succeeded'",
+            &[&job],
+        )
+        .unwrap()
+        .get(0);
+    c.batch_execute("SELECT cron.unschedule('credyt-tick')").unwrap();
+    assert_eq!(status, "expired", "pg_cron did not run credyt.tick() within 150 s");
+    assert!(runs >= 1, "no successful run of the credyt-tick job");
+    assert_eq!(text(&mut c, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'hold.expired' AND account_id = credyt.current_account()"), "1");
+}
