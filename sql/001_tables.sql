@@ -97,7 +97,9 @@ CREATE TABLE credyt.lot (
     remaining    numeric NOT NULL,
     effective_at timestamptz NOT NULL,
     expires_at   timestamptz,
-    on_expiry    text NOT NULL DEFAULT 'expire',
+    on_expiry    text NOT NULL DEFAULT 'expire',   -- expire | rollover | reserve
+    rollover_cap numeric,                -- rollover: at most this much carries over
+    grant_id     text,                   -- the grant that issued it, if any
     source       text NOT NULL,          -- what created it, e.g. 'adjust:gift'
     txn_id       text NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now()

@@ -5,8 +5,8 @@
 //! given by grant_access(), because tick(now => …) moves time for every account in
 //! scope. pg_cron runs tick() as the job's owner.
 //!
-//! Due today: hold expiry. (Lot expiry, recurring grants and entitlements arrive
-//! with the credits lifecycle.)
+//! Due today: lot expiry (with each lot's on_expiry policy), the periods of recurring
+//! grants, and hold expiry.
 
 use crate::error::{api, CyError, Result};
 use crate::events;
@@ -64,8 +64,11 @@ fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
         Spi::connect_mut(|c| {
             let root = scope(c)?;
             let accounts = accounts_within(c, &root)?;
+            // Expire before issuing: a period's lot expires before the next one arrives.
+            let lots_expired = crate::credits::expire_lots(c, &accounts, now)?;
+            let grants_issued = crate::credits::issue_recurring(c, &accounts, now)?;
             let holds_expired = expire_holds(c, &accounts, now)?;
-            Ok(JsonB(json!({"holds_expired": holds_expired})))
+            Ok(JsonB(json!({"lots_expired": lots_expired, "grants_issued": grants_issued, "holds_expired": holds_expired})))
         })
     })
 }

@@ -10,6 +10,7 @@ pgrx::pg_module_magic!(name, version);
 
 mod catalog;
 mod clock;
+mod credits;
 mod customers;
 mod error;
 mod events;
@@ -27,6 +28,7 @@ extension_sql_file!("../sql/002_views.sql", name = "views", requires = ["tables"
 extension_sql_file!("../sql/010_catalog.sql", name = "catalog", requires = ["views"]);
 extension_sql_file!("../sql/020_usage.sql", name = "usage", requires = ["catalog"]);
 extension_sql_file!("../sql/030_events.sql", name = "events", requires = ["usage"]);
+extension_sql_file!("../sql/040_credits.sql", name = "credits", requires = ["events"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.
@@ -40,6 +42,7 @@ mod tests {
     include!("../pgrx-tests/catalog.rs");
     include!("../pgrx-tests/usage.rs");
     include!("../pgrx-tests/clock.rs");
+    include!("../pgrx-tests/credits.rs");
 }
 
 /// Required by `cargo pgrx test`.

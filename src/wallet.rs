@@ -75,14 +75,14 @@ impl<'w> Book<'w> {
     pub fn new(wallet_ref: &'w WalletRef<'w>, txn_id: String) -> Self {
         Book { wallet_ref, txn_id, legs: Vec::new(), takes: BTreeMap::new() }
     }
-    fn customer_leg(&mut self, amount: Decimal, lot_id: Option<String>, kind: &'static str) {
+    pub fn customer_leg(&mut self, amount: Decimal, lot_id: Option<String>, kind: &'static str) {
         let name = self.wallet_ref.name.to_string();
         self.legs.push(Leg { system: false, ledger_name: name, amount, lot_id, kind });
     }
-    fn system_leg(&mut self, system_account: &str, amount: Decimal, kind: &'static str) {
+    pub fn system_leg(&mut self, system_account: &str, amount: Decimal, kind: &'static str) {
         self.legs.push(Leg { system: true, ledger_name: system_account.to_string(), amount, lot_id: None, kind });
     }
-    fn take(&mut self, lot_id: &str, amount: Decimal) {
+    pub fn take(&mut self, lot_id: &str, amount: Decimal) {
         *self.takes.entry(lot_id.to_string()).or_default() += amount;
     }
 }
@@ -121,6 +121,24 @@ fn live_lot_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Li
 
 fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
     let t = run(c, LOCK_WALLET, &[w.customer.into(), w.name.into(), w.asset.into()])?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(wallet_row(&t.first().get_heap_tuple()?.ok_or_else(|| CyError::internal("no row"))?, 1)?))
+}
+
+/// Locks the wallet account row unless another transaction holds it (then None): for
+/// the clock, which comes back at the next tick rather than wait.
+pub fn try_lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
+    let t = run(
+        c,
+        "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
+           (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
+              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
+         FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 \
+         FOR UPDATE OF w SKIP LOCKED",
+        &[w.customer.into(), w.name.into(), w.asset.into()],
+    )?;
     if t.is_empty() {
         return Ok(None);
     }
@@ -222,13 +240,17 @@ pub struct Credit<'a> {
     pub priority: i32,
     pub effective_at: Option<TimestampWithTimeZone>,
     pub expires_at: Option<TimestampWithTimeZone>,
+    /// expire | rollover | reserve, and the rollover cap
+    pub on_expiry: &'a str,
+    pub rollover_cap: Option<Decimal>,
+    pub grant_id: Option<&'a str>,
     pub source: &'a str,
     pub system_account: &'a str,
     pub kind: &'static str,
 }
 
-/// Credits a new lot to the wallet; the lot repays any debt first.
-pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) -> Result<()> {
+/// Credits a new lot to the wallet; the lot repays any debt first. Returns its id.
+pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) -> Result<String> {
     let mut wallet = lock(c, w)?;
     let balance = wallet.balance + cr.amount;
     if !balance_in_range(balance) {
@@ -238,8 +260,8 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
     run(
         c,
         "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
-           remaining, effective_at, expires_at, source, txn_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, coalesce($9, now()), $10, $11, $12)",
+           remaining, effective_at, expires_at, source, txn_id, on_expiry, rollover_cap, grant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, coalesce($9, now()), $10, $11, $12, $13, $14, $15)",
         &[
             w.account.into(),
             lot_id.as_str().into(),
@@ -253,10 +275,13 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
             cr.expires_at.into(),
             cr.source.into(),
             txn_id.into(),
+            cr.on_expiry.into(),
+            cr.rollover_cap.map(to_numeric).into(),
+            cr.grant_id.into(),
         ],
     )?;
     let mut book = Book::new(w, txn_id.to_string());
-    book.customer_leg(cr.amount, Some(lot_id), cr.kind);
+    book.customer_leg(cr.amount, Some(lot_id.clone()), cr.kind);
     book.system_leg(cr.system_account, -cr.amount, cr.kind);
     if wallet.debt > Decimal::ZERO {
         let mut lots = live_lots(c, w)?; // includes the new lot when it is effective now
@@ -268,7 +293,7 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
         let now = available_of(c, w.customer, w.name, w.asset)?;
         notify_balance(c, w, now)?;
     }
-    Ok(())
+    Ok(lot_id)
 }
 
 /// Which lots a debit may draw from.
@@ -357,7 +382,7 @@ pub fn plan_debit(wallet: &mut Wallet, lots: &mut [LiveLot], book: &mut Book, d:
 ///
 /// Lots are matched with `id = ANY(...)`, which a kept generic plan serves from the
 /// primary key (a join to unnest() would be planned as a scan of the lot table).
-fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<Decimal>) -> Result<()> {
+pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<Decimal>) -> Result<()> {
     let w = book.wallet_ref;
     debug_assert!(
         book.legs.iter().map(|l| l.amount).sum::<Decimal>().is_zero(),
@@ -758,7 +783,13 @@ fn credit_lot(
     kind: &'static str,
 ) -> Result<()> {
     let priority = default_priority(purpose).ok_or_else(|| CyError::internal(format!("purpose {purpose}")))?;
-    credit(c, w, txn, Credit { amount, purpose, priority, effective_at, expires_at, source, system_account, kind })
+    credit(
+        c,
+        w,
+        txn,
+        Credit { amount, purpose, priority, effective_at, expires_at, on_expiry: "expire", rollover_cap: None, grant_id: None, source, system_account, kind },
+    )?;
+    Ok(())
 }
 
 #[pg_extern(security_definer)]

@@ -37,6 +37,38 @@ fn concurrent_ticks_expire_each_hold_exactly_once() {
     assert!(ledger_problems(&mut s).is_empty());
 }
 
+#[test]
+fn concurrent_ticks_expire_each_grant_lot_exactly_once() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Clock grants");
+    let mut s = t.session();
+    s.batch_execute(
+        "SELECT count(credyt.create_customer('c' || i, 'c' || i)) FROM generate_series(1, 50) i; \
+         SELECT count(credyt.grant('c' || i, 'g' || i, 'USD', 2, expires_at => now() + interval '1 hour')) FROM generate_series(1, 50) i; \
+         SELECT count(credyt.charge('c' || i, 'k' || i, 'USD', 0.5)) FROM generate_series(1, 50) i;",
+    )
+    .unwrap();
+    let account = t.account.clone();
+    let expired: i64 = on_clients(4, "postgres", move |_, c| {
+        c.batch_execute(&format!("SET credyt.account = '{account}'")).unwrap();
+        let mut n = 0;
+        for _ in 0..3 {
+            let v: i32 = c
+                .query_one("SELECT (credyt.tick(now() + interval '2 hours')->>'lots_expired')::int", &[])
+                .unwrap()
+                .get(0);
+            n += v as i64;
+        }
+        n
+    })
+    .into_iter()
+    .sum();
+    assert_eq!(expired, 50);
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'grant.expired'"), "50");
+    assert_eq!(text(&mut s, "SELECT sum(amount)::text FROM credyt.entries WHERE account_id = 'expired:USD'"), "75.0");
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
+
 /// pg_cron only runs in the cluster's cron.database_name: scripts/test.sh prepares
 /// that database and names it in CREDYT_CRON_DATABASE_URL. pg_cron 1.4 schedules by
 /// the minute, so this waits for the next minute boundary.

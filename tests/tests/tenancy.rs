@@ -67,6 +67,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         );
         attack(&mut app, "authorize", format!("SELECT credyt.authorize('{r}', 'z3', 'USD', 1)"), "CY404");
         attack(&mut app, "subscribe", format!("SELECT credyt.subscribe('{r}', 'b-prod')"), "CY404");
+        attack(&mut app, "grant", format!("SELECT credyt.grant('{r}', 'z5', 'USD', 1)"), "CY404");
     }
     for h in ["b-hold", b_hold.as_str()] {
         attack(&mut app, "release", format!("SELECT credyt.release('{h}')"), "CY404");
@@ -100,10 +101,11 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("authorize", "SELECT credyt.authorize('b-ext', 'y4', 'USD', 1)".into()),
         ("release", "SELECT credyt.release('b-hold')".into()),
         ("set_model_cost", "SELECT credyt.set_model_cost('v', 'm', 1, 1)".into()),
+        ("grant", "SELECT credyt.grant('b-ext', 'y5', 'USD', 1)".into()),
     ] {
         attack(&mut app, name, sql, "CY403");
     }
-    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events"] {
+    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events", "grants"] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();

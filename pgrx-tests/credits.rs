@@ -1,0 +1,104 @@
+// Credits: grants, expiry policies, recurring periods (SPEC §7, §11).
+
+#[pg_test]
+fn a_one_off_grant_is_idempotent_drawn_first_and_expires() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 'top', 'USD', 10, 'external_topup')").unwrap();
+    let g = text("SELECT credyt.grant('ann', 'welcome', 'USD', 5, expires_at => now() + interval '1 day')");
+    assert!(g.starts_with("grt_"));
+    assert_eq!(text("SELECT credyt.grant('ann', 'welcome', 'USD', 5.00, expires_at => now() + interval '1 day')"), g);
+    assert_eq!(sqlstate_of("SELECT credyt.grant('ann', 'welcome', 'USD', 6, expires_at => now() + interval '1 day')").as_deref(), Some("CY409"));
+    Spi::run("SELECT credyt.charge('ann', 'c1', 'USD', 2)").unwrap();
+    assert_eq!(text(&format!("SELECT remaining::text FROM credyt.lots WHERE source = 'grant:{g}'")), "3");
+    assert_eq!(balance("ann"), "13");
+    assert_eq!(text("SELECT (credyt.tick(now() + interval '2 days')->>'lots_expired')"), "1");
+    assert_eq!(text("SELECT (credyt.tick(now() + interval '2 days')->>'lots_expired')"), "0", "ticking twice expires once");
+    assert_eq!(balance("ann"), "10");
+    assert_eq!(
+        text("SELECT string_agg(account_id || ' ' || amount::text || ' ' || kind, ', ' ORDER BY entry_id) FROM credyt.entries \
+              WHERE kind IN ('grant', 'expiry')"),
+        "default:USD 5 grant, promotions:USD -5 grant, default:USD -3 expiry, expired:USD 3 expiry"
+    );
+    assert_eq!(
+        text("SELECT string_agg(event_type || ':' || (payload->'data'->>'grant_id') || ':' || coalesce(payload->'data'->>'expired', payload->'data'->>'amount'), ',' ORDER BY created_at, event_type DESC) FROM credyt.events"),
+        "grant.issued:welcome:5,grant.expired:welcome:3"
+    );
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn rollover_carries_the_remainder_up_to_the_cap() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    Spi::run("SELECT credyt.grant('ann', 'g', 'USD', 10, purpose => 'bundled', expires_at => now() + interval '1 day', \
+              on_expiry => 'rollover', rollover_cap => 4)").unwrap();
+    Spi::run("SELECT credyt.charge('ann', 'c', 'USD', 3)").unwrap();
+    Spi::run("SELECT credyt.tick(now() + interval '2 days')").unwrap();
+    // (the carried-over lot is effective from the expiry, in this test's future: read the ledger balance)
+    let ledger_balance = || text("SELECT balance::text FROM credyt.wallet_account");
+    assert_eq!(ledger_balance(), "4");
+    assert_eq!(
+        text("SELECT string_agg(concat_ws(' ', l.purpose, l.amount, l.remaining, l.expires_at IS NULL, left(l.source, 9)), ', ' \
+              ORDER BY t.seq) FROM credyt.lots l JOIN credyt.lot t ON t.id = l.id"),
+        "bundled 10 0 f grant:grt, bundled 4 4 t rollover:"
+    );
+    assert_eq!(text("SELECT payload->'data'->>'rolled_over' || '/' || (payload->'data'->>'expired') FROM credyt.events WHERE event_type = 'grant.expired'"), "4/3");
+    // uncapped rollover keeps everything
+    Spi::run("SELECT credyt.grant('ann', 'g2', 'USD', 2, expires_at => now() + interval '3 days', on_expiry => 'rollover')").unwrap();
+    Spi::run("SELECT credyt.tick(now() + interval '4 days')").unwrap();
+    assert_eq!(ledger_balance(), "6");
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn recurring_grants_issue_one_lot_per_period() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    Spi::run("SELECT credyt.grant('ann', 'monthly', 'USD', 5, purpose => 'bundled', every => '1 month')").unwrap();
+    // amount@months-from-now-to-effective-months-to-expiry
+    let lots = || text("SELECT string_agg(amount || '@' || to_char(age(effective_at, now()), 'MM') || '-' || to_char(age(expires_at, now()), 'MM'), ',' ORDER BY effective_at) FROM credyt.lots");
+    assert_eq!(lots(), "5@00-01");
+    assert_eq!(text("SELECT credyt.tick(now() + interval '1 month 1 day')::text"), r#"{"lots_expired": 1, "grants_issued": 1, "holds_expired": 0}"#);
+    assert_eq!(text("SELECT credyt.tick(now() + interval '1 month 1 day')::text"), r#"{"lots_expired": 0, "grants_issued": 0, "holds_expired": 0}"#);
+    assert_eq!(lots(), "5@00-01,5@01-02");
+    // a clock that was down for a period does not issue the period that has passed
+    Spi::run("SELECT credyt.tick(now() + interval '3 months 1 day')").unwrap();
+    assert_eq!(lots(), "5@00-01,5@01-02,5@03-04");
+    assert_eq!(count("SELECT count(*) FROM credyt.events WHERE event_type = 'grant.issued'"), 3);
+    assert_eq!(count("SELECT count(*) FROM credyt.events WHERE event_type = 'grant.expired'"), 2);
+    // a recurring grant that ends stops issuing
+    Spi::run("SELECT credyt.grant('ann', 'two', 'USD', 1, every => '1 day', expires_at => now() + interval '2 days')").unwrap();
+    Spi::run("SELECT credyt.tick(now() + interval '1 day 1 hour')").unwrap();
+    Spi::run("SELECT credyt.tick(now() + interval '5 days')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM credyt.lots l JOIN credyt.grants g ON l.source = 'grant:' || g.id WHERE g.grant_id = 'two'"), 2);
+    assert_eq!(count("SELECT count(*) FROM credyt.grants WHERE grant_id = 'two' AND next_at IS NULL"), 1);
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn bad_grants_are_rejected_and_write_nothing() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    let before = ledger_rows() + count("SELECT count(*) FROM credyt.credit_grant");
+    let cases = [
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, on_expiry => 'keep')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, on_expiry => 'rollover', rollover_cap => -1)", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, rollover_cap => 1)", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, on_expiry => 'reserve')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, every => '0 days')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, every => '-1 day')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, every => '2 years')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, purpose => 'free')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, priority => -1)", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 0)", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, expires_at => now() - interval '1 day')", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'USD', 1, effective_at => 'infinity')", "CY400"),
+        ("SELECT credyt.grant('ann', '', 'USD', 1)", "CY400"),
+        ("SELECT credyt.grant('ann', 'x', 'XYZ', 1)", "CY404"),
+        ("SELECT credyt.grant('ghost', 'x', 'USD', 1)", "CY404"),
+    ];
+    for (sql, code) in cases {
+        assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
+    }
+    assert_eq!(ledger_rows() + count("SELECT count(*) FROM credyt.credit_grant"), before);
+}

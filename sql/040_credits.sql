@@ -1,0 +1,31 @@
+-- credyt data model, part 5: credits (SPEC §7). A grant issues lots: one, or a fresh
+-- one every period; the clock expires lots and applies their on_expiry policy.
+
+CREATE TABLE credyt.credit_grant (
+    account_id   text NOT NULL,
+    id           text PRIMARY KEY,
+    grant_key    text NOT NULL,          -- the client's grant_id
+    customer_id  text NOT NULL REFERENCES credyt.customer (id),
+    wallet_name  text NOT NULL,
+    asset        text NOT NULL,
+    amount       numeric NOT NULL,
+    purpose      text NOT NULL,
+    priority     int NOT NULL,
+    every        interval,               -- NULL: one-off
+    on_expiry    text NOT NULL,
+    rollover_cap numeric,
+    effective_at timestamptz NOT NULL,
+    expires_at   timestamptz,            -- one-off: the lot's expiry; recurring: the grant's end
+    next_at      timestamptz,            -- recurring: start of the next period to issue
+    payload      jsonb NOT NULL,
+    created_at   timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (account_id, grant_key)
+);
+CREATE INDEX credit_grant_due ON credyt.credit_grant (next_at) WHERE next_at IS NOT NULL;
+
+CREATE INDEX lot_expiring ON credyt.lot (expires_at) WHERE expires_at IS NOT NULL;
+
+CREATE VIEW credyt.grants WITH (security_invoker = true) AS
+SELECT id, grant_key AS grant_id, customer_id, wallet_name || ':' || asset AS account_id, asset, amount, purpose,
+       priority, every, on_expiry, rollover_cap, effective_at, expires_at, next_at, created_at, account_id AS tenant_id
+FROM credyt.credit_grant;

@@ -1,0 +1,401 @@
+//! Credits (SPEC §7): grants, one-off or recurring, and what the clock does when a
+//! lot expires (its on_expiry policy).
+//!
+//! A grant issues lots through the ledger's credit path (so a lot repays debt first,
+//! like any credit) with `source = 'grant:grt_…'` and entries of kind `grant`: grants
+//! stay apart from paid balance in the audit trail. A recurring grant issues a fresh
+//! lot each period, lasting one period; the clock issues the periods after the first.
+
+use crate::catalog::resolve_asset;
+use crate::customers;
+use crate::error::{api, CyError, Result};
+use crate::events;
+use crate::money::{self, stored, to_numeric};
+use crate::plan_cache::{one, run};
+use crate::tenancy::scope;
+use crate::validate;
+use crate::wallet::{self, Book, Credit, WalletRef};
+use credyt_core::burndown::default_priority;
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use pgrx::{AnyNumeric, JsonB};
+use rust_decimal::Decimal;
+use serde_json::json;
+
+/// The system account a grant's lots are credited against, by purpose.
+fn counter_account(purpose: &str) -> &'static str {
+    match purpose {
+        "promotion" => "promotions",
+        "bundled" => "entitlements",
+        _ => "grants",
+    }
+}
+
+fn num(d: Decimal) -> serde_json::Value {
+    serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()))
+}
+
+/// A grant as the issuer needs it.
+struct Grant {
+    account: String,
+    id: String,
+    key: String,
+    customer: String,
+    wallet_name: String,
+    asset: String,
+    amount: Decimal,
+    purpose: String,
+    priority: i32,
+    on_expiry: String,
+    rollover_cap: Option<Decimal>,
+    recurring: bool,
+}
+
+/// Decodes (account_id, id, grant_key, customer_id, wallet_name, asset, amount,
+/// purpose, priority, on_expiry, rollover_cap, every IS NOT NULL).
+fn grant_row(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Result<Grant> {
+    Ok(Grant {
+        account: row.get::<String>(1)?.unwrap_or_default(),
+        id: row.get::<String>(2)?.unwrap_or_default(),
+        key: row.get::<String>(3)?.unwrap_or_default(),
+        customer: row.get::<String>(4)?.unwrap_or_default(),
+        wallet_name: row.get::<String>(5)?.unwrap_or_default(),
+        asset: row.get::<String>(6)?.unwrap_or_default(),
+        amount: stored(&row.get::<String>(7)?.unwrap_or_default())?,
+        purpose: row.get::<String>(8)?.unwrap_or_default(),
+        priority: row.get::<i32>(9)?.unwrap_or_default(),
+        on_expiry: row.get::<String>(10)?.unwrap_or_default(),
+        rollover_cap: row.get::<String>(11)?.map(|s| stored(&s)).transpose()?,
+        recurring: row.get::<bool>(12)?.unwrap_or(false),
+    })
+}
+
+/// Issues one lot of `g` for [start, end) and emits grant.issued.
+fn issue(c: &mut SpiClient<'_>, g: &Grant, start: TimestampWithTimeZone, end: Option<TimestampWithTimeZone>) -> Result<String> {
+    let txn = crate::ids::new_id("txn")?;
+    run(
+        c,
+        "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload) VALUES ($1, $2, 'grant', $3, $4)",
+        &[g.account.as_str().into(), txn.as_str().into(), g.customer.as_str().into(), JsonB(json!({"grant": g.id})).into()],
+    )?;
+    let w = WalletRef { account: &g.account, customer: &g.customer, name: &g.wallet_name, asset: &g.asset };
+    let source = format!("grant:{}", g.id);
+    let lot = wallet::credit(
+        c,
+        &w,
+        &txn,
+        Credit {
+            amount: g.amount,
+            purpose: &g.purpose,
+            priority: g.priority,
+            effective_at: Some(start),
+            expires_at: end,
+            on_expiry: &g.on_expiry,
+            rollover_cap: g.rollover_cap,
+            grant_id: Some(&g.id),
+            source: &source,
+            system_account: counter_account(&g.purpose),
+            kind: "grant",
+        },
+    )?;
+    events::emit(
+        c,
+        &g.account,
+        "grant.issued",
+        start,
+        json!({
+            "grant_id": g.key, "id": g.id, "customer_id": g.customer,
+            "account_id": format!("{}:{}", g.wallet_name, g.asset), "lot_id": lot,
+            "amount": num(g.amount), "purpose": g.purpose,
+        }),
+    )?;
+    Ok(lot)
+}
+
+/// Issues the periods of a recurring grant that are due at `now` (the first one
+/// always, when `first`), advancing next_at. A period that ended before `now` is
+/// skipped: each lot lasts one period, so a late clock does not issue stale credit.
+/// Returns how many lots were issued.
+fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first: bool) -> Result<i64> {
+    let mut issued = 0;
+    let mut first = first;
+    loop {
+        // (start, end of the period capped by the grant's end, next start, start <= now, end > now)
+        let t = run(
+            c,
+            "SELECT next_at, least(next_at + every, coalesce(expires_at, 'infinity')), next_at + every, \
+                    next_at <= $2, least(next_at + every, coalesce(expires_at, 'infinity')) > $2, \
+                    next_at + every < coalesce(expires_at, 'infinity') \
+             FROM credyt.credit_grant WHERE id = $1 AND next_at IS NOT NULL",
+            &[g.id.as_str().into(), now.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(issued);
+        }
+        let row = t.first();
+        let start = row.get::<TimestampWithTimeZone>(1)?.ok_or_else(|| CyError::internal("next_at"))?;
+        let end = row.get::<TimestampWithTimeZone>(2)?;
+        let next = row.get::<TimestampWithTimeZone>(3)?;
+        let started = row.get::<bool>(4)?.unwrap_or(false);
+        let current = row.get::<bool>(5)?.unwrap_or(false);
+        let more = row.get::<bool>(6)?.unwrap_or(false);
+        if !started && !first {
+            return Ok(issued);
+        }
+        if current || first {
+            issue(c, g, start, end.filter(|e| e.is_finite()))?;
+            issued += 1;
+        }
+        first = false;
+        run(
+            c,
+            "UPDATE credyt.credit_grant SET next_at = $2 WHERE id = $1",
+            &[g.id.as_str().into(), if more { next } else { None }.into()],
+        )?;
+        if !more {
+            return Ok(issued);
+        }
+    }
+}
+
+#[pg_extern(security_definer, name = "grant")]
+#[search_path(@extschema@, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn grant_credit(
+    customer: Option<String>,
+    grant_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    purpose: default!(Option<String>, "'promotion'"),
+    priority: default!(Option<i32>, "NULL"),
+    effective_at: default!(Option<TimestampWithTimeZone>, "now()"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    every: default!(Option<Interval>, "NULL"),
+    on_expiry: default!(Option<String>, "'expire'"),
+    rollover_cap: default!(Option<AnyNumeric>, "NULL"),
+    account_name: default!(Option<String>, "'default'"),
+) -> String {
+    api(move || {
+        let key = validate::key("grant_id", grant_id)?;
+        let amount = money::positive("amount", amount)?;
+        let purpose = validate::required("purpose", purpose)?;
+        let default = default_priority(&purpose).ok_or_else(|| {
+            CyError::invalid(format!("unknown purpose {purpose:?}")).hint("purposes: promotion, bundled, paid")
+        })?;
+        let priority = match priority {
+            Some(p) if p < 0 => return Err(CyError::invalid("priority must not be negative")),
+            Some(p) => p,
+            None => default,
+        };
+        let effective_at = validate::required("effective_at", effective_at)?;
+        for (name, t) in [("effective_at", Some(effective_at)), ("expires_at", expires_at)] {
+            if t.is_some_and(|t| !t.is_finite()) {
+                return Err(CyError::invalid(format!("{name} must be a finite timestamp")));
+            }
+        }
+        let on_expiry = validate::required("on_expiry", on_expiry)?;
+        match on_expiry.as_str() {
+            "expire" | "rollover" => {}
+            "reserve" => {
+                return Err(CyError::invalid("on_expiry 'reserve' is not available yet")
+                    .detail("the reserve pool (reserve:ASSET, drawn after all lots) is not built yet")
+                    .hint("use 'expire' or 'rollover'"))
+            }
+            other => {
+                return Err(CyError::invalid(format!("unknown on_expiry {other:?}")).hint("policies: expire, rollover, reserve"))
+            }
+        }
+        let rollover_cap = money::optional_non_negative("rollover_cap", rollover_cap)?;
+        if rollover_cap.is_some() && on_expiry != "rollover" {
+            return Err(CyError::invalid("rollover_cap applies to on_expiry 'rollover' only"));
+        }
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            if let Some(e) = every {
+                let ok = one::<bool>(c, "SELECT $1 > interval '0' AND $1 <= interval '1 year'", &[e.into()])?;
+                if ok != Some(true) {
+                    return Err(CyError::invalid("every must be a positive interval of at most one year")
+                        .hint("e.g. '1 month' or '7 days'"));
+                }
+            }
+            if let Some(exp) = expires_at {
+                let ok = one::<bool>(c, "SELECT $1 > $2 AND $1 > now()", &[exp.into(), effective_at.into()])?;
+                if ok != Some(true) {
+                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
+                }
+            }
+            let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let payload = json!({
+                "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(), "purpose": purpose,
+                "priority": priority, "effective_at": effective_at.into_inner(), "expires_at": expires_at.map(|t| t.into_inner()),
+                "on_expiry": on_expiry, "rollover_cap": rollover_cap.map(|d| d.normalize().to_string()), "account_name": name,
+            });
+            let id = crate::ids::new_id("grt")?;
+            let inserted = one::<String>(
+                c,
+                "INSERT INTO credyt.credit_grant (account_id, id, grant_key, customer_id, wallet_name, asset, amount, purpose, \
+                   priority, every, on_expiry, rollover_cap, effective_at, expires_at, next_at, payload) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $10 IS NOT NULL THEN $13 END, $15) \
+                 ON CONFLICT (account_id, grant_key) DO NOTHING RETURNING id",
+                &[
+                    account.as_str().into(), id.as_str().into(), key.as_str().into(), customer.as_str().into(),
+                    name.as_str().into(), asset.code.as_str().into(), to_numeric(amount).into(), purpose.as_str().into(),
+                    priority.into(), every.into(), on_expiry.as_str().into(), rollover_cap.map(to_numeric).into(),
+                    effective_at.into(), expires_at.into(), JsonB(payload.clone()).into(),
+                ],
+            )?;
+            if inserted.is_none() {
+                // Idempotent by grant_id (every is compared as text: '1 month' = '1 mon').
+                let t = run(
+                    c,
+                    "SELECT id, payload = $3 AND every IS NOT DISTINCT FROM $4, payload::text FROM credyt.credit_grant \
+                     WHERE account_id = $1 AND grant_key = $2",
+                    &[account.as_str().into(), key.as_str().into(), JsonB(payload).into(), every.into()],
+                )?;
+                let row = t.first();
+                let existing = row.get::<String>(1)?.unwrap_or_default();
+                return if row.get::<bool>(2)?.unwrap_or(false) {
+                    Ok(existing)
+                } else {
+                    Err(CyError::conflict(format!("grant_id {key:?} was already used with a different payload"))
+                        .detail(format!("original grant {existing}: {}", row.get::<String>(3)?.unwrap_or_default())))
+                };
+            }
+            let g = Grant {
+                account: account.clone(), id: id.clone(), key, customer, wallet_name: name, asset: asset.code, amount,
+                purpose, priority, on_expiry, rollover_cap, recurring: every.is_some(),
+            };
+            if g.recurring {
+                issue_due(c, &g, pgrx::datetime::now(), true)?;
+            } else {
+                issue(c, &g, effective_at, expires_at)?;
+            }
+            Ok(id)
+        })
+    })
+}
+
+/// Clock: issues the periods of recurring grants due at `now`. Each grant row is
+/// claimed with SKIP LOCKED, so concurrent ticks issue each period once.
+pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
+    let sql = "SELECT account_id, id, grant_key, customer_id, wallet_name, asset, amount::text, purpose, priority, \
+                 on_expiry, rollover_cap::text, every IS NOT NULL FROM credyt.credit_grant \
+               WHERE account_id = ANY($1) AND next_at <= $2 ORDER BY next_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED";
+    let t = run(c, sql, &[accounts.to_vec().into(), now.into()])?;
+    let mut due = Vec::new();
+    for row in t {
+        due.push(grant_row(&row)?);
+    }
+    let mut issued = 0;
+    for g in &due {
+        issued += issue_due(c, g, now, false)?;
+    }
+    Ok(issued)
+}
+
+/// Clock: applies the on_expiry policy of every lot that expired at or before `now`
+/// with something left. A wallet another transaction holds is left for the next tick
+/// (SKIP LOCKED), so concurrent ticks expire each lot once. Returns lots expired.
+pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
+    let t = run(
+        c,
+        "SELECT DISTINCT account_id, customer_id, wallet_name, asset FROM credyt.lot \
+         WHERE account_id = ANY($1) AND expires_at <= $2 AND remaining > 0 LIMIT 1000",
+        &[accounts.to_vec().into(), now.into()],
+    )?;
+    let mut wallets = Vec::new();
+    for row in t {
+        wallets.push((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<String>(2)?.unwrap_or_default(),
+            row.get::<String>(3)?.unwrap_or_default(),
+            row.get::<String>(4)?.unwrap_or_default(),
+        ));
+    }
+    let mut expired = 0;
+    for (account, customer, name, asset) in &wallets {
+        let w = WalletRef { account, customer, name, asset };
+        let Some(mut wallet) = wallet::try_lock(c, &w)? else { continue };
+        // Re-read under the lock: another tick may have just expired them.
+        let t = run(
+            c,
+            "SELECT id, remaining::text, on_expiry, rollover_cap::text, purpose, priority, grant_id, expires_at \
+             FROM credyt.lot WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 \
+               AND expires_at <= $4 AND remaining > 0 ORDER BY expires_at, seq",
+            &[customer.as_str().into(), name.as_str().into(), asset.as_str().into(), now.into()],
+        )?;
+        let mut lots = Vec::new();
+        for row in t {
+            lots.push((
+                row.get::<String>(1)?.unwrap_or_default(),
+                stored(&row.get::<String>(2)?.unwrap_or_default())?,
+                row.get::<String>(3)?.unwrap_or_default(),
+                row.get::<String>(4)?.map(|s| stored(&s)).transpose()?,
+                row.get::<String>(5)?.unwrap_or_default(),
+                row.get::<i32>(6)?.unwrap_or_default(),
+                row.get::<String>(7)?,
+                row.get::<TimestampWithTimeZone>(8)?.unwrap_or(now),
+            ));
+        }
+        let mut rolled_any = false;
+        for (lot_id, remaining, policy, cap, purpose, priority, grant_id, expired_at) in lots {
+            let kept = if policy == "rollover" { cap.map_or(remaining, |cap| remaining.min(cap)) } else { Decimal::ZERO };
+            let lost = remaining - kept;
+            let txn = crate::ids::new_id("txn")?;
+            run(
+                c,
+                "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload) VALUES ($1, $2, 'expiry', $3, $4)",
+                &[account.as_str().into(), txn.as_str().into(), customer.as_str().into(), JsonB(json!({"lot": lot_id})).into()],
+            )?;
+            let mut book = Book::new(&w, txn.clone());
+            book.take(&lot_id, remaining);
+            book.customer_leg(-remaining, Some(lot_id.clone()), "expiry");
+            let mut new_lot = None;
+            if kept > Decimal::ZERO {
+                // The carried-over remainder: a new lot of the same purpose, without expiry.
+                let id = crate::ids::new_id("lot")?;
+                run(
+                    c,
+                    "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
+                       remaining, effective_at, expires_at, source, txn_id, grant_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, $10, $11, $12)",
+                    &[
+                        account.as_str().into(), id.as_str().into(), customer.as_str().into(), name.as_str().into(),
+                        asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(kept).into(),
+                        expired_at.into(), format!("rollover:{lot_id}").as_str().into(), txn.as_str().into(),
+                        grant_id.as_deref().into(),
+                    ],
+                )?;
+                book.customer_leg(kept, Some(id.clone()), "rollover");
+                new_lot = Some(id);
+                rolled_any = true;
+            }
+            if lost > Decimal::ZERO {
+                book.system_leg("expired", lost, "expiry");
+            }
+            wallet.balance -= lost;
+            wallet::write(c, &wallet, book, None)?;
+            if let Some(gid) = grant_id {
+                let key = one::<String>(c, "SELECT grant_key FROM credyt.credit_grant WHERE id = $1", &[gid.as_str().into()])?;
+                events::emit(
+                    c,
+                    account,
+                    "grant.expired",
+                    expired_at,
+                    json!({
+                        "grant_id": key, "id": gid, "customer_id": customer, "account_id": format!("{name}:{asset}"),
+                        "lot_id": lot_id, "expired": num(lost), "rolled_over": num(kept), "rollover_lot_id": new_lot,
+                    }),
+                )?;
+            }
+            expired += 1;
+        }
+        if rolled_any {
+            let now_available = wallet::available_of(c, customer, name, asset)?;
+            wallet::notify_balance(c, &w, now_available)?;
+        }
+    }
+    Ok(expired)
+}
