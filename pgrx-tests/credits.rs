@@ -102,3 +102,32 @@ fn bad_grants_are_rejected_and_write_nothing() {
     }
     assert_eq!(ledger_rows() + count("SELECT count(*) FROM credyt.credit_grant"), before);
 }
+
+#[pg_test]
+fn entitlements_are_issued_at_subscribe_renewed_and_stopped_by_cancel() {
+    fresh_account("Acme");
+    let prices = r#"[{"type": "usage_based", "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
+                      "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]"#;
+    let ents = r#"[{"name": "monthly credits", "asset": "USD", "amount": 10, "every": "P1M", "on_expiry": "rollover"},
+                   {"name": "welcome", "asset": "USD", "amount": 3, "purpose": "promotion"}]"#;
+    Spi::run(&format!("SELECT credyt.create_product('pro', 'Pro', '{prices}', '{ents}')")).unwrap();
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    let sub = text("SELECT credyt.subscribe('ann', 'pro')");
+    assert_eq!(balance("ann"), "13");
+    assert_eq!(
+        text("SELECT string_agg(purpose || ' ' || amount || ' ' || (every IS NOT NULL), ', ' ORDER BY grant_id) FROM credyt.grants"),
+        "bundled 10 true, promotion 3 false"
+    );
+    Spi::run("SELECT * FROM credyt.record_usage('ann', 'e1', 'chat')").unwrap(); // draws the promotion first
+    // next period: the first month's 10 rolls over, a fresh 10 arrives
+    assert_eq!(text("SELECT credyt.tick(now() + interval '1 month 1 day')->>'grants_issued'"), "1");
+    assert_eq!(text("SELECT balance::text FROM credyt.wallet_account"), "22");
+    // cancelled: no more periods
+    Spi::run(&format!("SELECT credyt.cancel_subscription('{sub}', now() + interval '1 month 2 days')")).unwrap();
+    assert_eq!(text("SELECT credyt.tick(now() + interval '3 months')->>'grants_issued'"), "0");
+    assert_eq!(count("SELECT count(*) FROM credyt.events WHERE event_type = 'grant.issued'"), 3);
+    // a reserve entitlement is refused at product creation
+    let reserve = r#"[{"name": "r", "asset": "USD", "amount": 1, "every": "P1M", "on_expiry": "reserve"}]"#;
+    assert_eq!(sqlstate_of(&format!("SELECT credyt.create_product('r', 'R', '{prices}', '{reserve}')")).as_deref(), Some("CY400"));
+    assert_ledger_ok();
+}

@@ -73,6 +73,16 @@ fn validate_version(
     for (i, e) in ents.iter().enumerate() {
         resolve_asset(c, account, Some(&e.asset))
             .map_err(|err| CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].asset: {}", err.message)))?;
+        if e.on_expiry == "reserve" {
+            return Err(CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].on_expiry 'reserve' is not available yet"))
+                .hint("use 'expire' or 'rollover'"));
+        }
+        if let Some(every) = &e.every {
+            let ok = one::<bool>(c, "SELECT $1::interval > interval '0' AND $1::interval <= interval '1 year'", &[every.as_str().into()])?;
+            if ok != Some(true) {
+                return Err(CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].every must be at most one year")));
+            }
+        }
     }
     let arr = prices.as_array().cloned().unwrap_or_default();
     Ok(parsed.into_iter().zip(arr).collect())
@@ -263,12 +273,17 @@ fn subscribe(
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let (product_id, default_version) = resolve_product(c, &account, product.as_deref())?;
             let version = version.unwrap_or(default_version);
-            let prices = one::<JsonB>(
+            let t = run(
                 c,
-                "SELECT prices FROM credyt.product_version WHERE product_id = $1 AND version = $2",
+                "SELECT prices, entitlements FROM credyt.product_version WHERE product_id = $1 AND version = $2",
                 &[product_id.as_str().into(), version.into()],
-            )?
-            .ok_or_else(|| CyError::not_found(format!("product {product_id} has no version {version}")))?;
+            )?;
+            if t.is_empty() {
+                return Err(CyError::not_found(format!("product {product_id} has no version {version}")));
+            }
+            let row = t.first();
+            let prices = row.get::<JsonB>(1)?.ok_or_else(|| CyError::internal("prices"))?;
+            let entitlements = row.get::<JsonB>(2)?.ok_or_else(|| CyError::internal("entitlements"))?;
             let id = crate::ids::new_id("sub")?;
             run(
                 c,
@@ -286,6 +301,34 @@ fn subscribe(
                     "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) VALUES ($1, $2, 'default', $3) \
                      ON CONFLICT (customer_id, name, asset) DO NOTHING",
                     &[account.as_str().into(), customer.as_str().into(), asset.into()],
+                )?;
+            }
+            // Issue the version's entitlements: one grant each, recurring when it has
+            // `every`, from the subscription's start; cancel_subscription ends them.
+            let ents = parse_entitlements(&entitlements.0).map_err(|e| CyError::internal(format!("stored entitlements invalid: {e}")))?;
+            for (i, e) in ents.into_iter().enumerate() {
+                let every = match &e.every {
+                    Some(iso) => one::<pgrx::datum::Interval>(c, "SELECT $1::interval", &[iso.as_str().into()])?,
+                    None => None,
+                };
+                let priority = e.priority.or_else(|| credyt_core::burndown::default_priority(&e.purpose)).unwrap_or(20);
+                crate::credits::create(
+                    c,
+                    &account,
+                    &crate::credits::GrantSpec {
+                        key: format!("{id}:{i}:{}", e.name),
+                        customer: customer.clone(),
+                        wallet_name: "default".into(),
+                        asset: e.asset,
+                        amount: e.amount,
+                        purpose: e.purpose,
+                        priority,
+                        effective_at: starts_at,
+                        expires_at: None,
+                        every,
+                        on_expiry: e.on_expiry,
+                        rollover_cap: None,
+                    },
                 )?;
             }
             Ok(id)
@@ -317,12 +360,14 @@ fn cancel_subscription(subscription_id: Option<String>, at: default!(Option<Time
                 return Err(CyError::conflict(format!("subscription {id} is already cancelled")));
             }
             // Cancelling before the start simply ends it at its start.
-            run(
+            let ends = one::<TimestampWithTimeZone>(
                 c,
-                "UPDATE credyt.subscription SET ends_at = greatest($2, starts_at) WHERE id = $1",
+                "UPDATE credyt.subscription SET ends_at = greatest($2, starts_at) WHERE id = $1 RETURNING ends_at",
                 &[id.as_str().into(), at.into()],
-            )?;
-            Ok(())
+            )?
+            .ok_or_else(|| CyError::internal("subscription vanished"))?;
+            // Its recurring entitlements issue no period from then on.
+            crate::credits::end_grants(c, &account, &format!("{id}:"), ends)
         })
     })
 }

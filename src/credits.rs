@@ -227,54 +227,105 @@ fn grant_credit(
             let account = scope(c)?;
             let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
-            let payload = json!({
-                "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(), "purpose": purpose,
-                "priority": priority, "effective_at": effective_at.into_inner(), "expires_at": expires_at.map(|t| t.into_inner()),
-                "on_expiry": on_expiry, "rollover_cap": rollover_cap.map(|d| d.normalize().to_string()), "account_name": name,
-            });
-            let id = crate::ids::new_id("grt")?;
-            let inserted = one::<String>(
+            create(
                 c,
-                "INSERT INTO credyt.credit_grant (account_id, id, grant_key, customer_id, wallet_name, asset, amount, purpose, \
-                   priority, every, on_expiry, rollover_cap, effective_at, expires_at, next_at, payload) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $10 IS NOT NULL THEN $13 END, $15) \
-                 ON CONFLICT (account_id, grant_key) DO NOTHING RETURNING id",
-                &[
-                    account.as_str().into(), id.as_str().into(), key.as_str().into(), customer.as_str().into(),
-                    name.as_str().into(), asset.code.as_str().into(), to_numeric(amount).into(), purpose.as_str().into(),
-                    priority.into(), every.into(), on_expiry.as_str().into(), rollover_cap.map(to_numeric).into(),
-                    effective_at.into(), expires_at.into(), JsonB(payload.clone()).into(),
-                ],
-            )?;
-            if inserted.is_none() {
-                // Idempotent by grant_id (every is compared as text: '1 month' = '1 mon').
-                let t = run(
-                    c,
-                    "SELECT id, payload = $3 AND every IS NOT DISTINCT FROM $4, payload::text FROM credyt.credit_grant \
-                     WHERE account_id = $1 AND grant_key = $2",
-                    &[account.as_str().into(), key.as_str().into(), JsonB(payload).into(), every.into()],
-                )?;
-                let row = t.first();
-                let existing = row.get::<String>(1)?.unwrap_or_default();
-                return if row.get::<bool>(2)?.unwrap_or(false) {
-                    Ok(existing)
-                } else {
-                    Err(CyError::conflict(format!("grant_id {key:?} was already used with a different payload"))
-                        .detail(format!("original grant {existing}: {}", row.get::<String>(3)?.unwrap_or_default())))
-                };
-            }
-            let g = Grant {
-                account: account.clone(), id: id.clone(), key, customer, wallet_name: name, asset: asset.code, amount,
-                purpose, priority, on_expiry, rollover_cap, recurring: every.is_some(),
-            };
-            if g.recurring {
-                issue_due(c, &g, pgrx::datetime::now(), true)?;
-            } else {
-                issue(c, &g, effective_at, expires_at)?;
-            }
-            Ok(id)
+                &account,
+                &GrantSpec {
+                    key, customer, wallet_name: name, asset: asset.code, amount, purpose, priority, effective_at,
+                    expires_at, every, on_expiry, rollover_cap,
+                },
+            )
         })
     })
+}
+
+/// A validated grant request.
+pub struct GrantSpec {
+    pub key: String,
+    pub customer: String,
+    pub wallet_name: String,
+    pub asset: String,
+    pub amount: Decimal,
+    pub purpose: String,
+    pub priority: i32,
+    pub effective_at: TimestampWithTimeZone,
+    pub expires_at: Option<TimestampWithTimeZone>,
+    pub every: Option<pgrx::datum::Interval>,
+    pub on_expiry: String,
+    pub rollover_cap: Option<Decimal>,
+}
+
+/// Records a grant (idempotent by its key) and issues its first lot. Returns `grt_…`.
+pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<String> {
+    let payload = json!({
+        "customer": g.customer, "asset": g.asset, "amount": g.amount.normalize().to_string(), "purpose": g.purpose,
+        "priority": g.priority, "effective_at": g.effective_at.into_inner(), "expires_at": g.expires_at.map(|t| t.into_inner()),
+        "on_expiry": g.on_expiry, "rollover_cap": g.rollover_cap.map(|d| d.normalize().to_string()), "account_name": g.wallet_name,
+    });
+    let id = crate::ids::new_id("grt")?;
+    let inserted = one::<String>(
+        c,
+        "INSERT INTO credyt.credit_grant (account_id, id, grant_key, customer_id, wallet_name, asset, amount, purpose, \
+           priority, every, on_expiry, rollover_cap, effective_at, expires_at, next_at, payload) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $10 IS NOT NULL THEN $13 END, $15) \
+         ON CONFLICT (account_id, grant_key) DO NOTHING RETURNING id",
+        &[
+            account.into(), id.as_str().into(), g.key.as_str().into(), g.customer.as_str().into(),
+            g.wallet_name.as_str().into(), g.asset.as_str().into(), to_numeric(g.amount).into(), g.purpose.as_str().into(),
+            g.priority.into(), g.every.into(), g.on_expiry.as_str().into(), g.rollover_cap.map(to_numeric).into(),
+            g.effective_at.into(), g.expires_at.into(), JsonB(payload.clone()).into(),
+        ],
+    )?;
+    if inserted.is_none() {
+        // Idempotent by grant_id (every is compared as an interval: '1 month' = '1 mon').
+        let t = run(
+            c,
+            "SELECT id, payload = $3 AND every IS NOT DISTINCT FROM $4, payload::text FROM credyt.credit_grant \
+             WHERE account_id = $1 AND grant_key = $2",
+            &[account.into(), g.key.as_str().into(), JsonB(payload).into(), g.every.into()],
+        )?;
+        let row = t.first();
+        let existing = row.get::<String>(1)?.unwrap_or_default();
+        return if row.get::<bool>(2)?.unwrap_or(false) {
+            Ok(existing)
+        } else {
+            Err(CyError::conflict(format!("grant_id {:?} was already used with a different payload", g.key))
+                .detail(format!("original grant {existing}: {}", row.get::<String>(3)?.unwrap_or_default())))
+        };
+    }
+    let grant = Grant {
+        account: account.to_string(),
+        id: id.clone(),
+        key: g.key.clone(),
+        customer: g.customer.clone(),
+        wallet_name: g.wallet_name.clone(),
+        asset: g.asset.clone(),
+        amount: g.amount,
+        purpose: g.purpose.clone(),
+        priority: g.priority,
+        on_expiry: g.on_expiry.clone(),
+        rollover_cap: g.rollover_cap,
+        recurring: g.every.is_some(),
+    };
+    if grant.recurring {
+        issue_due(c, &grant, pgrx::datetime::now(), true)?;
+    } else {
+        issue(c, &grant, g.effective_at, g.expires_at)?;
+    }
+    Ok(id)
+}
+
+/// Ends the recurring grants whose keys start with `prefix` at `at`: no period starts
+/// at or after it (a cancelled subscription's entitlements).
+pub fn end_grants(c: &mut SpiClient<'_>, account: &str, prefix: &str, at: TimestampWithTimeZone) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.credit_grant SET expires_at = least(coalesce(expires_at, $3), $3), \
+           next_at = CASE WHEN next_at >= $3 THEN NULL ELSE next_at END \
+         WHERE account_id = $1 AND starts_with(grant_key, $2) AND every IS NOT NULL",
+        &[account.into(), prefix.into(), at.into()],
+    )?;
+    Ok(())
 }
 
 /// Clock: issues the periods of recurring grants due at `now`. Each grant row is
