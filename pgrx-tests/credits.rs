@@ -131,3 +131,40 @@ fn entitlements_are_issued_at_subscribe_renewed_and_stopped_by_cancel() {
     assert_eq!(sqlstate_of(&format!("SELECT credyt.create_product('r', 'R', '{prices}', '{reserve}')")).as_deref(), Some("CY400"));
     assert_ledger_ok();
 }
+
+#[pg_test]
+fn thresholds_fire_once_per_downward_crossing_and_rearm() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 't1', 'USD', 20, 'external_topup')").unwrap();
+    Spi::run("SELECT credyt.set_threshold('ann', 'USD', 10)").unwrap();
+    let hits = || count("SELECT count(*) FROM credyt.events WHERE event_type = 'balance_threshold_hit'");
+    Spi::run("SELECT credyt.charge('ann', 'c1', 'USD', 5)").unwrap();
+    assert_eq!(hits(), 0);
+    Spi::run("SELECT credyt.charge('ann', 'c2', 'USD', 6)").unwrap(); // 9 < 10
+    assert_eq!(hits(), 1);
+    assert_eq!(
+        text("SELECT concat_ws('|', payload->'data'->>'account_id', payload->'data'->'available', payload->'data'->'threshold', \
+              json_typeof(payload->'data'->'available')) FROM credyt.events WHERE event_type = 'balance_threshold_hit'"),
+        "default:USD|9|10|number"
+    );
+    Spi::run("SELECT credyt.charge('ann', 'c3', 'USD', 1)").unwrap(); // still below: no second event
+    Spi::run("SELECT credyt.adjust('ann', 't2', 'USD', 1, 'external_topup')").unwrap(); // 9: not re-armed
+    Spi::run("SELECT * FROM credyt.record_usage('ann', 'u1', 'none')").unwrap();
+    assert_eq!(hits(), 1);
+    Spi::run("SELECT credyt.adjust('ann', 't3', 'USD', 5, 'external_topup')").unwrap(); // 14: re-armed
+    Spi::run("SELECT credyt.authorize('ann', 'h1', 'USD', 5)").unwrap(); // a hold crosses too: 9
+    assert_eq!(hits(), 2);
+    Spi::run("SELECT credyt.release('h1')").unwrap(); // 14: re-armed
+    Spi::run("SELECT credyt.charge('ann', 'c4', 'USD', 4.5)").unwrap(); // 9.5
+    assert_eq!(hits(), 3);
+    // set while already below: fires at once; removing it stops everything
+    Spi::run("SELECT credyt.set_threshold('ann', 'USD', 100)").unwrap();
+    assert_eq!(hits(), 4);
+    Spi::run("SELECT credyt.set_threshold('ann', 'USD', NULL)").unwrap();
+    Spi::run("SELECT credyt.charge('ann', 'c5', 'USD', 9)").unwrap();
+    assert_eq!(hits(), 4);
+    assert_eq!(sqlstate_of("SELECT credyt.set_threshold('ann', 'XYZ', 1)").as_deref(), Some("CY404"));
+    assert_eq!(sqlstate_of("SELECT credyt.set_threshold('ann', 'USD', 'NaN')").as_deref(), Some("CY400"));
+    assert_eq!(sqlstate_of("SELECT credyt.set_threshold('ghost', 'USD', 1)").as_deref(), Some("CY404"));
+    assert_ledger_ok();
+}

@@ -55,6 +55,8 @@ CREATE TABLE credyt.wallet_account (
     balance         numeric NOT NULL DEFAULT 0,
     debt            numeric NOT NULL DEFAULT 0,                -- never negative
     overdraft_limit numeric,                                   -- >= 0; NULL: any negative balance
+    threshold       numeric,                                   -- set_threshold; NULL: none
+    threshold_armed boolean NOT NULL DEFAULT true,             -- fires once per downward crossing
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (customer_id, name, asset)

@@ -96,7 +96,7 @@ fn authorize(
             let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let w = WalletRef { account: &account, customer: &customer, name: "default", asset: &asset.code };
-            let wallet = wallet::lock(c, &w)?;
+            let mut wallet = wallet::lock(c, &w)?;
             // Idempotent by hold_id: the same request returns the same hold.
             let t = run(
                 c,
@@ -132,6 +132,10 @@ fn authorize(
                   asset.code.as_str().into(), to_numeric(amount).into(), expires_in.into()],
             )?;
             wallet::notify_balance(c, &w, after)?;
+            if let Some(t) = wallet.cross_threshold(after) {
+                wallet::save_armed(c, &w, wallet.armed)?;
+                wallet::threshold_hit(c, &w, after, t)?;
+            }
             Ok(id)
         })
     })
@@ -146,7 +150,7 @@ fn release(hold_id: Option<String>) {
             let account = scope(c)?;
             let probe = find(c, &account, &reference)?;
             let w = WalletRef { account: &account, customer: &probe.customer, name: &probe.wallet_name, asset: &probe.asset };
-            wallet::lock(c, &w)?;
+            let mut wallet = wallet::lock(c, &w)?;
             let hold = find(c, &account, &reference)?; // re-read under the wallet lock
             match (hold.status.as_str(), hold.expired) {
                 // Releasing twice, or an expired hold, changes nothing.
@@ -155,6 +159,11 @@ fn release(hold_id: Option<String>) {
                 _ => {
                     close(c, &hold, "released", None, None)?;
                     let now = wallet::available_of(c, w.customer, w.name, w.asset)?;
+                    let was = wallet.armed;
+                    wallet.rearm(now);
+                    if wallet.armed != was {
+                        wallet::save_armed(c, &w, wallet.armed)?;
+                    }
                     wallet::notify_balance(c, &w, now)
                 }
             }

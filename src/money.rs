@@ -37,6 +37,14 @@ pub fn optional_non_negative(param: &str, v: Option<AnyNumeric>) -> Result<Optio
     }
 }
 
+/// An optional amount of either sign (NULL stays None), e.g. a threshold.
+pub fn optional_signed(param: &str, v: Option<AnyNumeric>) -> Result<Option<Decimal>> {
+    match v {
+        None => Ok(None),
+        Some(n) => money::parse_amount(&n.to_string()).map(Some).map_err(|e| bad(param, e)),
+    }
+}
+
 /// A value read back from the ledger's own tables (as text).
 pub fn stored(text: &str) -> Result<Decimal> {
     Decimal::from_str(text).map_err(|e| CyError::internal(format!("stored amount {text:?}: {e}")))

@@ -579,6 +579,7 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
     let mut state = wallet::lock_many(c, account, &keys)?;
 
     let mut bulk = wallet::BulkWrite::default();
+    let mut hits = Vec::new();
     let (mut txn_ids, mut txn_customers, mut txn_events, mut txn_descriptions) = (vec![], vec![], vec![], vec![]);
     let mut out = Vec::with_capacity(prepared.len());
     for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
@@ -615,6 +616,9 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
                 let mut book = wallet::Book::new(&w, p.txn_id.clone());
                 let debit = Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" };
                 let after = wallet::plan_debit(wallet_state, lots, &mut book, &debit).map_err(at(i))?;
+                if let Some(t) = wallet_state.cross_threshold(after) {
+                    hits.push((p.customer.clone(), a.clone(), after, t));
+                }
                 bulk.add(book, after);
                 if p.asset.as_deref() == Some(a.as_str()) {
                     available = Some(after);
@@ -633,6 +637,10 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
         )?;
     }
     bulk.write(c, account, &state)?;
+    for (customer, asset, available, threshold) in hits {
+        let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
+        wallet::threshold_hit(c, &w, available, threshold)?;
+    }
     Ok(out)
 }
 

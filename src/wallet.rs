@@ -43,6 +43,60 @@ pub struct Wallet {
     pub debt: Decimal,
     pub limit: Option<Decimal>,
     pub held: Decimal,
+    /// set_threshold: alert when available falls below; armed until it fires, re-armed
+    /// when available is back at or above.
+    pub threshold: Option<Decimal>,
+    pub armed: bool,
+}
+
+impl Wallet {
+    /// Applies the threshold rule to the available balance after a change. Returns the
+    /// threshold when this change crossed it downward (one event per crossing).
+    pub fn cross_threshold(&mut self, available: Decimal) -> Option<Decimal> {
+        let t = self.threshold?;
+        if self.armed && available < t {
+            self.armed = false;
+            Some(t)
+        } else {
+            self.rearm(available);
+            None
+        }
+    }
+
+    /// Re-arms the threshold once available is back at or above it (credits, releases).
+    pub fn rearm(&mut self, available: Decimal) {
+        if self.threshold.is_some_and(|t| !self.armed && available >= t) {
+            self.armed = true;
+        }
+    }
+}
+
+/// Emits balance_threshold_hit (SPEC §10) for a downward crossing.
+pub fn threshold_hit(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal, threshold: Decimal) -> Result<()> {
+    let n = |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
+    crate::events::emit(
+        c,
+        w.account,
+        "balance_threshold_hit",
+        pgrx::datetime::now(),
+        json!({
+            "customer_id": w.customer,
+            "account_id": format!("{}:{}", w.name, w.asset),
+            "available": n(available),
+            "threshold": n(threshold),
+        }),
+    )?;
+    Ok(())
+}
+
+/// Stores the threshold state of a locked wallet (after a hold changed available).
+pub fn save_armed(c: &mut SpiClient<'_>, w: &WalletRef, armed: bool) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.wallet_account SET threshold_armed = $4 WHERE customer_id = $1 AND name = $2 AND asset = $3",
+        &[w.customer.into(), w.name.into(), w.asset.into(), armed.into()],
+    )?;
+    Ok(())
 }
 
 /// A lot that a charge may draw from now.
@@ -92,16 +146,20 @@ impl<'w> Book<'w> {
 
 const LOCK_WALLET: &str = "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
        (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-          AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
+          AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
+       w.threshold::text, w.threshold_armed \
      FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w";
 
-/// Decodes (balance, debt, overdraft_limit, held) as text, starting at column `from`.
+/// Decodes (balance, debt, overdraft_limit, held as text, threshold as text,
+/// threshold_armed), starting at column `from`.
 fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Wallet> {
     Ok(Wallet {
         balance: stored(&row.get::<String>(from)?.unwrap_or_default())?,
         debt: stored(&row.get::<String>(from + 1)?.unwrap_or_default())?,
         limit: row.get::<String>(from + 2)?.map(|s| stored(&s)).transpose()?,
         held: stored(&row.get::<String>(from + 3)?.unwrap_or_default())?,
+        threshold: row.get::<String>(from + 4)?.map(|s| stored(&s)).transpose()?,
+        armed: row.get::<bool>(from + 5)?.unwrap_or(true),
     })
 }
 
@@ -134,7 +192,8 @@ pub fn try_lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> 
         c,
         "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
            (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
+              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
+           w.threshold::text, w.threshold_armed \
          FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 \
          FOR UPDATE OF w SKIP LOCKED",
         &[w.customer.into(), w.name.into(), w.asset.into()],
@@ -288,11 +347,16 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
         settle_debt(&mut lots, &mut wallet, &mut book);
     }
     wallet.balance = balance;
-    write(c, &wallet, book, None)?;
-    if balance_notify_enabled() {
-        let now = available_of(c, w.customer, w.name, w.asset)?;
-        notify_balance(c, w, now)?;
-    }
+    // Available after the credit (settling debt does not change it): it re-arms the
+    // threshold and goes out on credyt_balance, with the write.
+    let after = if wallet.threshold.is_some() || balance_notify_enabled() {
+        let a = available_of(c, w.customer, w.name, w.asset)?;
+        wallet.rearm(a);
+        Some(a)
+    } else {
+        None
+    };
+    write(c, &wallet, book, after)?;
     Ok(lot_id)
 }
 
@@ -319,7 +383,11 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     let mut lots = live_lots(c, w)?;
     let mut book = Book::new(w, txn_id.to_string());
     let after = plan_debit(&mut wallet, &mut lots, &mut book, &d)?;
+    let hit = wallet.cross_threshold(after);
     write(c, &wallet, book, Some(after))?;
+    if let Some(t) = hit {
+        threshold_hit(c, w, after, t)?;
+    }
     Ok(after)
 }
 
@@ -421,7 +489,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
            FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
              AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1), \
          saved AS ( \
-           UPDATE credyt.wallet_account SET balance = $12, debt = $13, updated_at = now() \
+           UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, updated_at = now() \
            WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
          SELECT (SELECT count(*) FROM drawn), (SELECT count(*) FROM lines), (SELECT count(*) FROM saved), \
                 CASE WHEN $15::text IS NOT NULL THEN pg_notify('credyt_balance', $15) END IS NULL",
@@ -441,6 +509,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
             to_numeric(wallet.debt).into(),
             w.name.into(),
             payload.into(),
+            wallet.armed.into(),
         ],
     )?;
     let row = t.first();
@@ -480,7 +549,8 @@ pub fn lock_many(
         c,
         "SELECT w.customer_id, w.asset, w.balance::text, w.debt::text, w.overdraft_limit::text, \
            (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()) \
+              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
+           w.threshold::text, w.threshold_armed \
          FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
            ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
          ORDER BY w.customer_id, w.asset FOR UPDATE OF w",
@@ -577,18 +647,20 @@ impl BulkWrite {
         let mut assets = Vec::new();
         let mut balances = Vec::new();
         let mut debts = Vec::new();
+        let mut armed = Vec::new();
         for ((cust, asset), (wallet, _)) in state {
             cs.push(cust.clone());
             assets.push(asset.clone());
             balances.push(to_numeric(wallet.balance));
             debts.push(to_numeric(wallet.debt));
+            armed.push(wallet.armed);
         }
         run_once(
             c,
-            "UPDATE credyt.wallet_account w SET balance = u.b, debt = u.d, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[]) AS u(c, a, b, d) \
+            "UPDATE credyt.wallet_account w SET balance = u.b, debt = u.d, threshold_armed = u.armed, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::bool[]) AS u(c, a, b, d, armed) \
              WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
-            &[cs.into(), assets.into(), balances.into(), debts.into()],
+            &[cs.into(), assets.into(), balances.into(), debts.into(), armed.into()],
         )?;
         if balance_notify_enabled() && !self.last.is_empty() {
             let payloads: Vec<String> = self
@@ -851,6 +923,42 @@ fn set_overdraft(
                  WHERE customer_id = $1 AND name = $2 AND asset = $3",
                 &[w.customer.into(), w.name.into(), w.asset.into(), limit.map(to_numeric).into()],
             )?;
+            Ok(())
+        })
+    })
+}
+
+/// Sets (or, with NULL, removes) the threshold below which available triggers one
+/// balance_threshold_hit per downward crossing. Set while already below, it fires at once.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn set_threshold(
+    customer: Option<String>,
+    asset: Option<String>,
+    threshold: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+) {
+    api(move || {
+        let threshold = money::optional_signed("threshold", threshold)?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            let wallet = lock(c, &w)?;
+            let lots = live_lots(c, &w)?;
+            let now = available(&lots, &wallet);
+            let armed = threshold.is_none_or(|t| now >= t);
+            run(
+                c,
+                "UPDATE credyt.wallet_account SET threshold = $4, threshold_armed = $5, updated_at = now() \
+                 WHERE customer_id = $1 AND name = $2 AND asset = $3",
+                &[w.customer.into(), w.name.into(), w.asset.into(), threshold.map(to_numeric).into(), armed.into()],
+            )?;
+            if let (Some(t), false) = (threshold, armed) {
+                threshold_hit(c, &w, now, t)?;
+            }
             Ok(())
         })
     })

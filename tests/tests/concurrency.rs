@@ -95,3 +95,28 @@ fn a_prepaid_wallet_never_goes_below_zero_under_concurrency() {
     assert!(balance >= Decimal::ZERO && balance < Decimal::new(37, 2), "balance {balance}");
     assert!(ledger_problems(&mut s).is_empty());
 }
+
+#[test]
+fn many_concurrent_charges_crossing_a_threshold_emit_one_event() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Threshold");
+    let mut s = t.session();
+    s.batch_execute(
+        "SELECT credyt.create_customer('p', 'p'); SELECT credyt.adjust('p', 'seed', 'USD', 100, 'external_topup'); \
+         SELECT credyt.set_threshold('p', 'USD', 50);",
+    )
+    .unwrap();
+    on_clients(CLIENTS, &t.role, |i, c| {
+        for j in 0..10 {
+            // amounts alternate, so clients cross the threshold at different calls
+            if j % 2 == 0 {
+                c.batch_execute(&format!("SELECT credyt.charge('p', 't-{i}-{j}', 'USD', 1)")).unwrap();
+            } else {
+                c.batch_execute(&format!("SELECT credyt.charge('p', 't-{i}-{j}', 'USD', 0.5)")).unwrap();
+            }
+        }
+    });
+    assert_eq!(text(&mut s, "SELECT credyt.balance('p')::text"), "40");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'balance_threshold_hit'"), "1");
+    assert!(ledger_problems(&mut s).is_empty());
+}

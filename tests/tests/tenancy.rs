@@ -68,6 +68,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "authorize", format!("SELECT credyt.authorize('{r}', 'z3', 'USD', 1)"), "CY404");
         attack(&mut app, "subscribe", format!("SELECT credyt.subscribe('{r}', 'b-prod')"), "CY404");
         attack(&mut app, "grant", format!("SELECT credyt.grant('{r}', 'z5', 'USD', 1)"), "CY404");
+        attack(&mut app, "set_threshold", format!("SELECT credyt.set_threshold('{r}', 'USD', 1)"), "CY404");
     }
     for h in ["b-hold", b_hold.as_str()] {
         attack(&mut app, "release", format!("SELECT credyt.release('{h}')"), "CY404");
@@ -102,6 +103,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("release", "SELECT credyt.release('b-hold')".into()),
         ("set_model_cost", "SELECT credyt.set_model_cost('v', 'm', 1, 1)".into()),
         ("grant", "SELECT credyt.grant('b-ext', 'y5', 'USD', 1)".into()),
+        ("set_threshold", "SELECT credyt.set_threshold('b-ext', 'USD', 1)".into()),
     ] {
         attack(&mut app, name, sql, "CY403");
     }
