@@ -168,3 +168,46 @@ fn thresholds_fire_once_per_downward_crossing_and_rearm() {
     assert_eq!(sqlstate_of("SELECT credyt.set_threshold('ghost', 'USD', 1)").as_deref(), Some("CY404"));
     assert_ledger_ok();
 }
+
+#[pg_test]
+fn auto_topup_requests_once_and_completes_idempotently() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 't1', 'USD', 20, 'external_topup')").unwrap();
+    Spi::run("SELECT credyt.set_auto_topup('ann', 'USD', 10, 25)").unwrap();
+    let pending = || text("SELECT coalesce(string_agg(status, ','), '') FROM credyt.topups WHERE status = 'pending'");
+    Spi::run("SELECT credyt.charge('ann', 'c1', 'USD', 5)").unwrap();
+    assert_eq!(pending(), "");
+    Spi::run("SELECT credyt.charge('ann', 'c2', 'USD', 6)").unwrap(); // 9 < 10
+    Spi::run("SELECT credyt.charge('ann', 'c3', 'USD', 1)").unwrap(); // still one pending
+    assert_eq!(pending(), "pending");
+    assert_eq!(text("SELECT available || '/' || pending_in FROM credyt.wallet('ann')"), "8/25");
+    let top = text("SELECT id FROM credyt.topups");
+    assert!(top.starts_with("top_"));
+    assert_eq!(text("SELECT payload->'data'->>'topup_id' FROM credyt.events WHERE event_type = 'auto_topup.requested'"), top);
+    Spi::run(&format!("SELECT credyt.complete_topup('{top}', true, 'pi_123')")).unwrap();
+    Spi::run(&format!("SELECT credyt.complete_topup('{top}', true, 'pi_123')")).unwrap(); // harmless twice
+    assert_eq!(sqlstate_of(&format!("SELECT credyt.complete_topup('{top}', false)")).as_deref(), Some("CY409"));
+    assert_eq!(text("SELECT available || '/' || pending_in FROM credyt.wallet('ann')"), "33/0");
+    assert_eq!(text(&format!("SELECT purpose || ' ' || amount FROM credyt.lots WHERE source = 'topup:{top}'")), "paid 25");
+    assert_eq!(count("SELECT count(*) FROM credyt.events WHERE event_type = 'auto_topup.succeeded'"), 1);
+    // a failed payment clears the pending top-up; the next fall asks again
+    Spi::run("SELECT credyt.charge('ann', 'c4', 'USD', 30)").unwrap(); // 3
+    let second = text("SELECT id FROM credyt.topups WHERE status = 'pending'");
+    Spi::run(&format!("SELECT credyt.complete_topup('{second}', false)")).unwrap();
+    assert_eq!(count("SELECT count(*) FROM credyt.events WHERE event_type = 'auto_topup.failed'"), 1);
+    assert_eq!(text("SELECT available || '/' || pending_in FROM credyt.wallet('ann')"), "3/0");
+    Spi::run("SELECT credyt.charge('ann', 'c5', 'USD', 1)").unwrap();
+    assert_eq!(pending(), "pending");
+    // bad input
+    for (sql, code) in [
+        ("SELECT credyt.set_auto_topup('ann', 'USD', 10, 0)", "CY400"),
+        ("SELECT credyt.set_auto_topup('ann', 'USD', 10, 1.001)", "CY400"),
+        ("SELECT credyt.set_auto_topup('ann', 'USD', NULL, 5)", "CY400"),
+        ("SELECT credyt.set_auto_topup('ann', 'XYZ', 10, 5)", "CY404"),
+        ("SELECT credyt.complete_topup('top_nope', true)", "CY404"),
+        ("SELECT credyt.complete_topup(NULL, true)", "CY400"),
+    ] {
+        assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
+    }
+    assert_ledger_ok();
+}

@@ -57,6 +57,10 @@ CREATE TABLE credyt.wallet_account (
     overdraft_limit numeric,                                   -- >= 0; NULL: any negative balance
     threshold       numeric,                                   -- set_threshold; NULL: none
     threshold_armed boolean NOT NULL DEFAULT true,             -- fires once per downward crossing
+    topup_enabled   boolean NOT NULL DEFAULT false,            -- set_auto_topup
+    topup_threshold numeric,
+    topup_amount    numeric,
+    pending_topup   text,                                      -- the one pending top-up, if any
     created_at      timestamptz NOT NULL DEFAULT now(),
     updated_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (customer_id, name, asset)

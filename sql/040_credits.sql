@@ -29,3 +29,26 @@ CREATE VIEW credyt.grants WITH (security_invoker = true) AS
 SELECT id, grant_key AS grant_id, customer_id, wallet_name || ':' || asset AS account_id, asset, amount, purpose,
        priority, every, on_expiry, rollover_cap, effective_at, expires_at, next_at, created_at, account_id AS tenant_id
 FROM credyt.credit_grant;
+
+-- Top-ups requested by set_auto_topup when available falls below its threshold, and
+-- completed by the payment integration with complete_topup(). At most one pending
+-- per wallet account (the wallet row records it; this index backs that up).
+CREATE TABLE credyt.topup (
+    account_id        text NOT NULL,
+    id                text PRIMARY KEY,
+    customer_id       text NOT NULL,
+    wallet_name       text NOT NULL,
+    asset             text NOT NULL,
+    amount            numeric NOT NULL,
+    status            text NOT NULL,      -- pending | succeeded | failed
+    payment_reference text,
+    txn_id            text,
+    created_at        timestamptz NOT NULL DEFAULT now(),
+    completed_at      timestamptz
+);
+CREATE UNIQUE INDEX topup_one_pending ON credyt.topup (customer_id, wallet_name, asset) WHERE status = 'pending';
+
+CREATE VIEW credyt.topups WITH (security_invoker = true) AS
+SELECT id, customer_id, wallet_name || ':' || asset AS account_id, asset, amount, status, payment_reference,
+       txn_id AS transaction_id, created_at, completed_at, account_id AS tenant_id
+FROM credyt.topup;

@@ -18,7 +18,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
-                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant'] LOOP
+                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE credyt.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant ON credyt.%I USING (account_id = (SELECT credyt.current_account()))', t);
@@ -83,7 +83,7 @@ BEGIN
         EXECUTE format('GRANT SELECT ON %s TO %I', v, role);
     END LOOP;
     EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.product, '
-                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant TO %I', role);
+                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant, credyt.topup TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
 
@@ -95,7 +95,7 @@ DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
                              'asset', 'product', 'product_version', 'price', 'subscription',
-                             'usage_event', 'model_cost', 'hold', 'event', 'credit_grant'] LOOP
+                             'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');

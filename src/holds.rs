@@ -136,6 +136,7 @@ fn authorize(
                 wallet::save_armed(c, &w, wallet.armed)?;
                 wallet::threshold_hit(c, &w, after, t)?;
             }
+            wallet::request_topup(c, &w, &mut wallet, after)?;
             Ok(id)
         })
     })

@@ -580,6 +580,7 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
 
     let mut bulk = wallet::BulkWrite::default();
     let mut hits = Vec::new();
+    let mut topups = Vec::new();
     let (mut txn_ids, mut txn_customers, mut txn_events, mut txn_descriptions) = (vec![], vec![], vec![], vec![]);
     let mut out = Vec::with_capacity(prepared.len());
     for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
@@ -619,6 +620,11 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
                 if let Some(t) = wallet_state.cross_threshold(after) {
                     hits.push((p.customer.clone(), a.clone(), after, t));
                 }
+                if let Some((t, _)) = wallet_state.auto_topup {
+                    if wallet_state.pending_topup.is_none() && after < t {
+                        topups.push((p.customer.clone(), a.clone(), after));
+                    }
+                }
                 bulk.add(book, after);
                 if p.asset.as_deref() == Some(a.as_str()) {
                     available = Some(after);
@@ -640,6 +646,13 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
     for (customer, asset, available, threshold) in hits {
         let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
         wallet::threshold_hit(c, &w, available, threshold)?;
+    }
+    // One request per wallet: the first debit below the threshold asks, later ones see it pending.
+    for (customer, asset, available) in topups {
+        let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
+        if let Some((wallet_state, _)) = state.get_mut(&(customer.clone(), asset.clone())) {
+            wallet::request_topup(c, &w, wallet_state, available)?;
+        }
     }
     Ok(out)
 }

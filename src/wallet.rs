@@ -47,6 +47,9 @@ pub struct Wallet {
     /// when available is back at or above.
     pub threshold: Option<Decimal>,
     pub armed: bool,
+    /// set_auto_topup: (threshold, amount) when enabled, and the pending top-up
+    pub auto_topup: Option<(Decimal, Decimal)>,
+    pub pending_topup: Option<String>,
 }
 
 impl Wallet {
@@ -86,6 +89,38 @@ pub fn threshold_hit(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal, t
             "threshold": n(threshold),
         }),
     )?;
+    Ok(())
+}
+
+/// Requests an auto top-up when available fell below the wallet's auto top-up threshold
+/// and none is pending: a `top_…` row (counted in pending_in), the wallet's record of it,
+/// and auto_topup.requested. The caller holds the wallet lock, so there is never a
+/// second pending top-up for one wallet account.
+pub fn request_topup(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &mut Wallet, available: Decimal) -> Result<()> {
+    let Some((threshold, amount)) = wallet.auto_topup else { return Ok(()) };
+    if wallet.pending_topup.is_some() || available >= threshold {
+        return Ok(());
+    }
+    let id = crate::ids::new_id("top")?;
+    run(
+        c,
+        "WITH t AS (INSERT INTO credyt.topup (account_id, id, customer_id, wallet_name, asset, amount, status) \
+           VALUES ($1, $2, $3, $4, $5, $6, 'pending')) \
+         UPDATE credyt.wallet_account SET pending_topup = $2 WHERE customer_id = $3 AND name = $4 AND asset = $5",
+        &[w.account.into(), id.as_str().into(), w.customer.into(), w.name.into(), w.asset.into(), to_numeric(amount).into()],
+    )?;
+    let n = |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
+    crate::events::emit(
+        c,
+        w.account,
+        "auto_topup.requested",
+        pgrx::datetime::now(),
+        json!({
+            "topup_id": id, "customer_id": w.customer, "account_id": format!("{}:{}", w.name, w.asset),
+            "amount": n(amount), "available": n(available), "threshold": n(threshold),
+        }),
+    )?;
+    wallet.pending_topup = Some(id);
     Ok(())
 }
 
@@ -147,11 +182,13 @@ impl<'w> Book<'w> {
 const LOCK_WALLET: &str = "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
        (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
           AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-       w.threshold::text, w.threshold_armed \
+       w.threshold::text, w.threshold_armed, \
+           w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, w.pending_topup \
      FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w";
 
 /// Decodes (balance, debt, overdraft_limit, held as text, threshold as text,
-/// threshold_armed), starting at column `from`.
+/// threshold_armed, topup_enabled, topup_threshold, topup_amount, pending_topup),
+/// starting at column `from`.
 fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Wallet> {
     Ok(Wallet {
         balance: stored(&row.get::<String>(from)?.unwrap_or_default())?,
@@ -160,6 +197,11 @@ fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Wall
         held: stored(&row.get::<String>(from + 3)?.unwrap_or_default())?,
         threshold: row.get::<String>(from + 4)?.map(|s| stored(&s)).transpose()?,
         armed: row.get::<bool>(from + 5)?.unwrap_or(true),
+        auto_topup: match (row.get::<bool>(from + 6)?, row.get::<String>(from + 7)?, row.get::<String>(from + 8)?) {
+            (Some(true), Some(t), Some(a)) => Some((stored(&t)?, stored(&a)?)),
+            _ => None,
+        },
+        pending_topup: row.get::<String>(from + 9)?,
     })
 }
 
@@ -193,7 +235,8 @@ pub fn try_lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> 
         "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
            (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
               AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-           w.threshold::text, w.threshold_armed \
+           w.threshold::text, w.threshold_armed, \
+           w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, w.pending_topup \
          FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 \
          FOR UPDATE OF w SKIP LOCKED",
         &[w.customer.into(), w.name.into(), w.asset.into()],
@@ -388,6 +431,7 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     if let Some(t) = hit {
         threshold_hit(c, w, after, t)?;
     }
+    request_topup(c, w, &mut wallet, after)?;
     Ok(after)
 }
 
@@ -550,7 +594,8 @@ pub fn lock_many(
         "SELECT w.customer_id, w.asset, w.balance::text, w.debt::text, w.overdraft_limit::text, \
            (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
               AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-           w.threshold::text, w.threshold_armed \
+           w.threshold::text, w.threshold_armed, \
+           w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, w.pending_topup \
          FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
            ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
          ORDER BY w.customer_id, w.asset FOR UPDATE OF w",
@@ -1046,13 +1091,16 @@ fn wallet(
             let t = run(
                 c,
                 "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt - coalesce(h.held, 0))::text, \
-                        coalesce(h.held, 0)::text FROM credyt.wallet_account w \
+                        coalesce(h.held, 0)::text, coalesce(p.pending, 0)::text FROM credyt.wallet_account w \
                  LEFT JOIN LATERAL (SELECT sum(remaining) AS live FROM credyt.lot \
                    WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset AND remaining > 0 \
                      AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())) l ON true \
                  LEFT JOIN LATERAL (SELECT sum(amount) AS held FROM credyt.hold \
                    WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
                      AND status = 'active' AND expires_at > now()) h ON true \
+                 LEFT JOIN LATERAL (SELECT sum(amount) AS pending FROM credyt.topup \
+                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
+                     AND status = 'pending') p ON true \
                  WHERE w.customer_id = $1 ORDER BY w.name, w.asset",
                 &[customer.as_str().into()],
             )?;
@@ -1062,13 +1110,14 @@ fn wallet(
                 let asset = row.get::<String>(2)?.unwrap_or_default();
                 let avail = stored(&row.get::<String>(3)?.unwrap_or_default())?;
                 let held = stored(&row.get::<String>(4)?.unwrap_or_default())?;
-                rows.push((format!("{name}:{asset}"), name, asset, avail, held));
+                let pending_in = stored(&row.get::<String>(5)?.unwrap_or_default())?;
+                rows.push((format!("{name}:{asset}"), name, asset, avail, held, pending_in));
             }
             Ok(rows)
         })
     });
-    TableIterator::new(rows.into_iter().map(|(id, name, asset, avail, held)| {
-        (id, name, asset, to_numeric(avail), to_numeric(Decimal::ZERO), to_numeric(held))
+    TableIterator::new(rows.into_iter().map(|(id, name, asset, avail, held, pending_in)| {
+        (id, name, asset, to_numeric(avail), to_numeric(pending_in), to_numeric(held))
     }))
 }
 

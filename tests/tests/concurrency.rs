@@ -97,13 +97,13 @@ fn a_prepaid_wallet_never_goes_below_zero_under_concurrency() {
 }
 
 #[test]
-fn many_concurrent_charges_crossing_a_threshold_emit_one_event() {
+fn many_concurrent_charges_crossing_thresholds_emit_one_event_and_one_topup() {
     let mut admin = connect();
     let t = Tenant::create(&mut admin, "Threshold");
     let mut s = t.session();
     s.batch_execute(
         "SELECT credyt.create_customer('p', 'p'); SELECT credyt.adjust('p', 'seed', 'USD', 100, 'external_topup'); \
-         SELECT credyt.set_threshold('p', 'USD', 50);",
+         SELECT credyt.set_threshold('p', 'USD', 50); SELECT credyt.set_auto_topup('p', 'USD', 45, 100);",
     )
     .unwrap();
     on_clients(CLIENTS, &t.role, |i, c| {
@@ -118,5 +118,8 @@ fn many_concurrent_charges_crossing_a_threshold_emit_one_event() {
     });
     assert_eq!(text(&mut s, "SELECT credyt.balance('p')::text"), "40");
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'balance_threshold_hit'"), "1");
+    // and exactly one pending top-up for the wallet, with one request event
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.topups"), "1");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'auto_topup.requested'"), "1");
     assert!(ledger_problems(&mut s).is_empty());
 }

@@ -20,6 +20,8 @@ fn a_bound_role_cannot_reach_another_tenant() {
     )
     .unwrap();
     let b_sub = text(&mut sb, "SELECT credyt.subscribe('b-ext', 'b-prod')");
+    sb.batch_execute("SELECT credyt.set_auto_topup('b-ext', 'USD', 100, 10)").unwrap(); // 50 < 100: requests one
+    let b_topup = text(&mut sb, "SELECT id FROM credyt.topups");
     let b_hold = text(&mut sb, "SELECT id FROM credyt.holds WHERE hold_id = 'b-hold'");
     let b_rows_before = text(
         &mut sb,
@@ -69,12 +71,14 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "subscribe", format!("SELECT credyt.subscribe('{r}', 'b-prod')"), "CY404");
         attack(&mut app, "grant", format!("SELECT credyt.grant('{r}', 'z5', 'USD', 1)"), "CY404");
         attack(&mut app, "set_threshold", format!("SELECT credyt.set_threshold('{r}', 'USD', 1)"), "CY404");
+        attack(&mut app, "set_auto_topup", format!("SELECT credyt.set_auto_topup('{r}', 'USD', 1, 5)"), "CY404");
     }
     for h in ["b-hold", b_hold.as_str()] {
         attack(&mut app, "release", format!("SELECT credyt.release('{h}')"), "CY404");
         attack(&mut app, "record_usage", format!("SELECT * FROM credyt.record_usage('a-ext', 'z4', 'chat', hold_id => '{h}')"), "CY404");
     }
     attack(&mut app, "cancel_subscription", format!("SELECT credyt.cancel_subscription('{b_sub}')"), "CY404");
+    attack(&mut app, "complete_topup", format!("SELECT credyt.complete_topup('{b_topup}', true)"), "CY404");
     attack(&mut app, "create_product_version", "SELECT credyt.create_product_version('b-prod', '[]')".into(), "CY404");
     attack(&mut app, "verify_ledger", format!("SELECT * FROM credyt.verify_ledger('{}')", b.account), "CY403");
     attack(&mut app, "create_account", format!("SELECT credyt.create_account('x', parent_id => '{}')", b.account), "CY403");
@@ -104,10 +108,12 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("set_model_cost", "SELECT credyt.set_model_cost('v', 'm', 1, 1)".into()),
         ("grant", "SELECT credyt.grant('b-ext', 'y5', 'USD', 1)".into()),
         ("set_threshold", "SELECT credyt.set_threshold('b-ext', 'USD', 1)".into()),
+        ("set_auto_topup", "SELECT credyt.set_auto_topup('b-ext', 'USD', 1, 5)".into()),
+        ("complete_topup", "SELECT credyt.complete_topup('top_x', true)".into()),
     ] {
         attack(&mut app, name, sql, "CY403");
     }
-    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events", "grants"] {
+    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events", "grants", "topups"] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
