@@ -84,7 +84,6 @@ fn bad_grants_are_rejected_and_write_nothing() {
         ("SELECT credyt.grant('ann', 'x', 'USD', 1, on_expiry => 'keep')", "CY400"),
         ("SELECT credyt.grant('ann', 'x', 'USD', 1, on_expiry => 'rollover', rollover_cap => -1)", "CY400"),
         ("SELECT credyt.grant('ann', 'x', 'USD', 1, rollover_cap => 1)", "CY400"),
-        ("SELECT credyt.grant('ann', 'x', 'USD', 1, on_expiry => 'reserve')", "CY400"),
         ("SELECT credyt.grant('ann', 'x', 'USD', 1, every => '0 days')", "CY400"),
         ("SELECT credyt.grant('ann', 'x', 'USD', 1, every => '-1 day')", "CY400"),
         ("SELECT credyt.grant('ann', 'x', 'USD', 1, every => '2 years')", "CY400"),
@@ -126,9 +125,6 @@ fn entitlements_are_issued_at_subscribe_renewed_and_stopped_by_cancel() {
     Spi::run(&format!("SELECT credyt.cancel_subscription('{sub}', now() + interval '1 month 2 days')")).unwrap();
     assert_eq!(text("SELECT credyt.tick(now() + interval '3 months')->>'grants_issued'"), "0");
     assert_eq!(count("SELECT count(*) FROM credyt.events WHERE event_type = 'grant.issued'"), 3);
-    // a reserve entitlement is refused at product creation
-    let reserve = r#"[{"name": "r", "asset": "USD", "amount": 1, "every": "P1M", "on_expiry": "reserve"}]"#;
-    assert_eq!(sqlstate_of(&format!("SELECT credyt.create_product('r', 'R', '{prices}', '{reserve}')")).as_deref(), Some("CY400"));
     assert_ledger_ok();
 }
 
@@ -209,5 +205,48 @@ fn auto_topup_requests_once_and_completes_idempotently() {
     ] {
         assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
     }
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn the_reserve_pool_takes_expired_credit_and_is_drawn_after_all_lots() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    Spi::run("SELECT credyt.grant('ann', 'g', 'USD', 10, expires_at => now() + interval '1 day', on_expiry => 'reserve')").unwrap();
+    Spi::run("SELECT credyt.charge('ann', 'c1', 'USD', 3)").unwrap();
+    assert_eq!(text("SELECT credyt.tick(now() + interval '2 days')->>'lots_expired'"), "1");
+    let wallets = || text("SELECT string_agg(account_id || '=' || balance, ' ' ORDER BY account_id) FROM \
+                           (SELECT name || ':' || asset AS account_id, balance FROM credyt.wallet_account) w");
+    assert_eq!(wallets(), "default:USD=0 reserve:USD=7");
+    assert_eq!(
+        text("SELECT payload->'data'->>'reserved' || '/' || (payload->'data'->>'expired') FROM credyt.events WHERE event_type = 'grant.expired'"),
+        "7/0"
+    );
+    // the pool is drawn after every lot of the wallet (even a paid one), before debt
+    Spi::run("SELECT credyt.adjust('ann', 'top', 'USD', 5, 'external_topup')").unwrap();
+    Spi::run("SELECT credyt.charge('ann', 'c2', 'USD', 8)").unwrap(); // 5 paid + 3 from the pool
+    assert_eq!(wallets(), "default:USD=0 reserve:USD=4");
+    assert_eq!(
+        text("SELECT string_agg(account_id || ' ' || amount::text, ', ' ORDER BY entry_id) FROM credyt.entries \
+              WHERE transaction_id = (SELECT id FROM credyt.ledger_txn WHERE idem_key = 'c2')"),
+        "default:USD -5, reserve:USD -3, revenue:USD 8"
+    );
+    // the pool counts toward the overdraft limit; past it, debt
+    Spi::run("SELECT credyt.set_overdraft('ann', 'USD', 0)").unwrap();
+    assert_eq!(sqlstate_of("SELECT credyt.charge('ann', 'c3', 'USD', 4.01)").as_deref(), Some("CY402"));
+    Spi::run("SELECT credyt.set_overdraft('ann', 'USD', NULL)").unwrap();
+    Spi::run("SELECT credyt.charge('ann', 'c4', 'USD', 6)").unwrap(); // 4 from the pool, 2 of debt
+    assert_eq!(wallets(), "default:USD=-2 reserve:USD=0");
+    assert_eq!(text("SELECT debt::text FROM credyt.wallet_account WHERE name = 'default'"), "2");
+    // usage charged in a batch takes the same path for a customer with a pool
+    let prices = r#"[{"type": "usage_based", "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
+                      "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]"#;
+    Spi::run(&format!("SELECT credyt.create_product('p', 'P', '{prices}')")).unwrap();
+    Spi::run("SELECT credyt.subscribe('ann', 'p')").unwrap();
+    Spi::run("SELECT credyt.grant('ann', 'g2', 'USD', 5, expires_at => now() + interval '3 days', on_expiry => 'reserve')").unwrap(); // repays the debt of 2
+    Spi::run("SELECT credyt.tick(now() + interval '4 days')").unwrap();
+    assert_eq!(wallets(), "default:USD=0 reserve:USD=3");
+    Spi::run(r#"SELECT * FROM credyt.record_usage('[{"customer": "ann", "event_id": "e1", "event_type": "chat"}]'::jsonb)"#).unwrap();
+    assert_eq!(wallets(), "default:USD=0 reserve:USD=2");
     assert_ledger_ok();
 }

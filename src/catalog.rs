@@ -73,10 +73,6 @@ fn validate_version(
     for (i, e) in ents.iter().enumerate() {
         resolve_asset(c, account, Some(&e.asset))
             .map_err(|err| CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].asset: {}", err.message)))?;
-        if e.on_expiry == "reserve" {
-            return Err(CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].on_expiry 'reserve' is not available yet"))
-                .hint("use 'expire' or 'rollover'"));
-        }
         if let Some(every) = &e.every {
             let ok = one::<bool>(c, "SELECT $1::interval > interval '0' AND $1::interval <= interval '1 year'", &[every.as_str().into()])?;
             if ok != Some(true) {

@@ -195,12 +195,7 @@ fn grant_credit(
         }
         let on_expiry = validate::required("on_expiry", on_expiry)?;
         match on_expiry.as_str() {
-            "expire" | "rollover" => {}
-            "reserve" => {
-                return Err(CyError::invalid("on_expiry 'reserve' is not available yet")
-                    .detail("the reserve pool (reserve:ASSET, drawn after all lots) is not built yet")
-                    .hint("use 'expire' or 'rollover'"))
-            }
+            "expire" | "rollover" | "reserve" => {}
             other => {
                 return Err(CyError::invalid(format!("unknown on_expiry {other:?}")).hint("policies: expire, rollover, reserve"))
             }
@@ -393,7 +388,9 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
         let mut rolled_any = false;
         for (lot_id, remaining, policy, cap, purpose, priority, grant_id, expired_at) in lots {
             let kept = if policy == "rollover" { cap.map_or(remaining, |cap| remaining.min(cap)) } else { Decimal::ZERO };
-            let lost = remaining - kept;
+            // reserve: the whole remainder moves to the customer's reserve pool
+            let reserved = if policy == "reserve" && name != wallet::RESERVE { remaining } else { Decimal::ZERO };
+            let lost = remaining - kept - reserved;
             let txn = crate::ids::new_id("txn")?;
             run(
                 c,
@@ -405,13 +402,14 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
             book.customer_leg(-remaining, Some(lot_id.clone()), "expiry");
             let mut new_lot = None;
             if kept > Decimal::ZERO {
-                // The carried-over remainder: a new lot of the same purpose, without expiry.
+                // The carried-over remainder: a new lot of the same purpose, without expiry,
+                // effective from the expiry (or from now, when the tick is ahead of time).
                 let id = crate::ids::new_id("lot")?;
                 run(
                     c,
                     "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
                        remaining, effective_at, expires_at, source, txn_id, grant_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, $10, $11, $12)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, least($9, now()), NULL, $10, $11, $12)",
                     &[
                         account.as_str().into(), id.as_str().into(), customer.as_str().into(), name.as_str().into(),
                         asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(kept).into(),
@@ -423,10 +421,32 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
                 new_lot = Some(id);
                 rolled_any = true;
             }
+            if reserved > Decimal::ZERO {
+                // The pool is locked after the wallet, as every movement does.
+                let r = WalletRef { account, customer, name: wallet::RESERVE, asset };
+                let pool = wallet::lock(c, &r)?;
+                let id = crate::ids::new_id("lot")?;
+                run(
+                    c,
+                    "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
+                       remaining, effective_at, expires_at, source, txn_id, grant_id) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, least($9, now()), NULL, $10, $11, $12)",
+                    &[
+                        account.as_str().into(), id.as_str().into(), customer.as_str().into(), wallet::RESERVE.into(),
+                        asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(reserved).into(),
+                        expired_at.into(), format!("reserve:{lot_id}").as_str().into(), txn.as_str().into(),
+                        grant_id.as_deref().into(),
+                    ],
+                )?;
+                book.leg_on(wallet::RESERVE, reserved, Some(id.clone()), "reserve");
+                new_lot = Some(id);
+                let moved = wallet::Pool { wallet: wallet::Wallet { balance: pool.balance + reserved, ..pool }, lots: Vec::new() };
+                wallet::save_pool(c, &r, &moved)?;
+            }
             if lost > Decimal::ZERO {
                 book.system_leg("expired", lost, "expiry");
             }
-            wallet.balance -= lost;
+            wallet.balance -= lost + reserved;
             wallet::write(c, &wallet, book, None)?;
             if let Some(gid) = grant_id {
                 let key = one::<String>(c, "SELECT grant_key FROM credyt.credit_grant WHERE id = $1", &[gid.as_str().into()])?;
@@ -437,7 +457,8 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
                     expired_at,
                     json!({
                         "grant_id": key, "id": gid, "customer_id": customer, "account_id": format!("{name}:{asset}"),
-                        "lot_id": lot_id, "expired": num(lost), "rolled_over": num(kept), "rollover_lot_id": new_lot,
+                        "lot_id": lot_id, "expired": num(lost), "rolled_over": num(kept), "reserved": num(reserved),
+                        "new_lot_id": new_lot,
                     }),
                 )?;
             }

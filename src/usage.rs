@@ -556,11 +556,20 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
 /// each. Events that name a hold take the one-event path.
 pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
     let at = |i: usize| move |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e };
-    if events.iter().any(|e| e.hold_id.is_some()) {
-        return events.into_iter().enumerate().map(|(i, ev)| record(c, account, ev).map_err(at(i))).collect();
-    }
     let now = pgrx::datetime::now().into_inner();
     let mut pre = Preloaded::load(c, account, &events)?;
+    // Holds, and customers with a reserve pool (drawn after a wallet's lots), take the
+    // one-event path.
+    let ids: Vec<String> = pre.customers.values().cloned().collect();
+    let pooled = one::<bool>(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM credyt.wallet_account WHERE customer_id = ANY($1) AND name = 'reserve' AND balance > 0)",
+        &[ids.into()],
+    )?
+    .unwrap_or(false);
+    if pooled || events.iter().any(|e| e.hold_id.is_some()) {
+        return events.into_iter().enumerate().map(|(i, ev)| record(c, account, ev).map_err(at(i))).collect();
+    }
     let mut prepared = Vec::with_capacity(events.len());
     for (i, ev) in events.into_iter().enumerate() {
         prepared.push(prepare(c, &mut pre, ev, now).map_err(at(i))?);
@@ -616,7 +625,7 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
                 let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
                 let mut book = wallet::Book::new(&w, p.txn_id.clone());
                 let debit = Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" };
-                let after = wallet::plan_debit(wallet_state, lots, &mut book, &debit).map_err(at(i))?;
+                let after = wallet::plan_debit(wallet_state, lots, &mut book, &debit, None).map_err(at(i))?;
                 if let Some(t) = wallet_state.cross_threshold(after) {
                     hits.push((p.customer.clone(), a.clone(), after, t));
                 }

@@ -134,6 +134,41 @@ pub fn save_armed(c: &mut SpiClient<'_>, w: &WalletRef, armed: bool) -> Result<(
     Ok(())
 }
 
+/// The wallet account that holds a customer's reserve pool, per asset (SPEC §5, §7).
+pub const RESERVE: &str = "reserve";
+
+/// A customer's locked reserve pool (`reserve:ASSET`) and its live lots.
+pub struct Pool {
+    pub wallet: Wallet,
+    pub lots: Vec<LiveLot>,
+}
+
+/// Locks and reads the reserve pool of the wallet's customer and asset, if it holds
+/// anything. Callers hold the charged wallet's lock first: the pool is always locked
+/// second, so two movements never wait on each other in a cycle.
+pub fn reserve_pool(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Pool>> {
+    if w.name == RESERVE {
+        return Ok(None);
+    }
+    let r = WalletRef { account: w.account, customer: w.customer, name: RESERVE, asset: w.asset };
+    let Some(wallet) = read_locked(c, &r)? else { return Ok(None) };
+    let lots = live_lots(c, &r)?;
+    if lots.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Pool { wallet, lots }))
+}
+
+/// Stores a reserve pool's balance after a movement drew from or added to it.
+pub fn save_pool(c: &mut SpiClient<'_>, w: &WalletRef, pool: &Pool) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.wallet_account SET balance = $4, updated_at = now() WHERE customer_id = $1 AND name = $2 AND asset = $3",
+        &[w.customer.into(), RESERVE.into(), w.asset.into(), to_numeric(pool.wallet.balance).into()],
+    )?;
+    Ok(())
+}
+
 /// A lot that a charge may draw from now.
 #[derive(Clone)]
 pub struct LiveLot {
@@ -167,6 +202,10 @@ impl<'w> Book<'w> {
     pub fn customer_leg(&mut self, amount: Decimal, lot_id: Option<String>, kind: &'static str) {
         let name = self.wallet_ref.name.to_string();
         self.legs.push(Leg { system: false, ledger_name: name, amount, lot_id, kind });
+    }
+    /// A leg on another wallet account of the same customer and asset (the reserve pool).
+    pub fn leg_on(&mut self, ledger_name: &str, amount: Decimal, lot_id: Option<String>, kind: &'static str) {
+        self.legs.push(Leg { system: false, ledger_name: ledger_name.to_string(), amount, lot_id, kind });
     }
     pub fn system_leg(&mut self, system_account: &str, amount: Decimal, kind: &'static str) {
         self.legs.push(Leg { system: true, ledger_name: system_account.to_string(), amount, lot_id: None, kind });
@@ -425,9 +464,22 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     let mut wallet = lock(c, w)?;
     let mut lots = live_lots(c, w)?;
     let mut book = Book::new(w, txn_id.to_string());
-    let after = plan_debit(&mut wallet, &mut lots, &mut book, &d)?;
+    // The reserve pool is read (and locked) only when the wallet's own lots, after
+    // repaying debt, cannot cover the amount.
+    let own: Decimal = lots.iter().map(|l| l.view.remaining).sum();
+    let mut pool = if d.draw == DrawFrom::AnyLot && (own - wallet.debt).max(Decimal::ZERO) < d.amount {
+        reserve_pool(c, w)?
+    } else {
+        None
+    };
+    let after = plan_debit(&mut wallet, &mut lots, &mut book, &d, pool.as_mut())?;
     let hit = wallet.cross_threshold(after);
     write(c, &wallet, book, Some(after))?;
+    if let Some(p) = &pool {
+        save_pool(c, w, p)?;
+        let r = WalletRef { account: w.account, customer: w.customer, name: RESERVE, asset: w.asset };
+        notify_balance(c, &r, available(&p.lots, &p.wallet))?;
+    }
     if let Some(t) = hit {
         threshold_hit(c, w, after, t)?;
     }
@@ -439,10 +491,20 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
 /// the overdraft limit, and records the legs and lot takes in `book`. `wallet` and
 /// `lots` are updated, so several debits can be planned one after another on one
 /// locked wallet (the batch form of record_usage does). Returns available afterwards.
-pub fn plan_debit(wallet: &mut Wallet, lots: &mut [LiveLot], book: &mut Book, d: &Debit) -> Result<Decimal> {
+pub fn plan_debit(
+    wallet: &mut Wallet,
+    lots: &mut [LiveLot],
+    book: &mut Book,
+    d: &Debit,
+    mut pool: Option<&mut Pool>,
+) -> Result<Decimal> {
     let w = book.wallet_ref;
     settle_debt(lots, wallet, book);
-    let before = available(lots, wallet);
+    // The reserve pool is drawn after every lot of the wallet, before debt; its
+    // available balance counts toward the overdraft check.
+    let pool_available = pool.as_ref().map_or(Decimal::ZERO, |p| available(&p.lots, &p.wallet).max(Decimal::ZERO));
+    let own_before = available(lots, wallet);
+    let before = own_before + pool_available;
 
     let candidates: Vec<usize> = (0..lots.len())
         .filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid")
@@ -469,7 +531,19 @@ pub fn plan_debit(wallet: &mut Wallet, lots: &mut [LiveLot], book: &mut Book, d:
             .hint("top up the wallet, or raise the limit with credyt.set_overdraft()"));
         }
     }
-    let balance = wallet.balance - d.amount;
+    // What the pool covers of the shortfall (planned here, written after the wallet's
+    // own lots so that the entries read in consumption order).
+    let mut shortfall = alloc.shortfall;
+    let mut pool_takes = Vec::new();
+    let mut from_pool = Decimal::ZERO;
+    if let (Some(p), true) = (pool.as_deref(), shortfall > Decimal::ZERO && d.draw == DrawFrom::AnyLot) {
+        let views: Vec<LotView> = p.lots.iter().map(|l| l.view.clone()).collect();
+        let pa = allocate(&views, shortfall);
+        from_pool = pa.takes.iter().map(|t| t.1).sum();
+        pool_takes = pa.takes;
+        shortfall = pa.shortfall;
+    }
+    let balance = wallet.balance - (d.amount - from_pool);
     if !balance_in_range(balance) {
         return Err(CyError::invalid(format!("the balance of {}:{} would fall below -10^16", w.name, w.asset)));
     }
@@ -480,13 +554,24 @@ pub fn plan_debit(wallet: &mut Wallet, lots: &mut [LiveLot], book: &mut Book, d:
         book.take(&id, take);
         book.customer_leg(-take, Some(id), d.kind);
     }
-    if alloc.shortfall > Decimal::ZERO {
-        book.customer_leg(-alloc.shortfall, None, d.kind);
-        wallet.debt += alloc.shortfall;
+    if let Some(p) = pool.as_deref_mut() {
+        for (j, take) in pool_takes {
+            let lot = &mut p.lots[j];
+            lot.view.remaining -= take;
+            let id = lot.id.clone();
+            book.take(&id, take);
+            book.leg_on(RESERVE, -take, Some(id), d.kind);
+        }
+        p.wallet.balance -= from_pool;
+    }
+    if shortfall > Decimal::ZERO {
+        book.customer_leg(-shortfall, None, d.kind);
+        wallet.debt += shortfall;
     }
     book.system_leg(d.system_account, d.amount, d.kind);
     wallet.balance = balance;
-    Ok(after)
+    // The wallet account's own available (the pool is an account of its own).
+    Ok(own_before - (d.amount - from_pool))
 }
 
 /// Writes lot remainders, the entries and the wallet row in one statement, with the
