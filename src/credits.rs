@@ -492,13 +492,12 @@ fn set_auto_topup(
         let threshold = threshold.ok_or_else(|| CyError::invalid("threshold must not be NULL"))?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
-                CyError::invalid(format!("amount {}", e.describe())).detail(format!("{} has {} decimal places", asset.code, asset.precision))
+            let t = wallet::Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            credyt_core::money::check_precision(amount, t.asset.precision).map_err(|e| {
+                CyError::invalid(format!("amount {}", e.describe()))
+                    .detail(format!("{} has {} decimal places", t.asset.code, t.asset.precision))
             })?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
-            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            let w = t.wallet(&name);
             let mut wallet = wallet::lock(c, &w)?;
             run(
                 c,

@@ -2,8 +2,6 @@
 //! released. A hold is written under its wallet account's lock and counts in
 //! `pending_out` and against `available` while it is active and unexpired.
 
-use crate::catalog::resolve_asset;
-use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::money::{self, to_numeric};
 use crate::plan_cache::run;
@@ -92,10 +90,9 @@ fn authorize(
             if ok != Some(true) {
                 return Err(CyError::invalid("expires_in must be positive and at most 366 days"));
             }
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
-            let w = WalletRef { account: &account, customer: &customer, name: "default", asset: &asset.code };
+            let t = wallet::Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let (account, asset, customer) = (&t.account, &t.asset, &t.customer);
+            let w = t.wallet("default");
             let mut wallet = wallet::lock(c, &w)?;
             // Idempotent by hold_id: the same request returns the same hold.
             let t = run(

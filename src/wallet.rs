@@ -807,6 +807,30 @@ impl BulkWrite {
 }
 
 // ---------------------------------------------------------------------------------
+// What a wallet-level call names
+
+/// The account in scope, and the asset and customer a wallet-level call names in it.
+pub struct Target {
+    pub account: String,
+    pub asset: Asset,
+    pub customer: String,
+}
+
+impl Target {
+    /// Resolves scope, then asset, then customer (CY403/CY404 as each fails).
+    pub fn resolve(c: &mut SpiClient<'_>, asset: Option<&str>, customer: Option<&str>) -> Result<Target> {
+        let account = scope(c)?;
+        let asset = resolve_asset(c, &account, asset)?;
+        let customer = customers::resolve(c, &account, customer)?;
+        Ok(Target { account, asset, customer })
+    }
+
+    pub fn wallet<'a>(&'a self, name: &'a str) -> WalletRef<'a> {
+        WalletRef { account: &self.account, customer: &self.customer, name, asset: &self.asset.code }
+    }
+}
+
+// ---------------------------------------------------------------------------------
 // Idempotency
 
 pub enum Claim {
@@ -1042,10 +1066,8 @@ fn set_overdraft(
         let limit = money::optional_non_negative("limit", limit)?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
-            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let w = t.wallet(&name);
             lock(c, &w)?;
             run(
                 c,
@@ -1072,10 +1094,8 @@ fn set_threshold(
         let threshold = money::optional_signed("threshold", threshold)?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
-            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let w = t.wallet(&name);
             let wallet = lock(c, &w)?;
             let lots = live_lots(c, &w)?;
             let now = available(&lots, &wallet);
@@ -1120,10 +1140,8 @@ fn balance(
     api(move || {
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
-            Ok(to_numeric(available_of(c, &customer, &name, &asset.code)?))
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            Ok(to_numeric(available_of(c, &t.customer, &name, &t.asset.code)?))
         })
     })
 }
@@ -1140,9 +1158,8 @@ fn balance_at(
         let at = validate::required("at", at)?;
         let name = validate::wallet_name(account_name)?;
         Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let (customer, asset) = (t.customer, t.asset);
             let v = one::<String>(
                 c,
                 "SELECT coalesce(sum(amount), 0)::text FROM credyt.entry \

@@ -3,6 +3,26 @@
 use credyt_tests::*;
 use std::time::{Duration, Instant};
 
+/// 4 administrator connections scoped to `account`, each ticking 3 times at
+/// `now() + ahead`; returns the sum of the `key` counts they report.
+fn tick_concurrently(account: &str, ahead: &'static str, key: &'static str) -> i64 {
+    let account = account.to_string();
+    on_clients(4, "postgres", move |_, c| {
+        c.batch_execute(&format!("SET credyt.account = '{account}'")).unwrap();
+        let mut n = 0;
+        for _ in 0..3 {
+            let v: i32 = c
+                .query_one(&format!("SELECT (credyt.tick(now() + interval '{ahead}')->>'{key}')::int"), &[])
+                .unwrap()
+                .get(0);
+            n += v as i64;
+        }
+        n
+    })
+    .into_iter()
+    .sum()
+}
+
 #[test]
 fn concurrent_ticks_expire_each_hold_exactly_once() {
     let mut admin = connect();
@@ -15,21 +35,7 @@ fn concurrent_ticks_expire_each_hold_exactly_once() {
     .unwrap();
     assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "200");
     // tick() is an administrator's function; each ticker scopes itself to this tenant
-    let account = t.account.clone();
-    let expired: i64 = on_clients(4, "postgres", move |_, c| {
-        c.batch_execute(&format!("SET credyt.account = '{account}'")).unwrap();
-        let mut n = 0;
-        for _ in 0..3 {
-            let v: i32 = c
-                .query_one("SELECT (credyt.tick(now() + interval '2 minutes')->>'holds_expired')::int", &[])
-                .unwrap()
-                .get(0);
-            n += v as i64;
-        }
-        n
-    })
-    .into_iter()
-    .sum();
+    let expired = tick_concurrently(&t.account, "2 minutes", "holds_expired");
     assert_eq!(expired, 300);
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'hold.expired'"), "300");
     assert_eq!(text(&mut s, "SELECT count(DISTINCT payload->'data'->>'hold_id')::text FROM credyt.events"), "300");
@@ -48,21 +54,7 @@ fn concurrent_ticks_expire_each_grant_lot_exactly_once() {
          SELECT count(credyt.charge('c' || i, 'k' || i, 'USD', 0.5)) FROM generate_series(1, 50) i;",
     )
     .unwrap();
-    let account = t.account.clone();
-    let expired: i64 = on_clients(4, "postgres", move |_, c| {
-        c.batch_execute(&format!("SET credyt.account = '{account}'")).unwrap();
-        let mut n = 0;
-        for _ in 0..3 {
-            let v: i32 = c
-                .query_one("SELECT (credyt.tick(now() + interval '2 hours')->>'lots_expired')::int", &[])
-                .unwrap()
-                .get(0);
-            n += v as i64;
-        }
-        n
-    })
-    .into_iter()
-    .sum();
+    let expired = tick_concurrently(&t.account, "2 hours", "lots_expired");
     assert_eq!(expired, 50);
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'grant.expired'"), "50");
     assert_eq!(text(&mut s, "SELECT sum(amount)::text FROM credyt.entries WHERE account_id = 'expired:USD'"), "75.0");
