@@ -400,10 +400,9 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
             let mut book = Book::new(&w, txn.clone());
             book.take(&lot_id, remaining);
             book.customer_leg(-remaining, Some(lot_id.clone()), "expiry");
-            let mut new_lot = None;
-            if kept > Decimal::ZERO {
-                // The carried-over remainder: a new lot of the same purpose, without expiry,
-                // effective from the expiry (or from now, when the tick is ahead of time).
+            // A new lot of the same purpose and priority, without expiry, effective from the
+            // expiry (or from now, when a tick runs ahead of time).
+            let carry = |c: &mut SpiClient<'_>, wallet_name: &str, amount: Decimal, source: String| -> Result<String> {
                 let id = crate::ids::new_id("lot")?;
                 run(
                     c,
@@ -411,37 +410,29 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
                        remaining, effective_at, expires_at, source, txn_id, grant_id) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, least($9, now()), NULL, $10, $11, $12)",
                     &[
-                        account.as_str().into(), id.as_str().into(), customer.as_str().into(), name.as_str().into(),
-                        asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(kept).into(),
-                        expired_at.into(), format!("rollover:{lot_id}").as_str().into(), txn.as_str().into(),
-                        grant_id.as_deref().into(),
+                        account.as_str().into(), id.as_str().into(), customer.as_str().into(), wallet_name.into(),
+                        asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(amount).into(),
+                        expired_at.into(), source.as_str().into(), txn.as_str().into(), grant_id.as_deref().into(),
                     ],
                 )?;
+                Ok(id)
+            };
+            let mut new_lot = None;
+            if kept > Decimal::ZERO {
+                // rollover: the carried-over remainder stays in this wallet account
+                let id = carry(c, name, kept, format!("rollover:{lot_id}"))?;
                 book.customer_leg(kept, Some(id.clone()), "rollover");
                 new_lot = Some(id);
                 rolled_any = true;
             }
             if reserved > Decimal::ZERO {
-                // The pool is locked after the wallet, as every movement does.
+                // reserve: into the customer's pool, locked after the wallet as every movement does
                 let r = WalletRef { account, customer, name: wallet::RESERVE, asset };
                 let pool = wallet::lock(c, &r)?;
-                let id = crate::ids::new_id("lot")?;
-                run(
-                    c,
-                    "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
-                       remaining, effective_at, expires_at, source, txn_id, grant_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, least($9, now()), NULL, $10, $11, $12)",
-                    &[
-                        account.as_str().into(), id.as_str().into(), customer.as_str().into(), wallet::RESERVE.into(),
-                        asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(reserved).into(),
-                        expired_at.into(), format!("reserve:{lot_id}").as_str().into(), txn.as_str().into(),
-                        grant_id.as_deref().into(),
-                    ],
-                )?;
+                let id = carry(c, wallet::RESERVE, reserved, format!("reserve:{lot_id}"))?;
                 book.leg_on(wallet::RESERVE, reserved, Some(id.clone()), "reserve");
                 new_lot = Some(id);
-                let moved = wallet::Pool { wallet: wallet::Wallet { balance: pool.balance + reserved, ..pool }, lots: Vec::new() };
-                wallet::save_pool(c, &r, &moved)?;
+                wallet::save_pool(c, &r, pool.balance + reserved)?;
             }
             if lost > Decimal::ZERO {
                 book.system_leg("expired", lost, "expiry");
@@ -580,9 +571,8 @@ fn complete_topup(
                     },
                 )?;
                 txn_id = Some(txn);
-            } else {
-                wallet::lock(c, &w)?;
             }
+            // (this UPDATE takes the wallet row's lock, after the top-up row's)
             run(
                 c,
                 "WITH t AS (UPDATE credyt.topup SET status = $2, payment_reference = $3, txn_id = $4, completed_at = now() \

@@ -160,11 +160,11 @@ pub fn reserve_pool(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Pool>
 }
 
 /// Stores a reserve pool's balance after a movement drew from or added to it.
-pub fn save_pool(c: &mut SpiClient<'_>, w: &WalletRef, pool: &Pool) -> Result<()> {
+pub fn save_pool(c: &mut SpiClient<'_>, w: &WalletRef, balance: Decimal) -> Result<()> {
     run(
         c,
         "UPDATE credyt.wallet_account SET balance = $4, updated_at = now() WHERE customer_id = $1 AND name = $2 AND asset = $3",
-        &[w.customer.into(), RESERVE.into(), w.asset.into(), to_numeric(pool.wallet.balance).into()],
+        &[w.customer.into(), RESERVE.into(), w.asset.into(), to_numeric(balance).into()],
     )?;
     Ok(())
 }
@@ -218,12 +218,23 @@ impl<'w> Book<'w> {
 // ---------------------------------------------------------------------------------
 // Reading and locking
 
-const LOCK_WALLET: &str = "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
-       (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-          AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-       w.threshold::text, w.threshold_armed, \
-           w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, w.pending_topup \
-     FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w";
+/// The columns wallet_row() decodes, for every statement that locks wallet rows: the
+/// row's state and the sum of its active, unexpired holds.
+macro_rules! wallet_columns {
+    () => {
+        "w.balance::text, w.debt::text, w.overdraft_limit::text, \
+         (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
+            AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
+         w.threshold::text, w.threshold_armed, w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, \
+         w.pending_topup "
+    };
+}
+
+const LOCK_WALLET: &str = concat!(
+    "SELECT ",
+    wallet_columns!(),
+    "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w"
+);
 
 /// Decodes (balance, debt, overdraft_limit, held as text, threshold as text,
 /// threshold_armed, topup_enabled, topup_threshold, topup_amount, pending_topup),
@@ -271,13 +282,12 @@ fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
 pub fn try_lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
     let t = run(
         c,
-        "SELECT w.balance::text, w.debt::text, w.overdraft_limit::text, \
-           (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-           w.threshold::text, w.threshold_armed, \
-           w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, w.pending_topup \
-         FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 \
-         FOR UPDATE OF w SKIP LOCKED",
+        concat!(
+            "SELECT ",
+            wallet_columns!(),
+            "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 \
+             FOR UPDATE OF w SKIP LOCKED"
+        ),
         &[w.customer.into(), w.name.into(), w.asset.into()],
     )?;
     if t.is_empty() {
@@ -476,7 +486,7 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     let hit = wallet.cross_threshold(after);
     write(c, &wallet, book, Some(after))?;
     if let Some(p) = &pool {
-        save_pool(c, w, p)?;
+        save_pool(c, w, p.wallet.balance)?;
         let r = WalletRef { account: w.account, customer: w.customer, name: RESERVE, asset: w.asset };
         notify_balance(c, &r, available(&p.lots, &p.wallet))?;
     }
@@ -676,14 +686,13 @@ pub fn lock_many(
     )?;
     let t = run_once(
         c,
-        "SELECT w.customer_id, w.asset, w.balance::text, w.debt::text, w.overdraft_limit::text, \
-           (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-              AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-           w.threshold::text, w.threshold_armed, \
-           w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, w.pending_topup \
-         FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
-           ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
-         ORDER BY w.customer_id, w.asset FOR UPDATE OF w",
+        concat!(
+            "SELECT w.customer_id, w.asset, ",
+            wallet_columns!(),
+            "FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+               ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
+             ORDER BY w.customer_id, w.asset FOR UPDATE OF w"
+        ),
         &[customers.clone().into(), assets.clone().into()],
     )?;
     for row in t {
