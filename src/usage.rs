@@ -513,7 +513,11 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
     let now = pgrx::datetime::now().into_inner();
     let p = prepare(c, &mut Direct { account }, ev, now)?;
     if !claim(c, account, std::slice::from_ref(&p))?[0] {
-        return replay(c, account, &p.customer, &p.ev);
+        let mut o = replay(c, account, &p.customer, &p.ev)?;
+        if let Some(a) = &o.asset {
+            o.available = Some(wallet::available_of(c, &p.customer, "default", a)?);
+        }
+        return Ok(o);
     }
     // Capture the hold: it stops counting before the charge is checked against the
     // limit, so a charge up to the held amount always fits.
@@ -666,8 +670,8 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
     Ok(out)
 }
 
-/// The event id is taken: the same request gets the original result (with the
-/// balance as it is now); another payload is a conflict.
+/// The event id is taken: the same request gets the original result; another payload
+/// is a conflict.
 fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> Result<Outcome> {
     let t = run(
         c,
@@ -700,11 +704,8 @@ fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> R
     let fees: Value = serde_json::from_str(&row.get::<String>(3)?.unwrap_or_default()).map_err(CyError::internal)?;
     let charged = stored(&row.get::<String>(4)?.unwrap_or_default())?;
     let asset = row.get::<String>(5)?;
-    let available = match &asset {
-        Some(a) => Some(wallet::available_of(c, customer, "default", a)?),
-        None => None,
-    };
-    Ok(Outcome { event_id: ev.event_id.clone(), duplicate: true, status, fees, charged, asset, available })
+    // `available` is the balance now: the caller fills it in from where it knows it.
+    Ok(Outcome { event_id: ev.event_id.clone(), duplicate: true, status, fees, charged, asset, available: None })
 }
 
 fn event_type(v: Option<String>) -> Result<String> {
