@@ -1,5 +1,5 @@
 //! Postgres-free logic shared by the credyt extension and the worker:
-//! identifiers, money rules, the burn-down order and the fiat table.
+//! identifiers, money rules, the burn-down order, the fiat table and webhook signing.
 //! Everything here is pure and tested in milliseconds (`cargo test -p credyt-core`).
 
 pub mod burndown;
@@ -7,6 +7,7 @@ pub mod fiat;
 pub mod ids;
 pub mod money;
 pub mod pricing;
+pub mod webhook;
 
 /// Test support shared by the modules' property tests.
 #[cfg(test)]

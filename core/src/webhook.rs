@@ -1,0 +1,291 @@
+//! Webhooks (SPEC §10), the parts with no Postgres and no network in them: endpoint
+//! secrets, the two signatures, topic filters, URL rules and the retry schedule.
+//! The extension uses them to create and route endpoints; the worker to sign and to
+//! decide when to try again.
+
+use base64::engine::general_purpose::STANDARD as B64;
+use base64::Engine;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+use std::time::Duration;
+
+/// Standard Webhooks secrets: this prefix, then the key in base64.
+pub const SECRET_PREFIX: &str = "whsec_";
+
+/// Bytes of key in a secret credyt generates (Standard Webhooks asks for 24 to 64).
+pub const SECRET_BYTES: usize = 32;
+
+/// Every event type credyt writes or the contract names, plus the test event.
+/// Topic filters are checked against this list, so a misspelt topic is an error
+/// rather than an endpoint that silently never fires.
+pub const EVENT_TYPES: &[&str] = &[
+    "auto_topup.failed",
+    "auto_topup.requested",
+    "auto_topup.succeeded",
+    "balance_threshold_hit",
+    "grant.expired",
+    "grant.issued",
+    "hold.expired",
+    "outcome.reversed",
+    "seat.charged",
+    "subscription.activated",
+    "usage.limit_exceeded",
+    "webhook.test",
+];
+
+/// The retry schedule of SPEC §10: the waits before the 2nd … 8th attempt. After the
+/// 8th failed attempt the delivery is failed.
+pub const RETRY_SCHEDULE: &[Duration] = &[
+    Duration::from_secs(5),
+    Duration::from_secs(5 * 60),
+    Duration::from_secs(30 * 60),
+    Duration::from_secs(2 * 3600),
+    Duration::from_secs(5 * 3600),
+    Duration::from_secs(10 * 3600),
+    Duration::from_secs(10 * 3600),
+];
+
+/// A secret for `key` (the random bytes), as `whsec_<base64>`.
+pub fn format_secret(key: &[u8]) -> String {
+    format!("{SECRET_PREFIX}{}", B64.encode(key))
+}
+
+/// The key bytes of a `whsec_…` secret.
+pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
+    let b64 = secret
+        .strip_prefix(SECRET_PREFIX)
+        .ok_or_else(|| format!("a webhook secret starts with {SECRET_PREFIX}"))?;
+    let key = B64.decode(b64).map_err(|e| format!("a webhook secret is {SECRET_PREFIX} then base64: {e}"))?;
+    if !(24..=64).contains(&key.len()) {
+        return Err(format!("a webhook secret's key is 24 to 64 bytes, not {}", key.len()));
+    }
+    Ok(key)
+}
+
+fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+    // HMAC takes a key of any length, so new_from_slice cannot fail.
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize().into_bytes().into()
+}
+
+/// The Standard Webhooks signature of one message: `v1,<base64 HMAC-SHA256 of
+/// "id.timestamp.body">`.
+pub fn standard_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    let mac = hmac_sha256(key, &[id.as_bytes(), b".", t.as_bytes(), b".", body]);
+    format!("v1,{}", B64.encode(mac))
+}
+
+/// Credyt's signature: hex HMAC-SHA256 of "timestamp.body", with the same key as
+/// the Standard Webhooks signature.
+pub fn credyt_signature(key: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    let mac = hmac_sha256(key, &[t.as_bytes(), b".", body]);
+    let mut hex = String::with_capacity(64);
+    for b in mac {
+        hex.push_str(&format!("{b:02x}"));
+    }
+    hex
+}
+
+/// The signature headers of one delivery, signed with every key in `keys` (two
+/// while a rotated-out secret is still honoured): (`webhook-signature`,
+/// `Credyt-Signature`).
+pub fn signature_headers(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]) -> (String, String) {
+    let standard: Vec<String> = keys.iter().map(|k| standard_signature(k, id, timestamp, body)).collect();
+    let mut credyt = format!("t={timestamp}");
+    for k in keys {
+        credyt.push_str(",v0=");
+        credyt.push_str(&credyt_signature(k, timestamp, body));
+    }
+    (standard.join(" "), credyt)
+}
+
+/// Checks one topic filter: an event type, `*`, or a prefix ending in `.*` that
+/// some event type has (`grant.*`).
+pub fn check_topic(topic: &str) -> Result<(), String> {
+    if topic == "*" || EVENT_TYPES.contains(&topic) {
+        return Ok(());
+    }
+    if let Some(prefix) = topic.strip_suffix(".*") {
+        if EVENT_TYPES.iter().any(|t| t.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))) {
+            return Ok(());
+        }
+    }
+    Err(format!(
+        "unknown topic {topic:?}: a topic is '*', an event type, or a prefix such as 'grant.*'; event types: {}",
+        EVENT_TYPES.join(", ")
+    ))
+}
+
+/// True when `event_type` matches one of `topics`.
+pub fn topic_matches(topics: &[String], event_type: &str) -> bool {
+    topics.iter().any(|t| {
+        t == "*"
+            || t == event_type
+            || t.strip_suffix('*').is_some_and(|prefix| prefix.ends_with('.') && event_type.starts_with(prefix))
+    })
+}
+
+/// Checks an endpoint URL: http or https, a host, no credentials, no spaces or
+/// control characters, at most 2,048 characters.
+pub fn check_url(url: &str) -> Result<(), String> {
+    if url.len() > 2048 {
+        return Err("url is longer than 2048 characters".into());
+    }
+    if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("url must not contain spaces or control characters".into());
+    }
+    let lower = url.to_ascii_lowercase();
+    let rest = lower
+        .strip_prefix("https://")
+        .or_else(|| lower.strip_prefix("http://"))
+        .ok_or_else(|| format!("url must start with http:// or https://, got {url:?}"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('@') {
+        return Err("url must not carry credentials (user:password@)".into());
+    }
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or("")
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    if host.is_empty() {
+        return Err(format!("url has no host: {url:?}"));
+    }
+    if !authority.starts_with('[') {
+        if let Some((_, port)) = authority.rsplit_once(':') {
+            if port.parse::<u16>().ok().filter(|p| *p > 0).is_none() {
+                return Err(format!("url has an invalid port: {url:?}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Parses a schedule such as `5s,5m,30m,2h` (units ms, s, m, h).
+pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
+    text.split(',').map(|s| parse_duration(s.trim())).collect()
+}
+
+/// Parses one duration: a whole number with the unit ms, s, m or h.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().map_err(|_| format!("{s:?} is not a duration such as 500ms, 5s, 5m or 2h"))?;
+    match unit {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        "h" => Ok(Duration::from_secs(n * 3600)),
+        _ => Err(format!("{s:?} is not a duration such as 500ms, 5s, 5m or 2h")),
+    }
+}
+
+/// What happens after failed attempt number `attempts` (1-based) under `schedule`:
+/// the wait before the next attempt, or None when the delivery has failed for good.
+pub fn next_retry(schedule: &[Duration], attempts: i32) -> Option<Duration> {
+    usize::try_from(attempts).ok().and_then(|a| a.checked_sub(1)).and_then(|i| schedule.get(i)).copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The test vector published with the Standard Webhooks libraries.
+    #[test]
+    fn standard_webhooks_test_vector() {
+        let key = secret_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").unwrap();
+        let sig = standard_signature(&key, "msg_p5jXN8AQM9LWM0D4loKWxJek", 1614265330, br#"{"test": 2432232314}"#);
+        assert_eq!(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    /// RFC 4231 test case 2 (key "Jefe") checks the HMAC; the framing is "t.body".
+    #[test]
+    fn credyt_signature_is_hex_hmac_of_timestamp_dot_body() {
+        let hex = |mac: [u8; 32]| mac.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        assert_eq!(
+            hex(hmac_sha256(b"Jefe", &[b"what do ya want ", b"for nothing?"])),
+            "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+        assert_eq!(credyt_signature(b"k", 12, b"{}"), hex(hmac_sha256(b"k", &[b"12.{}"])));
+    }
+
+    #[test]
+    fn headers_carry_one_signature_per_key() {
+        let keys = vec![vec![1u8; 32], vec![2u8; 32]];
+        let (standard, credyt) = signature_headers(&keys, "whe_1", 1700000000, b"{}");
+        assert_eq!(standard.split(' ').count(), 2);
+        assert!(standard.split(' ').all(|s| s.starts_with("v1,")));
+        assert!(credyt.starts_with("t=1700000000,v0="));
+        assert_eq!(credyt.matches(",v0=").count(), 2);
+    }
+
+    #[test]
+    fn secrets_round_trip_and_bad_ones_are_refused() {
+        let s = format_secret(&[7u8; SECRET_BYTES]);
+        assert!(s.starts_with("whsec_"));
+        assert_eq!(secret_key(&s).unwrap(), vec![7u8; SECRET_BYTES]);
+        assert!(secret_key("sk_abc").is_err());
+        assert!(secret_key("whsec_!!").is_err());
+        assert!(secret_key(&format_secret(&[1u8; 8])).is_err());
+    }
+
+    #[test]
+    fn topics() {
+        for ok in ["*", "grant.*", "auto_topup.*", "hold.expired", "webhook.test", "balance_threshold_hit"] {
+            assert!(check_topic(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "grant", "grant.", "gra*", "balance_treshold_hit", "nope.*", "*.expired", "grant.issued.*"] {
+            assert!(check_topic(bad).is_err(), "{bad}");
+        }
+        let t = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(topic_matches(&t(&["*"]), "grant.issued"));
+        assert!(topic_matches(&t(&["grant.*"]), "grant.issued"));
+        assert!(!topic_matches(&t(&["grant.*"]), "hold.expired"));
+        assert!(!topic_matches(&t(&["grant.*"]), "grants.x"));
+        assert!(topic_matches(&t(&["hold.expired", "grant.issued"]), "grant.issued"));
+        assert!(!topic_matches(&t(&[]), "grant.issued"));
+    }
+
+    #[test]
+    fn urls() {
+        for ok in ["https://example.com/hooks", "http://127.0.0.1:8080/x?y=1", "HTTPS://EXAMPLE.COM", "http://[::1]:9/"] {
+            assert!(check_url(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "ftp://example.com",
+            "example.com",
+            "https://",
+            "https:///path",
+            "https://user:pw@example.com",
+            "https://exa mple.com",
+            "http://host:0/",
+            "http://host:99999/",
+            "http://host:abc/",
+        ] {
+            assert!(check_url(bad).is_err(), "{bad}");
+        }
+        assert!(check_url(&format!("https://e.com/{}", "a".repeat(2050))).is_err());
+    }
+
+    #[test]
+    fn schedules() {
+        assert_eq!(parse_schedule("500ms, 1s,2m,1h").unwrap(), vec![
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_secs(120),
+            Duration::from_secs(3600)
+        ]);
+        assert!(parse_schedule("5").is_err());
+        assert!(parse_schedule("5d").is_err());
+        assert!(parse_schedule("").is_err());
+        assert_eq!(next_retry(RETRY_SCHEDULE, 1), Some(Duration::from_secs(5)));
+        assert_eq!(next_retry(RETRY_SCHEDULE, 7), Some(Duration::from_secs(36000)));
+        assert_eq!(next_retry(RETRY_SCHEDULE, 8), None);
+        assert_eq!(next_retry(RETRY_SCHEDULE, 0), None);
+    }
+}
