@@ -18,7 +18,8 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
-                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup'] LOOP
+                              'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
+                              'webhook', 'delivery'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE credyt.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant ON credyt.%I USING (account_id = (SELECT credyt.current_account()))', t);
@@ -48,31 +49,39 @@ REVOKE ALL ON ALL FUNCTIONS IN SCHEMA credyt FROM PUBLIC;
 
 -- Gives an application role what it needs: the schema, EXECUTE on the API (every
 -- function of the extension except the internal ones, prefixed '_', and the
--- administrator's bind_role, grant_access, tick and schedule_jobs), SELECT on the read views and on the tables
--- they read (the views are security_invoker, so RLS applies to the reader).
-CREATE FUNCTION credyt.grant_access(role name) RETURNS void
+-- administrator's bind_role, grant_access, grant_worker, tick and schedule_jobs), SELECT on the read
+-- views and on the tables they read (the views are security_invoker, so RLS applies to the reader);
+-- of credyt.webhook, every column but the secrets.
+-- Checks the role a grant_* function was given, and serialises granting callers:
+-- concurrent GRANTs on one object fail with "tuple concurrently updated".
+CREATE FUNCTION credyt._grant_lock(role name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
-DECLARE
-    f regprocedure;
-    v regclass;
 BEGIN
     IF role IS NULL THEN
         RAISE EXCEPTION USING ERRCODE = 'CY400', MESSAGE = 'role must not be NULL';
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = role) THEN
         RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = format('unknown role %s', role),
-            HINT = 'create the role first: CREATE ROLE ...';
+            HINT = 'create the role first: CREATE ROLE ... LOGIN';
     END IF;
-    -- Concurrent GRANTs on one object fail with "tuple concurrently updated":
-    -- serialise callers.
     PERFORM pg_advisory_xact_lock(hashtext('credyt.grant_access'));
+END $$;
+REVOKE ALL ON FUNCTION credyt._grant_lock(name) FROM PUBLIC;
+
+CREATE FUNCTION credyt.grant_access(role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    f regprocedure;
+    v regclass;
+BEGIN
+    PERFORM credyt._grant_lock(role);
     EXECUTE format('GRANT USAGE ON SCHEMA credyt TO %I', role);
     FOR f IN
         SELECT p.oid::regprocedure FROM pg_proc p
         JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'credyt'
         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'credyt'
-        WHERE p.proname !~ '^_' AND p.proname NOT IN ('bind_role', 'grant_access', 'tick', 'schedule_jobs')
+        WHERE p.proname !~ '^_' AND p.proname NOT IN ('bind_role', 'grant_access', 'grant_worker', 'tick', 'schedule_jobs')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
     END LOOP;
@@ -83,9 +92,24 @@ BEGIN
         EXECUTE format('GRANT SELECT ON %s TO %I', v, role);
     END LOOP;
     EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.product, '
-                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant, credyt.topup TO %I', role);
+                   'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant, credyt.topup, credyt.delivery TO %I', role);
+    EXECUTE format('GRANT SELECT (id, account_id, url, topics, connect, enabled, previous_until, created_at, updated_at, deleted_at) '
+                   'ON credyt.webhook TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
+
+-- Gives credyt-worker's role what it needs, and nothing else: the schema and the
+-- _worker_* functions (SECURITY DEFINER: it has no table privileges).
+CREATE FUNCTION credyt.grant_worker(role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM credyt._grant_lock(role);
+    EXECUTE format('GRANT USAGE ON SCHEMA credyt TO %I', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION credyt._worker_claim(text, integer, bigint), '
+                   'credyt._worker_finish(text[], text[], bigint[], text[], bigint[], text[], integer[]), '
+                   'credyt._worker_release(text[], text[], bigint[]), credyt._worker_queue() TO %I', role);
+END $$;
+REVOKE ALL ON FUNCTION credyt.grant_worker(name) FROM PUBLIC;
 
 INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform');
 
@@ -95,7 +119,8 @@ DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
                              'asset', 'product', 'product_version', 'price', 'subscription',
-                             'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup'] LOOP
+                             'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
+                             'webhook', 'delivery'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');

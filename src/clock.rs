@@ -6,7 +6,7 @@
 //! scope. pg_cron runs tick() as the job's owner.
 //!
 //! Due today: lot expiry (with each lot's on_expiry policy), the periods of recurring
-//! grants, and hold expiry.
+//! grants, hold expiry, and pruning delivered events (credyt.event_retention).
 
 use crate::error::{api, CyError, Result};
 use crate::events;
@@ -64,11 +64,19 @@ fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
         Spi::connect_mut(|c| {
             let root = scope(c)?;
             let accounts = accounts_within(c, &root)?;
+            // Prune first, so the events this tick writes are not pruned by it when
+            // `now` is moved ahead of the clock.
+            let events_pruned = events::prune(c, &accounts, now)?;
             // Expire before issuing: a period's lot expires before the next one arrives.
             let lots_expired = crate::credits::expire_lots(c, &accounts, now)?;
             let grants_issued = crate::credits::issue_recurring(c, &accounts, now)?;
             let holds_expired = expire_holds(c, &accounts, now)?;
-            Ok(JsonB(json!({"lots_expired": lots_expired, "grants_issued": grants_issued, "holds_expired": holds_expired})))
+            Ok(JsonB(json!({
+                "lots_expired": lots_expired,
+                "grants_issued": grants_issued,
+                "holds_expired": holds_expired,
+                "events_pruned": events_pruned,
+            })))
         })
     })
 }

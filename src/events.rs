@@ -1,16 +1,51 @@
 //! The outbox (SPEC §10): events written in the caller's transaction, announced on
-//! `credyt_events` (payload: the event id) at commit. credyt.events shows each one
-//! with its webhook envelope.
+//! `credyt_events` (payload: the event id) at commit, with their deliveries queued
+//! beside them (crate::webhooks). credyt.events shows each one with its webhook
+//! envelope. tick() prunes what is fully delivered after `credyt.event_retention`.
 
-use crate::error::Result;
-use crate::plan_cache::one;
+use crate::error::{CyError, Result};
+use crate::plan_cache::{one, run};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::JsonB;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
 use serde_json::Value;
 
-/// Writes one event for `account`; returns its `whe_…` id.
+/// Seconds an event is kept once every delivery of it has succeeded (or it had
+/// none); 0 keeps events for ever. Events with a failed or pending delivery are
+/// never pruned, so they can be replayed.
+pub static EVENT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
+
+/// Most events pruned per tick; the rest go at the next one.
+const PRUNE_PER_TICK: i64 = 10_000;
+
+pub fn init_gucs() {
+    GucRegistry::define_int_guc(
+        c"credyt.event_retention",
+        c"How long delivered events are kept before tick() prunes them (0: for ever).",
+        c"Events with a pending or failed delivery are kept whatever this says, so they can be replayed.",
+        &EVENT_RETENTION,
+        0,
+        i32::MAX,
+        GucContext::Suset,
+        GucFlags::UNIT_S,
+    );
+}
+
+/// Writes one event for `account` and queues its deliveries; returns its `whe_…` id.
 pub fn emit(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    event_type: &str,
+    occurred_at: TimestampWithTimeZone,
+    data: Value,
+) -> Result<String> {
+    let id = write(c, account, event_type, occurred_at, data)?;
+    crate::webhooks::fan_out(c, &id, account, event_type)?;
+    Ok(id)
+}
+
+/// Writes one event and announces it, without queueing deliveries.
+pub fn write(
     c: &mut SpiClient<'_>,
     account: &str,
     event_type: &str,
@@ -26,4 +61,33 @@ pub fn emit(
         &[account.into(), id.as_str().into(), event_type.into(), occurred_at.into(), JsonB(data).into()],
     )?;
     Ok(id)
+}
+
+/// Wakes the workers at commit for `event_id` (a replay).
+pub fn announce(c: &mut SpiClient<'_>, event_id: &str) -> Result<()> {
+    run(c, "SELECT pg_notify('credyt_events', $1)", &[event_id.into()])?;
+    Ok(())
+}
+
+/// Deletes the events of `accounts` older than the retention at `now` whose
+/// deliveries all succeeded (or that had none), with those deliveries. Events being
+/// replayed hold a KEY SHARE lock and are skipped.
+pub fn prune(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
+    let seconds = EVENT_RETENTION.get();
+    if seconds == 0 {
+        return Ok(0);
+    }
+    let n = one::<i64>(
+        c,
+        "WITH old AS ( \
+           SELECT e.id FROM credyt.event e \
+           WHERE e.account_id = ANY($1) AND e.created_at < $2 - $3 * interval '1 second' \
+             AND NOT EXISTS (SELECT 1 FROM credyt.delivery d WHERE d.event_id = e.id AND d.status <> 'delivered') \
+           LIMIT $4 FOR UPDATE SKIP LOCKED), \
+         gone AS (DELETE FROM credyt.delivery d USING old WHERE d.event_id = old.id) \
+         , pruned AS (DELETE FROM credyt.event e USING old WHERE e.id = old.id RETURNING 1) \
+         SELECT count(*) FROM pruned",
+        &[accounts.to_vec().into(), now.into(), f64::from(seconds).into(), PRUNE_PER_TICK.into()],
+    )?;
+    n.ok_or_else(|| CyError::internal("pruning returned nothing"))
 }

@@ -1,8 +1,9 @@
 //! credyt: real-time, wallet-native usage billing as a PostgreSQL extension.
 //!
 //! One module per domain word of the contract (`../shared/SPEC.md`): tenancy,
-//! customers, catalog, wallet (the ledger). DDL lives in `sql/`, in install order;
-//! pure logic (money, burn-down, ids) in the `credyt-core` crate.
+//! customers, catalog, wallet (the ledger), usage, holds, credits, events, webhooks
+//! and clock. DDL lives in `sql/`, in install order; pure logic (money, burn-down,
+//! ids, fees, webhook signing) in the `credyt-core` crate.
 
 use pgrx::prelude::*;
 
@@ -22,6 +23,7 @@ mod tenancy;
 mod usage;
 mod validate;
 mod wallet;
+mod webhooks;
 
 extension_sql_file!("../sql/001_tables.sql", name = "tables", bootstrap);
 extension_sql_file!("../sql/002_views.sql", name = "views", requires = ["tables"]);
@@ -29,7 +31,14 @@ extension_sql_file!("../sql/010_catalog.sql", name = "catalog", requires = ["vie
 extension_sql_file!("../sql/020_usage.sql", name = "usage", requires = ["catalog"]);
 extension_sql_file!("../sql/030_events.sql", name = "events", requires = ["usage"]);
 extension_sql_file!("../sql/040_credits.sql", name = "credits", requires = ["events"]);
+extension_sql_file!("../sql/050_webhooks.sql", name = "webhooks", requires = ["credits"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
+
+/// Registers credyt's settings when a backend loads the library.
+#[pg_guard]
+pub extern "C-unwind" fn _PG_init() {
+    events::init_gucs();
+}
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.
 #[cfg(any(test, feature = "pg_test"))]
@@ -43,6 +52,7 @@ mod tests {
     include!("../pgrx-tests/usage.rs");
     include!("../pgrx-tests/clock.rs");
     include!("../pgrx-tests/credits.rs");
+    include!("../pgrx-tests/webhooks.rs");
 }
 
 /// Required by `cargo pgrx test`.

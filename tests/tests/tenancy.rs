@@ -23,6 +23,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
     sb.batch_execute("SELECT credyt.set_auto_topup('b-ext', 'USD', 100, 10)").unwrap(); // 50 < 100: requests one
     let b_topup = text(&mut sb, "SELECT id FROM credyt.topups");
     let b_hold = text(&mut sb, "SELECT id FROM credyt.holds WHERE hold_id = 'b-hold'");
+    // (port 9, discard: nothing listens, so no worker delivers anywhere real)
+    let b_hook = text(&mut sb, "SELECT id FROM credyt.create_webhook('http://127.0.0.1:9/b')");
+    let b_event = text(&mut sb, "SELECT credyt.send_test_event()");
     let b_rows_before = text(
         &mut sb,
         "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
@@ -78,6 +81,11 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "record_usage", format!("SELECT * FROM credyt.record_usage('a-ext', 'z4', 'chat', hold_id => '{h}')"), "CY404");
     }
     attack(&mut app, "cancel_subscription", format!("SELECT credyt.cancel_subscription('{b_sub}')"), "CY404");
+    attack(&mut app, "update_webhook", format!("SELECT credyt.update_webhook('{b_hook}', url => 'http://127.0.0.1:9/a')"), "CY404");
+    attack(&mut app, "update_webhook", format!("SELECT credyt.update_webhook('{b_hook}', rotate_secret => true)"), "CY404");
+    attack(&mut app, "delete_webhook", format!("SELECT credyt.delete_webhook('{b_hook}')"), "CY404");
+    attack(&mut app, "replay_event", format!("SELECT credyt.replay_event('{b_event}')"), "CY404");
+    attack(&mut app, "send_test_event", format!("SELECT credyt.send_test_event(webhook_id => '{b_hook}')"), "CY404");
     attack(&mut app, "complete_topup", format!("SELECT credyt.complete_topup('{b_topup}', true)"), "CY404");
     attack(&mut app, "create_product_version", "SELECT credyt.create_product_version('b-prod', '[]')".into(), "CY404");
     attack(&mut app, "verify_ledger", format!("SELECT * FROM credyt.verify_ledger('{}')", b.account), "CY403");
@@ -110,10 +118,16 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("set_threshold", "SELECT credyt.set_threshold('b-ext', 'USD', 1)".into()),
         ("set_auto_topup", "SELECT credyt.set_auto_topup('b-ext', 'USD', 1, 5)".into()),
         ("complete_topup", "SELECT credyt.complete_topup('top_x', true)".into()),
+        ("create_webhook", "SELECT credyt.create_webhook('http://127.0.0.1:9/x')".into()),
+        ("send_test_event", "SELECT credyt.send_test_event()".into()),
+        ("update_webhook", format!("SELECT credyt.update_webhook('{b_hook}', enabled => false)")),
+        ("delete_webhook", format!("SELECT credyt.delete_webhook('{b_hook}')")),
+        ("replay_event", format!("SELECT credyt.replay_event('{b_event}')")),
     ] {
         attack(&mut app, name, sql, "CY403");
     }
-    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events", "grants", "topups"] {
+    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events", "grants", "topups",
+                 "webhooks", "deliveries"] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
@@ -163,12 +177,24 @@ fn a_bound_role_cannot_reach_another_tenant() {
     for t in ["wallet_account", "ledger_txn", "account", "role_binding", "price", "model_cost"] {
         assert_eq!(fails(&mut app, &format!("SELECT * FROM credyt.{t}")), "42501", "SELECT {t}");
     }
+    // Endpoint secrets are not readable by application roles, not even their own.
+    assert_eq!(fails(&mut app, "SELECT secret FROM credyt.webhook"), "42501");
+    assert_eq!(fails(&mut sb, "SELECT previous_secret FROM credyt.webhook"), "42501");
+    for sql in ["SELECT count(*) FROM credyt.webhooks", "SELECT count(*) FROM credyt.deliveries"] {
+        let n: i64 = app.query_one(sql, &[]).unwrap().get(0);
+        assert_eq!(n, 0, "{sql} leaks B's");
+    }
+    let n: i64 = sb.query_one("SELECT count(*) FROM credyt.deliveries", &[]).unwrap().get(0);
+    assert_eq!(n, 1, "B sees its own delivery");
     // Administrator and internal functions, and escaping through roles.
     assert_eq!(fails(&mut app, &format!("SELECT credyt.bind_role('{role}', '{}')", b.account)), "42501");
     assert_eq!(fails(&mut app, &format!("SELECT credyt.grant_access('{role}')")), "42501");
     assert_eq!(fails(&mut app, "SELECT credyt._new_id('acc')"), "42501");
     assert_eq!(fails(&mut app, "SELECT credyt.tick(now() + interval '1 year')"), "42501");
     assert_eq!(fails(&mut app, "SELECT credyt.schedule_jobs()"), "42501");
+    assert_eq!(fails(&mut app, &format!("SELECT credyt.grant_worker('{role}')")), "42501");
+    assert_eq!(fails(&mut app, "SELECT * FROM credyt._worker_claim('w', 10, 1000)"), "42501");
+    assert_eq!(fails(&mut app, "SELECT * FROM credyt._worker_queue()"), "42501");
 
     assert_eq!(fails(&mut app, "SET ROLE postgres"), "42501");
 

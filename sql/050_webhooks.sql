@@ -1,0 +1,138 @@
+-- credyt data model, part 6: webhook endpoints and deliveries (SPEC §10).
+--
+-- An event gets one delivery row per endpoint that should receive it, written in
+-- the event's own transaction, so a rolled-back cause queues nothing. credyt-worker
+-- claims due rows with FOR UPDATE SKIP LOCKED through the _worker_* functions below.
+
+CREATE TABLE credyt.webhook (
+    account_id      text NOT NULL,
+    id              text PRIMARY KEY,
+    url             text NOT NULL,
+    topics          text[] NOT NULL,
+    -- true: receives the events of the accounts below account_id, not its own
+    connect         boolean NOT NULL,
+    enabled         boolean NOT NULL DEFAULT true,
+    secret          text NOT NULL,
+    -- after a rotation the old secret signs too (a second signature) until then
+    previous_secret text,
+    previous_until  timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    updated_at      timestamptz NOT NULL DEFAULT now(),
+    deleted_at      timestamptz
+);
+CREATE INDEX webhook_live ON credyt.webhook (account_id) WHERE enabled AND deleted_at IS NULL;
+
+-- next_attempt_at doubles as the lease: a claim moves it to the end of the lease,
+-- so the claims of a worker that died come due again by themselves. claim is the
+-- token of the claim in force; a worker's result counts only while it still holds it.
+CREATE SEQUENCE credyt.delivery_claim_seq;
+CREATE TABLE credyt.delivery (
+    account_id      text NOT NULL,      -- the endpoint's account
+    event_id        text NOT NULL,
+    webhook_id      text NOT NULL,
+    status          text NOT NULL DEFAULT 'pending',   -- pending | delivered | failed
+    attempts        integer NOT NULL DEFAULT 0,
+    next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    last_error      text,
+    last_status     integer,            -- HTTP status of the last attempt, if one came back
+    claim           bigint,
+    claimed_by      text,
+    delivered_at    timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (event_id, webhook_id)
+);
+CREATE INDEX delivery_due ON credyt.delivery (next_attempt_at) WHERE status = 'pending';
+CREATE INDEX delivery_webhook ON credyt.delivery (webhook_id) WHERE status = 'pending';
+CREATE INDEX delivery_account ON credyt.delivery (account_id, created_at);
+
+-- Endpoints, without their secrets (create_webhook and update_webhook(rotate_secret
+-- => true) return a secret once).
+CREATE VIEW credyt.webhooks WITH (security_invoker = true) AS
+SELECT id, account_id, url, topics, connect, enabled, previous_until AS previous_secret_until, created_at, updated_at
+FROM credyt.webhook
+WHERE deleted_at IS NULL;
+
+CREATE VIEW credyt.deliveries WITH (security_invoker = true) AS
+SELECT event_id, webhook_id, status, attempts, next_attempt_at, last_error, last_status,
+       delivered_at, created_at, account_id
+FROM credyt.delivery;
+
+-- The worker's side. SECURITY DEFINER, so the worker's role needs nothing but
+-- EXECUTE on these (credyt.grant_worker gives it). Not part of the application API.
+
+-- Claims up to n due deliveries for lease_ms, oldest due first, skipping rows other
+-- workers hold. Returns what a delivery needs: the envelope exactly as
+-- credyt.events shows it, the endpoint and its secrets.
+CREATE FUNCTION credyt._worker_claim(worker text, n integer, lease_ms bigint)
+RETURNS TABLE (event_id text, webhook_id text, claim bigint, attempts integer, url text,
+               secret text, previous_secret text, payload text, created_at timestamptz)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    RETURN QUERY
+    WITH due AS (
+        SELECT d.event_id, d.webhook_id FROM credyt.delivery d
+        WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+        ORDER BY d.next_attempt_at
+        LIMIT n
+        FOR UPDATE SKIP LOCKED
+    ), claimed AS (
+        UPDATE credyt.delivery d
+        SET next_attempt_at = now() + lease_ms * interval '1 millisecond',
+            claim = nextval('credyt.delivery_claim_seq'), claimed_by = worker
+        FROM due
+        WHERE d.event_id = due.event_id AND d.webhook_id = due.webhook_id
+        RETURNING d.event_id, d.webhook_id, d.claim, d.attempts
+    )
+    SELECT c.event_id, c.webhook_id, c.claim, c.attempts, w.url, w.secret,
+           CASE WHEN w.previous_until > now() THEN w.previous_secret END,
+           e.payload::text, e.created_at
+    FROM claimed c
+    JOIN credyt.webhook w ON w.id = c.webhook_id
+    JOIN credyt.events e ON e.id = c.event_id;
+END $$;
+
+-- Records the outcomes of attempts: 'delivered', 'retry' (after retry_ms) or
+-- 'failed'. A result whose claim is no longer in force (the lease ran out and
+-- another worker took the row, or the endpoint was disabled) changes nothing.
+CREATE FUNCTION credyt._worker_finish(event_ids text[], webhook_ids text[], claims bigint[], outcomes text[],
+                                      retry_ms bigint[], errors text[], statuses integer[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n integer;
+BEGIN
+    UPDATE credyt.delivery d
+    SET attempts = d.attempts + 1,
+        status = CASE r.outcome WHEN 'delivered' THEN 'delivered' WHEN 'failed' THEN 'failed' ELSE 'pending' END,
+        next_attempt_at = CASE WHEN r.outcome = 'retry' THEN now() + r.retry_ms * interval '1 millisecond'
+                               ELSE d.next_attempt_at END,
+        delivered_at = CASE WHEN r.outcome = 'delivered' THEN now() END,
+        last_error = r.error, last_status = r.status, claim = NULL, claimed_by = NULL
+    FROM unnest(event_ids, webhook_ids, claims, outcomes, retry_ms, errors, statuses)
+         AS r(event_id, webhook_id, claim, outcome, retry_ms, error, status)
+    WHERE d.event_id = r.event_id AND d.webhook_id = r.webhook_id AND d.claim = r.claim
+      AND d.status = 'pending' AND r.outcome IN ('delivered', 'retry', 'failed');
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- Gives claims back unattempted (a worker shutting down): due again at once.
+CREATE FUNCTION credyt._worker_release(event_ids text[], webhook_ids text[], claims bigint[])
+RETURNS integer
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+DECLARE n integer;
+BEGIN
+    UPDATE credyt.delivery d
+    SET next_attempt_at = now(), claim = NULL, claimed_by = NULL
+    FROM unnest(event_ids, webhook_ids, claims) AS r(event_id, webhook_id, claim)
+    WHERE d.event_id = r.event_id AND d.webhook_id = r.webhook_id AND d.claim = r.claim AND d.status = 'pending';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    RETURN n;
+END $$;
+
+-- The queue for /metrics: deliveries due now (not held by a live claim) and all
+-- pending ones (including scheduled retries).
+CREATE FUNCTION credyt._worker_queue(OUT due bigint, OUT pending bigint)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT count(*) FILTER (WHERE next_attempt_at <= now()), count(*)
+    FROM credyt.delivery WHERE status = 'pending'
+$$;

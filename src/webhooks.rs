@@ -1,0 +1,342 @@
+//! Webhook endpoints and their deliveries (SPEC §10).
+//!
+//! An endpoint receives its own account's events, or, with `connect = true`, the
+//! events of every account below its own (a platform's connected accounts). When an
+//! event is written, [`fan_out`] queues one delivery per endpoint that routes and
+//! subscribes to it, in the same transaction. credyt-worker does the sending.
+
+use crate::error::{api, CyError, Result};
+use crate::plan_cache::{one, run};
+use crate::tenancy::{is_within, scope};
+use credyt_core::webhook::{check_topic, check_url, format_secret, topic_matches, SECRET_BYTES};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+use serde_json::json;
+
+/// Most topic filters on one endpoint.
+const MAX_TOPICS: usize = 64;
+
+/// How long a rotated-out secret still signs (a second signature), so receivers can
+/// switch to the new secret without dropping a delivery.
+const ROTATION_OVERLAP: &str = "24 hours";
+
+fn new_secret() -> Result<String> {
+    let mut key = [0u8; SECRET_BYTES];
+    let ok = unsafe { pg_sys::pg_strong_random(key.as_mut_ptr().cast(), key.len()) };
+    if !ok {
+        return Err(CyError::internal("pg_strong_random failed"));
+    }
+    Ok(format_secret(&key))
+}
+
+fn url_arg(url: Option<String>) -> Result<String> {
+    let url = url.ok_or_else(|| CyError::invalid("url must not be NULL"))?;
+    check_url(&url).map_err(|e| CyError::invalid(e).hint("give the endpoint's full http:// or https:// URL"))?;
+    Ok(url)
+}
+
+/// Validated, de-duplicated topic filters.
+fn topics_arg(topics: Option<Vec<Option<String>>>) -> Result<Vec<String>> {
+    let topics = topics.ok_or_else(|| CyError::invalid("topics must not be NULL").hint("'{*}' subscribes to every event"))?;
+    if topics.is_empty() {
+        return Err(CyError::invalid("topics must not be empty").hint("'{*}' subscribes to every event"));
+    }
+    if topics.len() > MAX_TOPICS {
+        return Err(CyError::invalid(format!("at most {MAX_TOPICS} topics per endpoint")).hint("use a prefix such as 'grant.*'"));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(topics.len());
+    for t in topics {
+        let t = t.ok_or_else(|| CyError::invalid("topics must not contain NULL"))?;
+        check_topic(&t).map_err(CyError::invalid)?;
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// The endpoints that receive events of `account`: its own plain endpoints, and the
+/// connect endpoints of the accounts above it. Enabled and not deleted only.
+/// (id, account_id, topics)
+fn routes(c: &mut SpiClient<'_>, account: &str) -> Result<Vec<(String, String, Vec<String>)>> {
+    let t = run(
+        c,
+        "WITH RECURSIVE up(id, depth) AS ( \
+           SELECT parent_id, 1 FROM credyt.account WHERE id = $1 \
+           UNION ALL SELECT a.parent_id, up.depth + 1 FROM credyt.account a JOIN up ON a.id = up.id \
+             WHERE a.parent_id IS NOT NULL AND up.depth < 64) \
+         SELECT w.id, w.account_id, w.topics FROM credyt.webhook w \
+         WHERE w.enabled AND w.deleted_at IS NULL AND w.account_id = $1 AND NOT w.connect \
+         UNION ALL \
+         SELECT w.id, w.account_id, w.topics FROM up JOIN credyt.webhook w ON w.account_id = up.id \
+         WHERE w.enabled AND w.deleted_at IS NULL AND w.connect",
+        &[account.into()],
+    )?;
+    let mut out = Vec::new();
+    for row in t {
+        let topics: Vec<Option<String>> = row.get(3)?.unwrap_or_default();
+        out.push((
+            row.get::<String>(1)?.unwrap_or_default(),
+            row.get::<String>(2)?.unwrap_or_default(),
+            topics.into_iter().flatten().collect(),
+        ));
+    }
+    Ok(out)
+}
+
+/// Queues deliveries of `event_id` to `targets` (webhook id, its account): new rows,
+/// or, for a replay, the existing row made pending again with a fresh schedule.
+fn queue(c: &mut SpiClient<'_>, event_id: &str, targets: Vec<(String, String)>) -> Result<i64> {
+    if targets.is_empty() {
+        return Ok(0);
+    }
+    let (ids, accounts): (Vec<String>, Vec<String>) = targets.into_iter().unzip();
+    Ok(one::<i64>(
+        c,
+        "WITH q AS (INSERT INTO credyt.delivery (account_id, event_id, webhook_id) \
+           SELECT a, $1, w FROM unnest($2::text[], $3::text[]) AS t(w, a) \
+           ON CONFLICT (event_id, webhook_id) DO UPDATE SET status = 'pending', attempts = 0, \
+             next_attempt_at = now(), last_error = NULL, last_status = NULL, claim = NULL, claimed_by = NULL, \
+             delivered_at = NULL \
+           RETURNING 1) \
+         SELECT count(*) FROM q",
+        &[event_id.into(), ids.into(), accounts.into()],
+    )?
+    .unwrap_or(0))
+}
+
+/// Queues the deliveries of a just-written event to every endpoint that routes and
+/// subscribes to it.
+pub fn fan_out(c: &mut SpiClient<'_>, event_id: &str, account: &str, event_type: &str) -> Result<i64> {
+    let targets = routes(c, account)?
+        .into_iter()
+        .filter(|(_, _, topics)| topic_matches(topics, event_type))
+        .map(|(id, acc, _)| (id, acc))
+        .collect();
+    queue(c, event_id, targets)
+}
+
+/// An endpoint of the account in scope (or below it), locked for update.
+struct Endpoint {
+    account: String,
+    connect: bool,
+    enabled: bool,
+}
+
+fn endpoint(c: &mut SpiClient<'_>, id: &str, scope: &str) -> Result<Endpoint> {
+    let t = run(
+        c,
+        "SELECT account_id, connect, enabled FROM credyt.webhook WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
+        &[id.into()],
+    )?;
+    let unknown = || CyError::not_found(format!("unknown webhook {id}")).hint("credyt.webhooks lists the endpoints in scope");
+    if t.is_empty() {
+        return Err(unknown());
+    }
+    let row = t.first();
+    let e = Endpoint {
+        account: row.get::<String>(1)?.unwrap_or_default(),
+        connect: row.get::<bool>(2)?.unwrap_or(false),
+        enabled: row.get::<bool>(3)?.unwrap_or(false),
+    };
+    // Another tenant's endpoint is unknown here, so ids reveal nothing.
+    if !is_within(c, &e.account, scope)? {
+        return Err(unknown());
+    }
+    Ok(e)
+}
+
+fn require_enabled(id: &str, e: &Endpoint) -> Result<()> {
+    if e.enabled {
+        return Ok(());
+    }
+    Err(CyError::conflict(format!("webhook {id} is disabled"))
+        .hint(format!("enable it first: SELECT credyt.update_webhook('{id}', enabled => true)")))
+}
+
+/// Ends the pending deliveries of an endpoint that stops receiving: failed, with
+/// the reason, and replayable with replay_event once it receives again.
+fn fail_pending(c: &mut SpiClient<'_>, id: &str, reason: &'static str) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.delivery SET status = 'failed', last_error = $2, claim = NULL, claimed_by = NULL \
+         WHERE webhook_id = $1 AND status = 'pending'",
+        &[id.into(), reason.into()],
+    )?;
+    Ok(())
+}
+
+fn webhook_id_arg(id: Option<String>) -> Result<String> {
+    id.ok_or_else(|| CyError::invalid("webhook_id must not be NULL"))
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn create_webhook(
+    url: Option<String>,
+    topics: default!(Option<Vec<Option<String>>>, "'{*}'"),
+    connect: default!(Option<bool>, "false"),
+) -> TableIterator<'static, (name!(id, String), name!(secret, String))> {
+    let row = api(move || {
+        let url = url_arg(url)?;
+        let topics = topics_arg(topics)?;
+        let connect = connect.ok_or_else(|| CyError::invalid("connect must not be NULL"))?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let id = crate::ids::new_id("whd")?;
+            let secret = new_secret()?;
+            run(
+                c,
+                "INSERT INTO credyt.webhook (account_id, id, url, topics, connect, secret) VALUES ($1, $2, $3, $4, $5, $6)",
+                &[account.into(), id.as_str().into(), url.into(), topics.into(), connect.into(), secret.as_str().into()],
+            )?;
+            Ok((id, secret))
+        })
+    });
+    TableIterator::once(row)
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn update_webhook(
+    webhook_id: Option<String>,
+    url: default!(Option<String>, "NULL"),
+    topics: default!(Option<Vec<Option<String>>>, "NULL"),
+    enabled: default!(Option<bool>, "NULL"),
+    rotate_secret: default!(Option<bool>, "false"),
+) -> TableIterator<'static, (name!(id, String), name!(secret, Option<String>))> {
+    let row = api(move || {
+        let id = webhook_id_arg(webhook_id)?;
+        let url = url.map(|u| url_arg(Some(u))).transpose()?;
+        let topics = topics.map(|t| topics_arg(Some(t))).transpose()?;
+        let rotate = rotate_secret.unwrap_or(false);
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            let e = endpoint(c, &id, &scope)?;
+            let secret = if rotate { Some(new_secret()?) } else { None };
+            run(
+                c,
+                "UPDATE credyt.webhook SET url = coalesce($2, url), topics = coalesce($3, topics), \
+                   enabled = coalesce($4, enabled), \
+                   previous_secret = CASE WHEN $5::text IS NULL THEN previous_secret ELSE secret END, \
+                   previous_until = CASE WHEN $5::text IS NULL THEN previous_until ELSE now() + $6::interval END, \
+                   secret = coalesce($5, secret), updated_at = now() \
+                 WHERE id = $1",
+                &[id.as_str().into(), url.into(), topics.into(), enabled.into(), secret.clone().into(), ROTATION_OVERLAP.into()],
+            )?;
+            if e.enabled && enabled == Some(false) {
+                fail_pending(c, &id, "webhook disabled")?;
+            }
+            Ok((id, secret))
+        })
+    });
+    TableIterator::once(row)
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn delete_webhook(webhook_id: Option<String>) {
+    api(move || {
+        let id = webhook_id_arg(webhook_id)?;
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            endpoint(c, &id, &scope)?;
+            run(
+                c,
+                "UPDATE credyt.webhook SET deleted_at = now(), enabled = false, secret = '', previous_secret = NULL, \
+                   previous_until = NULL, updated_at = now() WHERE id = $1",
+                &[id.as_str().into()],
+            )?;
+            fail_pending(c, &id, "webhook deleted")
+        })
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn send_test_event(topic: default!(Option<String>, "'webhook.test'"), webhook_id: default!(Option<String>, "NULL")) -> String {
+    api(move || {
+        let topic = topic.ok_or_else(|| CyError::invalid("topic must not be NULL"))?;
+        check_topic(&topic).map_err(CyError::invalid)?;
+        if topic.contains('*') {
+            return Err(CyError::invalid(format!("topic {topic:?} is a filter; a test event needs one event type"))
+                .hint("for example 'webhook.test' or 'balance_threshold_hit'"));
+        }
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            let now = one::<TimestampWithTimeZone>(c, "SELECT now()", &[])?
+                .ok_or_else(|| CyError::internal("now() returned nothing"))?;
+            match webhook_id {
+                None => {
+                    let data = json!({"test": true, "webhook_id": null});
+                    crate::events::emit(c, &scope, &topic, now, data)
+                }
+                Some(wid) => {
+                    let e = endpoint(c, &wid, &scope)?;
+                    require_enabled(&wid, &e)?;
+                    let data = json!({"test": true, "webhook_id": wid});
+                    let event = crate::events::write(c, &e.account, &topic, now, data)?;
+                    queue(c, &event, vec![(wid, e.account)])?;
+                    Ok(event)
+                }
+            }
+        })
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn replay_event(event_id: Option<String>, webhook_id: default!(Option<String>, "NULL")) -> i64 {
+    api(move || {
+        let event_id = event_id.ok_or_else(|| CyError::invalid("event_id must not be NULL"))?;
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            // KEY SHARE: the retention pass in tick() locks events it prunes FOR UPDATE,
+            // so an event is either replayed or pruned, never both.
+            let t = run(
+                c,
+                "SELECT account_id, event_type FROM credyt.event WHERE id = $1 FOR KEY SHARE",
+                &[event_id.as_str().into()],
+            )?;
+            let unknown = || {
+                CyError::not_found(format!("unknown event {event_id}"))
+                    .hint("credyt.events lists the events in scope; delivered events are pruned after credyt.event_retention")
+            };
+            if t.is_empty() {
+                return Err(unknown());
+            }
+            let row = t.first();
+            let account = row.get::<String>(1)?.unwrap_or_default();
+            let event_type = row.get::<String>(2)?.unwrap_or_default();
+            if !is_within(c, &account, &scope)? {
+                return Err(unknown());
+            }
+            let targets = match webhook_id {
+                None => routes(c, &account)?
+                    .into_iter()
+                    .filter(|(_, _, topics)| topic_matches(topics, &event_type))
+                    .map(|(id, acc, _)| (id, acc))
+                    .collect(),
+                Some(wid) => {
+                    let e = endpoint(c, &wid, &scope)?;
+                    require_enabled(&wid, &e)?;
+                    let routed = if e.connect {
+                        account != e.account && is_within(c, &account, &e.account)?
+                    } else {
+                        account == e.account
+                    };
+                    if !routed {
+                        return Err(CyError::conflict(format!("webhook {wid} does not receive the events of account {account}"))
+                            .hint("an endpoint receives its own account's events; a connect endpoint those of the accounts below it"));
+                    }
+                    vec![(wid, e.account)]
+                }
+            };
+            let n = queue(c, &event_id, targets)?;
+            if n > 0 {
+                crate::events::announce(c, &event_id)?;
+            }
+            Ok(n)
+        })
+    })
+}
