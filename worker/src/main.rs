@@ -1,0 +1,444 @@
+//! credyt-worker: delivers webhook events from credyt's outbox (SPEC §10).
+//!
+//! One database session claims due deliveries (`credyt._worker_claim`: FOR UPDATE
+//! SKIP LOCKED, with a lease), wakes on `NOTIFY credyt_events` and polls besides,
+//! and records outcomes in batches (`credyt._worker_finish`). Each claimed delivery
+//! is attempted by its own task, at most `--concurrency` at once. A worker that
+//! dies leaves its claims to expire with their lease, so another worker (or itself,
+//! restarted) sends them again: delivery is at least once. Several workers may run
+//! against one database.
+
+mod config;
+mod deliver;
+mod log;
+mod metrics;
+
+use deliver::{Claimed, Outcome};
+use http_body_util::Full;
+use hyper::body::Bytes;
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
+
+use config::Config;
+use metrics::METRICS;
+
+/// What the main loop shares with the delivery tasks, the signal handler and the
+/// metrics server.
+struct Shared {
+    cfg: Config,
+    /// The live database session, for /metrics; None while reconnecting.
+    client: Mutex<Option<Arc<Client>>>,
+    stopping: AtomicBool,
+    stop: Notify,
+    /// Claims being attempted: claim token -> (event id, webhook id).
+    in_flight: Mutex<HashMap<i64, (String, String)>>,
+}
+
+impl Shared {
+    fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+    fn in_flight(&self) -> std::sync::MutexGuard<'_, HashMap<i64, (String, String)>> {
+        // A panic while holding this lock cannot leave the map inconsistent.
+        self.in_flight.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    fn set_client(&self, c: Option<Arc<Client>>) {
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = c;
+    }
+    fn client(&self) -> Option<Arc<Client>> {
+        self.client.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::parse(&args, |k| std::env::var(k).ok()) {
+        Ok(config::Parsed::Run(c)) => c,
+        Ok(config::Parsed::Exit(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("credyt-worker: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    log::set_debug(cfg.debug);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log!("error", "cannot start the runtime", "error" => e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cfg))
+}
+
+async fn run(cfg: Config) -> ExitCode {
+    let http = match deliver::client(cfg.timeout) {
+        Ok(h) => h,
+        Err(e) => {
+            log!("error", &e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let shared = Arc::new(Shared {
+        cfg: cfg.clone(),
+        client: Mutex::new(None),
+        stopping: AtomicBool::new(false),
+        stop: Notify::new(),
+        in_flight: Mutex::new(HashMap::new()),
+    });
+    if let Some(addr) = cfg.metrics_addr {
+        match tokio::net::TcpListener::bind(addr).await {
+            Ok(listener) => {
+                tokio::spawn(serve_metrics(listener, shared.clone()));
+            }
+            Err(e) => {
+                log!("error", "cannot listen for /metrics", "addr" => addr.to_string(), "error" => e.to_string());
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    tokio::spawn(on_signals(shared.clone()));
+    log!("info", "credyt-worker started", "worker_id" => cfg.worker_id.as_str(), "concurrency" => cfg.concurrency as u64,
+         "metrics_addr" => cfg.metrics_addr.map(|a| a.to_string()).unwrap_or_else(|| "off".into()));
+
+    let slots = Arc::new(Semaphore::new(cfg.concurrency));
+    let (results_tx, mut results) = mpsc::unbounded_channel::<Outcome>();
+    // Outcomes not yet recorded; they survive a lost session and are recorded by the next.
+    let mut unrecorded: Vec<Outcome> = Vec::new();
+    let mut backoff = Duration::from_millis(250);
+    loop {
+        match session(&shared, &http, &slots, &results_tx, &mut results, &mut unrecorded).await {
+            Ok(()) => break,
+            Err(SessionError::Fatal(e)) => {
+                log!("error", &e);
+                return ExitCode::FAILURE;
+            }
+            Err(SessionError::Retry(e)) => {
+                shared.set_client(None);
+                log!("error", "database session lost; reconnecting", "error" => e, "retry_in_ms" => backoff.as_millis() as u64);
+            }
+        }
+        if shared.stopping() {
+            break;
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shared.stop.notified() => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(30));
+    }
+    log!("info", "credyt-worker stopped", "worker_id" => cfg.worker_id.as_str(),
+         "unrecorded" => unrecorded.len() as u64, "in_flight" => shared.in_flight().len() as u64);
+    ExitCode::SUCCESS
+}
+
+async fn on_signals(shared: Arc<Shared>) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        log!("error", "cannot install signal handlers");
+        return;
+    };
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "SIGINT",
+    };
+    log!("info", "shutting down", "signal" => name);
+    shared.stopping.store(true, Ordering::SeqCst);
+    shared.stop.notify_waiters();
+    shared.stop.notify_one();
+    // A second signal does not wait: claims still held come back when their lease ends.
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    log!("warn", "second signal: exiting at once");
+    std::process::exit(1);
+}
+
+/// Why a session ended with an error: worth reconnecting, or a setup mistake that
+/// reconnecting cannot fix.
+enum SessionError {
+    Retry(String),
+    Fatal(String),
+}
+
+impl From<String> for SessionError {
+    fn from(s: String) -> Self {
+        SessionError::Retry(s)
+    }
+}
+
+/// Errors in preparing the worker's statements that mean the database is not set
+/// up for it, with what to do.
+fn setup_error(e: tokio_postgres::Error) -> SessionError {
+    let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+    let hint = match code.as_str() {
+        "42501" => "grant the worker's role what it needs, as the extension's owner: SELECT credyt.grant_worker('<role>')",
+        "42883" | "3F000" => "install credyt in this database first: CREATE EXTENSION credyt",
+        _ => return SessionError::Retry(db_err(e)),
+    };
+    SessionError::Fatal(format!("{}; {hint}", db_err(e)))
+}
+
+/// The statements of one session, prepared once.
+struct Statements {
+    claim: Statement,
+    finish: Statement,
+    release: Statement,
+}
+
+async fn connect(cfg: &Config) -> Result<(Client, Arc<Notify>), String> {
+    let mut pg: tokio_postgres::Config = cfg.database_url.parse().map_err(|e| format!("bad database URL: {e}"))?;
+    if pg.get_application_name().is_none() {
+        pg.application_name("credyt-worker");
+    }
+    let (client, mut conn) = pg.connect(NoTls).await.map_err(|e| format!("cannot connect: {e}"))?;
+    let wake = Arc::new(Notify::new());
+    let w = wake.clone();
+    // Drives the connection and turns notifications into wake-ups.
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(_))) => w.notify_one(),
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    log!("error", "database connection failed", "error" => e.to_string());
+                    break;
+                }
+                None => break,
+            }
+        }
+        // Wake the loop so that its next query finds the connection closed.
+        w.notify_one();
+    });
+    Ok((client, wake))
+}
+
+fn db_err(e: tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
+/// One database session: claims and dispatches until asked to stop (Ok) or the
+/// database fails (Err: the caller reconnects).
+async fn session(
+    shared: &Arc<Shared>,
+    http: &reqwest::Client,
+    slots: &Arc<Semaphore>,
+    results_tx: &mpsc::UnboundedSender<Outcome>,
+    results: &mut mpsc::UnboundedReceiver<Outcome>,
+    unrecorded: &mut Vec<Outcome>,
+) -> Result<(), SessionError> {
+    let cfg = &shared.cfg;
+    let (client, wake) = connect(cfg).await?;
+    let client = Arc::new(client);
+    // The worker's own commits (claims and outcomes) need not wait for the disk: one
+    // lost in a crash only means a delivery is sent again, which at-least-once allows.
+    client
+        .batch_execute("SET synchronous_commit = off; LISTEN credyt_events")
+        .await
+        .map_err(db_err)?;
+    let st = Statements {
+        claim: client
+            .prepare("SELECT event_id, webhook_id, claim, attempts, url, secret, previous_secret, payload, created_at \
+                      FROM credyt._worker_claim($1, $2, $3)")
+            .await
+            .map_err(setup_error)?,
+        finish: client.prepare("SELECT credyt._worker_finish($1, $2, $3, $4, $5, $6, $7)").await.map_err(setup_error)?,
+        release: client.prepare("SELECT credyt._worker_release($1, $2, $3)").await.map_err(setup_error)?,
+    };
+    shared.set_client(Some(client.clone()));
+    log!("info", "connected; listening on credyt_events", "worker_id" => cfg.worker_id.as_str());
+    let lease_ms = cfg.lease.as_millis() as i64;
+    loop {
+        while let Ok(o) = results.try_recv() {
+            unrecorded.push(o);
+        }
+        if !unrecorded.is_empty() {
+            record(&client, &st, shared, unrecorded).await?;
+        }
+        if shared.stopping() {
+            return Ok(drain(&client, &st, shared, results, unrecorded).await?);
+        }
+        let free = slots.available_permits();
+        if free > 0 {
+            let rows = client
+                .query(&st.claim, &[&cfg.worker_id, &(free as i32), &lease_ms])
+                .await
+                .map_err(db_err)?;
+            let full = rows.len() == free;
+            for row in rows {
+                let d = Claimed {
+                    event_id: row.get(0),
+                    webhook_id: row.get(1),
+                    claim: row.get(2),
+                    attempts: row.get(3),
+                    url: row.get(4),
+                    secret: row.get(5),
+                    previous_secret: row.get(6),
+                    payload: row.get(7),
+                    created_at: row.get(8),
+                };
+                // Only this loop takes slots, and `free` were free.
+                let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+                shared.in_flight().insert(d.claim, (d.event_id.clone(), d.webhook_id.clone()));
+                METRICS.in_flight.fetch_add(1, Ordering::Relaxed);
+                let (http, tx, schedule) = (http.clone(), results_tx.clone(), cfg.retry_schedule.clone());
+                tokio::spawn(async move {
+                    let outcome = deliver::deliver(&http, d, &schedule).await;
+                    METRICS.in_flight.fetch_sub(1, Ordering::Relaxed);
+                    // Free the slot before reporting, so that the loop, woken by the
+                    // report, finds it free.
+                    drop(slot);
+                    let _ = tx.send(outcome);
+                });
+            }
+            if full {
+                continue; // more may be due
+            }
+        }
+        tokio::select! {
+            _ = wake.notified() => {}
+            Some(o) = results.recv() => unrecorded.push(o),
+            _ = tokio::time::sleep(cfg.poll_interval) => {}
+            _ = shared.stop.notified() => {}
+        }
+        if client.is_closed() {
+            return Err(SessionError::Retry("the database connection closed".into()));
+        }
+    }
+}
+
+/// Records outcomes in one statement. On failure they stay in `unrecorded`.
+async fn record(client: &Client, st: &Statements, shared: &Shared, unrecorded: &mut Vec<Outcome>) -> Result<(), String> {
+    let events: Vec<&str> = unrecorded.iter().map(|o| o.event_id.as_str()).collect();
+    let hooks: Vec<&str> = unrecorded.iter().map(|o| o.webhook_id.as_str()).collect();
+    let claims: Vec<i64> = unrecorded.iter().map(|o| o.claim).collect();
+    let outcomes: Vec<&str> = unrecorded.iter().map(|o| o.outcome).collect();
+    let retry_ms: Vec<Option<i64>> = unrecorded.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect();
+    let errors: Vec<Option<&str>> = unrecorded.iter().map(|o| o.error.as_deref()).collect();
+    let statuses: Vec<Option<i32>> = unrecorded.iter().map(|o| o.status).collect();
+    let row = client
+        .query_one(&st.finish, &[&events, &hooks, &claims, &outcomes, &retry_ms, &errors, &statuses])
+        .await
+        .map_err(db_err)?;
+    let applied: i32 = row.get(0);
+    if (applied as usize) < unrecorded.len() {
+        // The lease ran out (or the endpoint was disabled) before the outcome came:
+        // another attempt may follow. At least once, so nothing is lost.
+        log!("warn", "outcomes recorded after their claim ended were ignored",
+             "ignored" => (unrecorded.len() - applied as usize) as u64);
+    }
+    {
+        let mut in_flight = shared.in_flight();
+        for c in &claims {
+            in_flight.remove(c);
+        }
+    }
+    unrecorded.clear();
+    Ok(())
+}
+
+/// Shutdown: lets in-flight deliveries finish for up to --shutdown-timeout, records
+/// their outcomes, and gives back the claims of those still running.
+async fn drain(
+    client: &Client,
+    st: &Statements,
+    shared: &Shared,
+    results: &mut mpsc::UnboundedReceiver<Outcome>,
+    unrecorded: &mut Vec<Outcome>,
+) -> Result<(), String> {
+    let deadline = Instant::now() + shared.cfg.shutdown_timeout;
+    loop {
+        let waiting = shared.in_flight().len().saturating_sub(unrecorded.len());
+        if waiting == 0 {
+            break;
+        }
+        tokio::select! {
+            Some(o) = results.recv() => unrecorded.push(o),
+            _ = tokio::time::sleep_until(deadline.into()) => break,
+        }
+    }
+    if !unrecorded.is_empty() {
+        record(client, st, shared, unrecorded).await?;
+    }
+    let left: Vec<(i64, (String, String))> = shared.in_flight().drain().collect();
+    if !left.is_empty() {
+        let claims: Vec<i64> = left.iter().map(|(c, _)| *c).collect();
+        let events: Vec<&str> = left.iter().map(|(_, (e, _))| e.as_str()).collect();
+        let hooks: Vec<&str> = left.iter().map(|(_, (_, w))| w.as_str()).collect();
+        client.query_one(&st.release, &[&events, &hooks, &claims]).await.map_err(db_err)?;
+        log!("info", "released unfinished claims", "count" => claims.len() as u64);
+    }
+    Ok(())
+}
+
+async fn serve_metrics(listener: tokio::net::TcpListener, shared: Arc<Shared>) {
+    loop {
+        let stream = match listener.accept().await {
+            Ok((s, _)) => s,
+            Err(e) => {
+                log!("warn", "metrics accept failed", "error" => e.to_string());
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let shared = shared.clone();
+        tokio::spawn(async move {
+            let svc = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let shared = shared.clone();
+                async move { Ok::<_, Infallible>(respond(req, &shared).await) }
+            });
+            let io = hyper_util::rt::TokioIo::new(stream);
+            let _ = hyper::server::conn::http1::Builder::new().serve_connection(io, svc).await;
+        });
+    }
+}
+
+fn reply(status: u16, content_type: &str, body: String) -> hyper::Response<Full<Bytes>> {
+    let mut r = hyper::Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or(hyper::StatusCode::INTERNAL_SERVER_ERROR);
+    if let Ok(v) = hyper::header::HeaderValue::from_str(content_type) {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+async fn respond(req: hyper::Request<hyper::body::Incoming>, shared: &Shared) -> hyper::Response<Full<Bytes>> {
+    if req.method() != hyper::Method::GET {
+        return reply(405, "text/plain", "GET only\n".into());
+    }
+    let client = shared.client().filter(|c| !c.is_closed());
+    match req.uri().path() {
+        "/healthz" => match (client, shared.stopping()) {
+            (_, true) => reply(503, "text/plain", "stopping\n".into()),
+            (Some(_), false) => reply(200, "text/plain", "ok\n".into()),
+            (None, false) => reply(503, "text/plain", "database unreachable\n".into()),
+        },
+        "/metrics" => {
+            let queue = match client {
+                Some(c) => {
+                    let q = c.query_one("SELECT due, pending FROM credyt._worker_queue()", &[]);
+                    match tokio::time::timeout(Duration::from_secs(2), q).await {
+                        Ok(Ok(row)) => Some((row.get::<_, i64>(0), row.get::<_, i64>(1))),
+                        _ => None,
+                    }
+                }
+                None => None,
+            };
+            reply(200, "text/plain; version=0.0.4", metrics::render(queue))
+        }
+        _ => reply(404, "text/plain", "not found: try /healthz or /metrics\n".into()),
+    }
+}
