@@ -1,6 +1,8 @@
 # syntax=docker/dockerfile:1
 # credyt on PostgreSQL 15: a builder stage with the same packages and cargo-pgrx as
-# scripts/lib.sh, and a runtime stage on the official PostgreSQL 15 image with pg_cron.
+# scripts/lib.sh, and a runtime stage on the official PostgreSQL 15 image with pg_cron
+# and the credyt-worker binary (run it as a second container from the same image:
+# docker run credyt credyt-worker --database-url ...).
 
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG POSTGRES_IMAGE=postgres:15-bookworm
@@ -21,8 +23,11 @@ COPY tests tests
 COPY src src
 COPY sql sql
 COPY pgrx-tests pgrx-tests
+COPY worker worker
 RUN grep -q "pgrx = \"=${PGRX_VERSION}\"" Cargo.toml \
- && cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config --out-dir /out
+ && cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config --out-dir /out \
+ && cargo build --release --locked -p credyt-worker \
+ && install -D target/release/credyt-worker /out/usr/local/bin/credyt-worker
 
 FROM ${POSTGRES_IMAGE}
 RUN apt-get update \
@@ -30,6 +35,7 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 COPY --from=builder /out/usr/share/postgresql/15/extension/ /usr/share/postgresql/15/extension/
 COPY --from=builder /out/usr/lib/postgresql/15/lib/ /usr/lib/postgresql/15/lib/
+COPY --from=builder /out/usr/local/bin/credyt-worker /usr/local/bin/credyt-worker
 RUN printf '%s\n' "CREATE EXTENSION IF NOT EXISTS pg_cron;" "CREATE EXTENSION IF NOT EXISTS credyt;" \
       > /docker-entrypoint-initdb.d/10-credyt.sql
 CMD ["postgres", "-c", "shared_preload_libraries=pg_cron", "-c", "cron.database_name=postgres"]

@@ -72,6 +72,22 @@ ensure_setup() {
     ensure_cargo_pgrx
 }
 
+# The webhook tests check signatures with the official Standard Webhooks library
+# (PyPI), independent of the worker's own signing code.
+STANDARDWEBHOOKS_VERSION=1.1.0
+ensure_python_verifier() {
+    if python3 -c 'import standardwebhooks' 2>/dev/null; then return; fi
+    if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1; then
+        say "installing Debian packages: python3 python3-pip"
+        "${SUDO[@]}" apt-get update -qq
+        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3 python3-pip >/dev/null
+    fi
+    say "installing standardwebhooks $STANDARDWEBHOOKS_VERSION from PyPI (the tests' independent verifier)"
+    # Debian's own Python refuses global installs (PEP 668); a user install is enough.
+    python3 -m pip install -q "standardwebhooks==$STANDARDWEBHOOKS_VERSION" 2>/dev/null \
+        || python3 -m pip install -q --user --break-system-packages "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
+}
+
 # Builds and installs the extension into the system PostgreSQL 15.
 # $1: extra cargo-pgrx flags (e.g. --release).
 install_extension() {

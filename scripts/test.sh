@@ -3,14 +3,16 @@
 #   1. core/ unit and property tests (no database);
 #   2. #[pg_test] in-database tests (cargo pgrx test, its own throwaway cluster);
 #   3. tests/: real client connections with ordinary roles against the project-local
-#      cluster (tenancy isolation, concurrency, model-based, errors).
+#      cluster (tenancy isolation, concurrency, model-based, errors), and credyt-worker
+#      processes delivering to a local HTTP receiver (webhooks).
 source "$(dirname "$0")/lib.sh"
 ensure_setup
+ensure_python_verifier
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 
-say "1/3 core unit tests"
-(cd "$ROOT" && cargo test -p credyt-core) 2>&1 | tee -a "$LOG"
+say "1/3 core and worker unit tests"
+(cd "$ROOT" && cargo test -p credyt-core -p credyt-worker) 2>&1 | tee -a "$LOG"
 
 say "2/3 in-database tests (cargo pgrx test pg15)"
 if [ "$(id -u)" -eq 0 ]; then
@@ -29,8 +31,9 @@ fresh_database credyt_test
 # schedules tick() there, on a freshly installed extension.
 psql_admin -d credyt -q -c "DROP EXTENSION IF EXISTS credyt CASCADE" -c "CREATE EXTENSION credyt" \
     -c "CREATE EXTENSION IF NOT EXISTS pg_cron"
+(cd "$ROOT" && cargo build -p credyt-worker)
 (cd "$ROOT" && CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_CRON_DATABASE_URL="$(database_url credyt)" \
-    cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
+    CREDYT_WORKER_BIN="$ROOT/target/debug/credyt-worker" cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
 
 # One line for all three layers.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }

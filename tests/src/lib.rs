@@ -137,3 +137,4 @@ pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
     }
     order
 }
+pub mod webhooks;
