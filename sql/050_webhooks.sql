@@ -42,7 +42,10 @@ CREATE TABLE credyt.delivery (
     PRIMARY KEY (event_id, webhook_id)
 );
 CREATE INDEX delivery_due ON credyt.delivery (next_attempt_at) WHERE status = 'pending';
-CREATE INDEX delivery_webhook ON credyt.delivery (webhook_id) WHERE status = 'pending';
+-- (webhook_id, event_id), not (webhook_id): with one busy endpoint, the planner may
+-- reach rows by this index when it records outcomes, and on webhook_id alone that means
+-- walking the endpoint's whole queue for every row.
+CREATE INDEX delivery_webhook ON credyt.delivery (webhook_id, event_id) WHERE status = 'pending';
 CREATE INDEX delivery_account ON credyt.delivery (account_id, created_at);
 
 -- Endpoints, without their secrets (create_webhook and update_webhook(rotate_secret
@@ -59,6 +62,10 @@ FROM credyt.delivery;
 
 -- The worker's side. SECURITY DEFINER, so the worker's role needs nothing but
 -- EXECUTE on these (credyt.grant_worker gives it). Not part of the application API.
+-- plpgsql keeps one generic plan per session, often made while the table is new and
+-- has no statistics; a join there becomes a sequential scan of the whole queue on
+-- every call. So rows are reached by ctid or by `= ANY` on the primary key, which
+-- plan as TID and index scans whatever the statistics say.
 
 -- Claims up to n due deliveries for lease_ms, oldest due first, skipping rows other
 -- workers hold. Returns what a delivery needs: the envelope exactly as
@@ -66,21 +73,26 @@ FROM credyt.delivery;
 CREATE FUNCTION credyt._worker_claim(worker text, n integer, lease_ms bigint)
 RETURNS TABLE (event_id text, webhook_id text, claim bigint, attempts integer, url text,
                secret text, previous_secret text, payload text, created_at timestamptz)
-LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+-- Only the ordered scan of delivery_due stops after n rows. Without statistics (a new
+-- queue) the planner prefers a bitmap scan and a sort of everything due, which makes
+-- every claim cost the whole backlog, and a backlog after an outage is exactly when
+-- claims must stay cheap.
+SET enable_bitmapscan = off SET enable_seqscan = off AS $$
 BEGIN
     RETURN QUERY
     WITH due AS (
-        SELECT d.event_id, d.webhook_id FROM credyt.delivery d
+        SELECT d.ctid FROM credyt.delivery d
         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at
         LIMIT n
         FOR UPDATE SKIP LOCKED
     ), claimed AS (
+        -- the rows just locked, by their ctid: a lock holds the version in place
         UPDATE credyt.delivery d
         SET next_attempt_at = now() + lease_ms * interval '1 millisecond',
             claim = nextval('credyt.delivery_claim_seq'), claimed_by = worker
-        FROM due
-        WHERE d.event_id = due.event_id AND d.webhook_id = due.webhook_id
+        WHERE d.ctid = ANY (ARRAY(SELECT due.ctid FROM due))
         RETURNING d.event_id, d.webhook_id, d.claim, d.attempts
     )
     SELECT c.event_id, c.webhook_id, c.claim, c.attempts, w.url, w.secret,
@@ -109,8 +121,8 @@ BEGIN
         last_error = r.error, last_status = r.status, claim = NULL, claimed_by = NULL
     FROM unnest(event_ids, webhook_ids, claims, outcomes, retry_ms, errors, statuses)
          AS r(event_id, webhook_id, claim, outcome, retry_ms, error, status)
-    WHERE d.event_id = r.event_id AND d.webhook_id = r.webhook_id AND d.claim = r.claim
-      AND d.status = 'pending' AND r.outcome IN ('delivered', 'retry', 'failed');
+    WHERE d.event_id = ANY (event_ids) AND d.event_id = r.event_id AND d.webhook_id = r.webhook_id
+      AND d.claim = r.claim AND d.status = 'pending' AND r.outcome IN ('delivered', 'retry', 'failed');
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
@@ -124,7 +136,8 @@ BEGIN
     UPDATE credyt.delivery d
     SET next_attempt_at = now(), claim = NULL, claimed_by = NULL
     FROM unnest(event_ids, webhook_ids, claims) AS r(event_id, webhook_id, claim)
-    WHERE d.event_id = r.event_id AND d.webhook_id = r.webhook_id AND d.claim = r.claim AND d.status = 'pending';
+    WHERE d.event_id = ANY (event_ids) AND d.event_id = r.event_id AND d.webhook_id = r.webhook_id
+      AND d.claim = r.claim AND d.status = 'pending';
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;

@@ -273,10 +273,12 @@ async fn session(
         }
         let free = slots.available_permits();
         if free > 0 {
+            let started = Instant::now();
             let rows = client
                 .query(&st.claim, &[&cfg.worker_id, &(free as i32), &lease_ms])
                 .await
                 .map_err(db_err)?;
+            METRICS.db.observe(started.elapsed());
             let full = rows.len() == free;
             for row in rows {
                 let d = Claimed {
@@ -329,10 +331,12 @@ async fn record(client: &Client, st: &Statements, shared: &Shared, unrecorded: &
     let retry_ms: Vec<Option<i64>> = unrecorded.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect();
     let errors: Vec<Option<&str>> = unrecorded.iter().map(|o| o.error.as_deref()).collect();
     let statuses: Vec<Option<i32>> = unrecorded.iter().map(|o| o.status).collect();
+    let started = Instant::now();
     let row = client
         .query_one(&st.finish, &[&events, &hooks, &claims, &outcomes, &retry_ms, &errors, &statuses])
         .await
         .map_err(db_err)?;
+    METRICS.db.observe(started.elapsed());
     let applied: i32 = row.get(0);
     if (applied as usize) < unrecorded.len() {
         // The lease ran out (or the endpoint was disabled) before the outcome came:

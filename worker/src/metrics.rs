@@ -51,6 +51,8 @@ pub struct Metrics {
     pub attempt: Histogram,
     /// From the event's transaction to its successful delivery.
     pub lag: Histogram,
+    /// One claim or one recording of outcomes: a database round trip with a commit.
+    pub db: Histogram,
 }
 
 pub static METRICS: Metrics = Metrics {
@@ -60,6 +62,7 @@ pub static METRICS: Metrics = Metrics {
     in_flight: AtomicU64::new(0),
     attempt: Histogram::new(),
     lag: Histogram::new(),
+    db: Histogram::new(),
 };
 
 /// The exposition text; `queue` is (due, pending) when the database answered.
@@ -91,6 +94,7 @@ pub fn render(queue: Option<(i64, i64)>) -> String {
     }
     m.attempt.render(&mut out, "credyt_worker_attempt_duration_seconds", "One HTTP delivery attempt, request to response.");
     m.lag.render(&mut out, "credyt_worker_delivery_lag_seconds", "From the event's transaction to its successful delivery.");
+    m.db.render(&mut out, "credyt_worker_db_round_trip_seconds", "One claim or one recording of outcomes, with its commit.");
     out
 }
 

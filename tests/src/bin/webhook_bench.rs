@@ -87,9 +87,19 @@ fn main() {
             std::thread::sleep(Duration::from_millis(5));
         }
         let recorded = backlog as f64 / started.elapsed().as_secs_f64();
+        // Where the time goes: the worker's mean HTTP attempt, from its own /metrics.
+        let (_, metrics) = w.get("/metrics");
+        let metric = |name: &str| -> f64 {
+            metrics.lines().find_map(|l| l.strip_prefix(name)).and_then(|v| v.trim().parse().ok()).unwrap_or(0.0)
+        };
+        let mean_attempt = 1000.0 * metric("credyt_worker_attempt_duration_seconds_sum ")
+            / metric("credyt_worker_attempt_duration_seconds_count ").max(1.0);
+        let trips = metric("credyt_worker_db_round_trip_seconds_count ").max(1.0);
+        let mean_trip = 1000.0 * metric("credyt_worker_db_round_trip_seconds_sum ") / trips;
         println!(
             "round {round}: backlog of {backlog} events: {rate:.0} deliveries/s first to last arrival; \
-             {recorded:.0}/s from worker start until all recorded delivered"
+             {recorded:.0}/s from worker start until all recorded delivered; mean HTTP attempt {mean_attempt:.1} ms; \
+             {trips:.0} claims and recordings, mean {mean_trip:.2} ms"
         );
         rates.push(rate);
         recorded_rates.push(recorded);
