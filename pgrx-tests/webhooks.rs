@@ -241,3 +241,18 @@ fn tick_prunes_delivered_events_after_the_retention_and_keeps_failed_ones() {
     assert_eq!(text("SELECT credyt.tick(now() + interval '100 days')->>'events_pruned'"), "0", "0 keeps events for ever");
     assert_eq!(sqlstate_of("SET credyt.event_retention = -1").as_deref(), Some("22023"));
 }
+
+#[pg_test]
+fn grant_worker_checks_its_role() {
+    assert_eq!(sqlstate_of("SELECT credyt.grant_worker(NULL)").as_deref(), Some("CY400"));
+    assert_eq!(sqlstate_of("SELECT credyt.grant_worker('no_such_role_here')").as_deref(), Some("CY404"));
+    Spi::run("CREATE ROLE credyt_pg_test_worker").unwrap();
+    Spi::run("SELECT credyt.grant_worker('credyt_pg_test_worker')").unwrap();
+    assert_eq!(
+        count("SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'credyt'::regnamespace \
+               AND has_function_privilege('credyt_pg_test_worker', p.oid, 'EXECUTE')"),
+        4,
+        "the four _worker_ functions and nothing else"
+    );
+    assert!(!Spi::get_one::<bool>("SELECT has_table_privilege('credyt_pg_test_worker', 'credyt.delivery', 'SELECT')").unwrap().unwrap());
+}

@@ -16,3 +16,10 @@ SELECT * FROM credyt.wallet('user-42');
 SELECT purpose, amount, remaining, expires_at IS NOT NULL AS expires FROM credyt.lots ORDER BY priority;
 \echo 'Ledger check (no rows = consistent):'
 SELECT * FROM credyt.verify_ledger();
+\echo 'A webhook endpoint and a test event: one delivery, pending until credyt-worker runs'
+\echo '(cargo run -p credyt-worker -- --database-url "host=... dbname=credyt_demo"):'
+SELECT id AS webhook FROM credyt.create_webhook('http://127.0.0.1:8080/credyt', '{*}') \gset
+SELECT credyt.send_test_event() AS test_event \gset
+SELECT event_id = :'test_event' AS is_test_event, webhook_id = :'webhook' AS to_endpoint, status, attempts
+FROM credyt.deliveries;
+SELECT payload FROM credyt.events WHERE id = :'test_event';

@@ -71,6 +71,21 @@ fn wait_for_deliveries(events: &[String], hook: &str, want: &str, timeout: Durat
     }
 }
 
+/// Waits until `n` deliveries to `hook` are claimed by a worker.
+fn wait_for_claims(admin: &mut Client, hook: &str, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let claimed = |admin: &mut Client| -> i64 {
+        admin
+            .query_one("SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND claim IS NOT NULL", &[&hook])
+            .unwrap()
+            .get(0)
+    };
+    while claimed(admin) < n {
+        assert!(std::time::Instant::now() < deadline, "the worker did not claim {n} deliveries");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 fn ids(received: &[Received]) -> HashMap<String, usize> {
     let mut m = HashMap::new();
     for r in received {
@@ -367,7 +382,7 @@ fn sigterm_finishes_or_releases_in_flight_claims_and_health_and_metrics_answer()
     assert_eq!(w.get("/nope").0, 404);
     let events = test_events(&mut s, 4);
     // All four in flight (the receiver answers after 800 ms), then SIGTERM.
-    std::thread::sleep(Duration::from_millis(300));
+    wait_for_claims(&mut admin, &hook, 4);
     w.signal("TERM");
     let status = w.wait(Duration::from_secs(15)).expect("the worker did not stop");
     assert!(status.success(), "exit status {status:?}\n{}", w.log_text());
@@ -379,11 +394,7 @@ fn sigterm_finishes_or_releases_in_flight_claims_and_health_and_metrics_answer()
     rx.behave("/slow", Behaviour { delay: Duration::from_secs(3), ..Default::default() });
     let mut w = Worker::start(&url(), &["--concurrency", "4", "--shutdown-timeout", "200ms", "--timeout", "5s"]);
     let events = test_events(&mut s, 2);
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while admin.query_one("SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND claim IS NOT NULL", &[&hook]).unwrap().get::<_, i64>(0) < 2 {
-        assert!(std::time::Instant::now() < deadline, "the worker never claimed");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_claims(&mut admin, &hook, 2);
     w.signal("INT");
     let status = w.wait(Duration::from_secs(10)).expect("the worker did not stop");
     assert!(status.success(), "exit status {status:?}\n{}", w.log_text());
