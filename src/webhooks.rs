@@ -22,10 +22,7 @@ const ROTATION_OVERLAP: &str = "24 hours";
 
 fn new_secret() -> Result<String> {
     let mut key = [0u8; SECRET_BYTES];
-    let ok = unsafe { pg_sys::pg_strong_random(key.as_mut_ptr().cast(), key.len()) };
-    if !ok {
-        return Err(CyError::internal("pg_strong_random failed"));
-    }
+    crate::ids::strong_random(&mut key)?;
     Ok(format_secret(&key))
 }
 
@@ -105,14 +102,20 @@ fn queue(c: &mut SpiClient<'_>, event_id: &str, targets: Vec<(String, String)>) 
     .unwrap_or(0))
 }
 
-/// Queues the deliveries of a just-written event to every endpoint that routes and
-/// subscribes to it.
-pub fn fan_out(c: &mut SpiClient<'_>, event_id: &str, account: &str, event_type: &str) -> Result<i64> {
-    let targets = routes(c, account)?
+/// The endpoints that route and subscribe to an event of `event_type` of `account`:
+/// (webhook id, its account).
+fn subscribed(c: &mut SpiClient<'_>, account: &str, event_type: &str) -> Result<Vec<(String, String)>> {
+    Ok(routes(c, account)?
         .into_iter()
         .filter(|(_, _, topics)| topic_matches(topics, event_type))
         .map(|(id, acc, _)| (id, acc))
-        .collect();
+        .collect())
+}
+
+/// Queues the deliveries of a just-written event to every endpoint that routes and
+/// subscribes to it.
+pub fn fan_out(c: &mut SpiClient<'_>, event_id: &str, account: &str, event_type: &str) -> Result<i64> {
+    let targets = subscribed(c, account, event_type)?;
     queue(c, event_id, targets)
 }
 
@@ -264,8 +267,7 @@ fn send_test_event(topic: default!(Option<String>, "'webhook.test'"), webhook_id
         }
         Spi::connect_mut(|c| {
             let scope = scope(c)?;
-            let now = one::<TimestampWithTimeZone>(c, "SELECT now()", &[])?
-                .ok_or_else(|| CyError::internal("now() returned nothing"))?;
+            let now = pgrx::datetime::now();
             match webhook_id {
                 None => {
                     let data = json!({"test": true, "webhook_id": null});
@@ -312,11 +314,7 @@ fn replay_event(event_id: Option<String>, webhook_id: default!(Option<String>, "
                 return Err(unknown());
             }
             let targets = match webhook_id {
-                None => routes(c, &account)?
-                    .into_iter()
-                    .filter(|(_, _, topics)| topic_matches(topics, &event_type))
-                    .map(|(id, acc, _)| (id, acc))
-                    .collect(),
+                None => subscribed(c, &account, &event_type)?,
                 Some(wid) => {
                     let e = endpoint(c, &wid, &scope)?;
                     require_enabled(&wid, &e)?;
