@@ -6,6 +6,7 @@ pub mod burndown;
 pub mod fiat;
 pub mod ids;
 pub mod money;
+pub mod period;
 pub mod pricing;
 pub mod webhook;
 

@@ -165,43 +165,6 @@ fn interval(o: &Map<String, Value>, path: &str) -> Result<Interval, PriceError> 
     }
 }
 
-/// ISO 8601 durations such as P7D, PT48H, P1M: a P, then number+unit groups.
-fn is_iso_duration(s: &str) -> bool {
-    let Some(rest) = s.strip_prefix('P') else { return false };
-    let (date, time) = match rest.split_once('T') {
-        Some((d, t)) => (d, Some(t)),
-        None => (rest, None),
-    };
-    fn groups(part: &str, units: &str) -> Option<usize> {
-        let mut n = 0;
-        let mut digits = false;
-        let mut last_unit = 0;
-        for ch in part.chars() {
-            if ch.is_ascii_digit() {
-                digits = true;
-            } else {
-                let pos = units.find(ch)? + 1;
-                if !digits || pos <= last_unit {
-                    return None;
-                }
-                last_unit = pos;
-                digits = false;
-                n += 1;
-            }
-        }
-        (!digits).then_some(n)
-    }
-    let Some(d) = groups(date, "YMWD") else { return false };
-    let t = match time {
-        Some(t) => match groups(t, "HMS") {
-            Some(n) if n > 0 => n,
-            _ => return false,
-        },
-        None => 0,
-    };
-    d + t > 0
-}
-
 fn parse_values(
     v: Option<&Value>,
     path: &str,
@@ -333,8 +296,10 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
         Some("outcome") => {
             let outcome_type = string(o, "outcome_type", path)?;
             let settlement_window = string(o, "settlement_window", path)?;
-            if !is_iso_duration(&settlement_window) {
-                return err(&format!("{path}.settlement_window"), "must be an ISO 8601 duration such as P7D");
+            match crate::period::parse(&settlement_window) {
+                Ok(p) if p.months >= 0 && p.days >= 0 && p.micros >= 0 && p.comparable_micros() > 0 => {}
+                Ok(_) => return err(&format!("{path}.settlement_window"), "must be a positive period such as P7D"),
+                Err(why) => return err(&format!("{path}.settlement_window"), why),
             }
             PriceKind::Outcome { outcome_type, settlement_window }
         }
@@ -380,7 +345,8 @@ pub struct Entitlement {
     pub amount: Decimal,
     pub purpose: String,
     pub priority: Option<i32>,
-    /// ISO 8601 duration, or NULL for a one-off entitlement
+    /// the period as Postgres interval text (parsed from ISO 8601 or interval text),
+    /// or None for a one-off entitlement
     pub every: Option<String>,
     pub on_expiry: String,
 }
@@ -422,8 +388,11 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
         };
         let every = match o.get("every") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) if is_iso_duration(s) => Some(s.clone()),
-            Some(_) => return err(&format!("{path}.every"), "must be an ISO 8601 duration such as P1M"),
+            Some(Value::String(s)) => match crate::period::parse(s).and_then(|p| p.check_recurring().map(|_| p).map_err(String::from)) {
+                Ok(p) => Some(p.to_sql()),
+                Err(why) => return err(&format!("{path}.every"), why),
+            },
+            Some(_) => return err(&format!("{path}.every"), "must be a period such as P1M or '1 month'"),
         };
         let on_expiry = match o.get("on_expiry") {
             None | Some(Value::Null) => "expire".to_string(),
@@ -697,10 +666,18 @@ mod tests {
             "prices[0].billing_model.recurring.interval must be one of day, week, month, year"
         );
         assert_eq!(
-            bad(json!({"type": "outcome", "outcome_type": "resolved", "settlement_window": "7 days",
+            bad(json!({"type": "outcome", "outcome_type": "resolved", "settlement_window": "weekly",
                        "pricing": [{"asset": "USD", "values": [{"percent": 5}]}]})),
-            "prices[0].settlement_window must be an ISO 8601 duration such as P7D"
+            "prices[0].settlement_window \"weekly\" is not a period (ISO 8601 such as P1M, or interval text such as '1 month')"
         );
+        assert_eq!(
+            bad(json!({"type": "outcome", "outcome_type": "resolved", "settlement_window": "P0D",
+                       "pricing": [{"asset": "USD", "values": [{"percent": 5}]}]})),
+            "prices[0].settlement_window must be a positive period such as P7D"
+        );
+        // Postgres interval text is a period too (SPEC §9)
+        price(json!({"type": "outcome", "outcome_type": "resolved", "settlement_window": "7 days",
+                     "pricing": [{"asset": "USD", "values": [{"percent": 5}]}]}));
         assert_eq!(parse_prices(&json!([])).unwrap_err().to_string(), "prices must not be empty");
     }
 
@@ -712,8 +689,6 @@ mod tests {
         let o = price(json!({"type": "outcome", "outcome_type": "ticket_resolved", "settlement_window": "PT48H",
                              "pricing": [{"asset": "USD", "values": [{"unit_price": 2, "percent": 1.5}]}]}));
         assert_eq!(o.type_name(), "outcome");
-        assert!(is_iso_duration("P7D") && is_iso_duration("P1Y2M") && is_iso_duration("P1DT12H"));
-        assert!(!is_iso_duration("P") && !is_iso_duration("PT") && !is_iso_duration("7D") && !is_iso_duration("PD"));
     }
 
     #[test]
@@ -728,7 +703,13 @@ mod tests {
         assert_eq!(bad(json!([{"name": "x", "asset": "USD", "amount": 0}])), "entitlements[0].amount must be greater than zero");
         assert_eq!(
             bad(json!([{"name": "x", "asset": "USD", "amount": 1, "every": "monthly"}])),
-            "entitlements[0].every must be an ISO 8601 duration such as P1M"
+            "entitlements[0].every \"monthly\" is not a period (ISO 8601 such as P1M, or interval text such as '1 month')"
+        );
+        let pg = parse_entitlements(&json!([{"name": "x", "asset": "USD", "amount": 1, "every": "1 month"}])).unwrap();
+        assert_eq!(pg[0].every.as_deref(), Some("1 months 0 days 0 microseconds"));
+        assert_eq!(
+            bad(json!([{"name": "x", "asset": "USD", "amount": 1, "every": "PT1M"}])),
+            "entitlements[0].every must be at least one hour"
         );
         assert_eq!(
             bad(json!([{"name": "x", "asset": "USD", "amount": 1, "on_expiry": "keep"}])),

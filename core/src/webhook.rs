@@ -166,6 +166,79 @@ pub fn check_url(url: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The host of a URL that [`check_url`] accepted, without brackets around an IPv6
+/// literal, lowercased.
+pub fn url_host(url: &str) -> Option<String> {
+    let lower = url.to_ascii_lowercase();
+    let rest = lower.strip_prefix("https://").or_else(|| lower.strip_prefix("http://"))?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = match authority.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or(""),
+        None => authority.rsplit_once(':').map_or(authority, |(h, _)| h),
+    };
+    (!host.is_empty()).then(|| host.to_string())
+}
+
+/// Addresses a webhook must never reach (server-side request forgery from where the
+/// worker runs): loopback, private (RFC 1918, IPv6 unique-local), carrier-grade NAT,
+/// link-local (which holds the cloud metadata service, 169.254.169.254), unspecified,
+/// broadcast, multicast, and the IPv4 addresses IPv6 forms embed.
+pub fn is_private(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let o = v4.octets();
+            v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || o[0] == 0
+                || (o[0] == 100 && (64..128).contains(&o[1])) // 100.64.0.0/10, shared address space
+                || (o[0] == 192 && o[1] == 0 && o[2] == 0) // 192.0.0.0/24, IETF protocol assignments
+                || o[0] >= 240 // reserved
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_private(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                || (s[0] & 0xfe00) == 0xfc00 // fc00::/7 unique local
+                || (s[0] & 0xffc0) == 0xfe80 // fe80::/10 link local
+                || (s[0] == 0 && s[1] == 0 && s[2] == 0 && s[3] == 0 && s[4] == 0 && s[5] == 0) // ::a.b.c.d (deprecated compat)
+                || (s[0] == 0x64 && s[1] == 0xff9b) // 64:ff9b::/96 NAT64 reaches IPv4 behind it
+                || (s[0] == 0x2002) // 6to4 embeds an IPv4 address
+        }
+    }
+}
+
+/// Whether a host name is one that always means this machine or its private network,
+/// whatever DNS says (`localhost`, `*.localhost`, `*.internal`, `*.local`).
+pub fn is_private_name(host: &str) -> bool {
+    let h = host.trim_end_matches('.');
+    h == "localhost" || [".localhost", ".internal", ".local", ".localdomain"].iter().any(|s| h.ends_with(s))
+}
+
+/// Checks the host of an accepted URL against [`is_private`] and [`is_private_name`],
+/// given the addresses it resolves to (none for an IP literal, which is checked
+/// itself). Err names what is refused.
+pub fn check_destination(host: &str, resolved: &[std::net::IpAddr]) -> Result<(), String> {
+    if let Ok(ip) = host.parse::<std::net::IpAddr>() {
+        return if is_private(ip) { Err(format!("url points at {ip}, a private or loopback address")) } else { Ok(()) };
+    }
+    if is_private_name(host) {
+        return Err(format!("url points at {host:?}, a name for this machine or a private network"));
+    }
+    match resolved.iter().find(|ip| is_private(**ip)) {
+        Some(ip) => Err(format!("url's host {host:?} resolves to {ip}, a private or loopback address")),
+        None => Ok(()),
+    }
+}
+
 /// Parses a schedule such as `5s,5m,30m,2h` (units ms, s, m, h).
 pub fn parse_schedule(text: &str) -> Result<Vec<Duration>, String> {
     text.split(',').map(|s| parse_duration(s.trim())).collect()
@@ -287,5 +360,28 @@ mod tests {
         assert_eq!(next_retry(RETRY_SCHEDULE, 7), Some(Duration::from_secs(36000)));
         assert_eq!(next_retry(RETRY_SCHEDULE, 8), None);
         assert_eq!(next_retry(RETRY_SCHEDULE, 0), None);
+    }
+
+    #[test]
+    fn private_destinations_are_refused() {
+        for bad in [
+            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
+            "255.255.255.255", "224.0.0.1", "::1", "::", "fc00::1", "fd12::1", "fe80::1", "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:7f00:1::1",
+        ] {
+            assert!(check_destination(bad, &[]).is_err(), "{bad} accepted");
+        }
+        for good in ["93.184.215.14", "8.8.8.8", "2606:4700::1111", "100.128.0.1", "172.32.0.1"] {
+            assert!(check_destination(good, &[]).is_ok(), "{good} refused");
+        }
+        for name in ["localhost", "api.localhost", "metadata.google.internal", "printer.local"] {
+            assert!(check_destination(name, &[]).is_err(), "{name} accepted");
+        }
+        let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let public: std::net::IpAddr = "93.184.215.14".parse().unwrap();
+        assert!(check_destination("rebind.example", &[public, lo]).is_err());
+        assert!(check_destination("example.com", &[public]).is_ok());
+        assert_eq!(url_host("https://[::1]:8080/x").as_deref(), Some("::1"));
+        assert_eq!(url_host("http://Example.COM:80/x?y").as_deref(), Some("example.com"));
     }
 }
