@@ -212,13 +212,26 @@ fn auto_topup_requests_once_and_completes_idempotently() {
     assert_ledger_ok();
 }
 
+/// Moves the lots whose source is like `source` into the past: effective `from` ago,
+/// expiring `to` ago (the in-database tests cannot wait for the wall clock).
+fn backdate_lots(source: &str, from: &str, to: &str) {
+    Spi::run(&format!(
+        "UPDATE credyt.lot SET effective_at = now() - interval '{from}', expires_at = now() - interval '{to}' \
+         WHERE source LIKE '{source}' AND remaining > 0"
+    ))
+    .unwrap();
+}
+
 #[pg_test]
 fn the_reserve_pool_takes_expired_credit_and_is_drawn_after_all_lots() {
     fresh_account("Acme");
     Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
     Spi::run("SELECT credyt.grant('ann', 'g', 'USD', 10, expires_at => now() + interval '1 day', on_expiry => 'reserve')").unwrap();
     Spi::run("SELECT credyt.charge('ann', 'c1', 'USD', 3)").unwrap();
-    assert_eq!(text("SELECT credyt.tick(now() + interval '2 days')->>'lots_expired'"), "1");
+    // The pool's lot is dated by the expiry (a clock time, never the wall's): let the
+    // grant's lot have expired already, so the pool is live for the charges below.
+    backdate_lots("grant:%", "2 days", "1 day");
+    assert_eq!(text("SELECT credyt.tick(now())->>'lots_expired'"), "1");
     let wallets = || text("SELECT string_agg(account_id || '=' || balance, ' ' ORDER BY account_id) FROM \
                            (SELECT name || ':' || asset AS account_id, balance FROM credyt.wallet_account) w");
     assert_eq!(wallets(), "default:USD=0 reserve:USD=7");
@@ -248,9 +261,105 @@ fn the_reserve_pool_takes_expired_credit_and_is_drawn_after_all_lots() {
     Spi::run(&format!("SELECT credyt.create_product('p', 'P', '{prices}')")).unwrap();
     Spi::run("SELECT credyt.subscribe('ann', 'p')").unwrap();
     Spi::run("SELECT credyt.grant('ann', 'g2', 'USD', 5, expires_at => now() + interval '3 days', on_expiry => 'reserve')").unwrap(); // repays the debt of 2
-    Spi::run("SELECT credyt.tick(now() + interval '4 days')").unwrap();
+    backdate_lots("grant:%", "2 days", "1 second");
+    Spi::run("SELECT credyt.tick(now())").unwrap();
     assert_eq!(wallets(), "default:USD=0 reserve:USD=3");
     Spi::run(r#"SELECT * FROM credyt.record_usage('[{"customer": "ann", "event_id": "e1", "event_type": "chat"}]'::jsonb)"#).unwrap();
     assert_eq!(wallets(), "default:USD=0 reserve:USD=2");
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn periods_take_both_forms_and_last_an_hour() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    let prices = r#"[{"type": "usage_based", "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
+                      "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]"#;
+    let ents = r#"[{"name": "monthly", "asset": "USD", "amount": 10, "every": "1 month"},
+                   {"name": "weekly", "asset": "USD", "amount": 1, "every": "P1W"}]"#;
+    Spi::run(&format!("SELECT credyt.create_product('pro', 'Pro', '{prices}', '{ents}')")).unwrap();
+    Spi::run("SELECT credyt.subscribe('ann', 'pro')").unwrap();
+    assert_eq!(text("SELECT string_agg(every::text, ', ' ORDER BY amount) FROM credyt.grants"), "7 days, 1 mon");
+    let before = ledger_rows() + count("SELECT count(*) FROM credyt.credit_grant") + count("SELECT count(*) FROM credyt.product");
+    for (sql, message) in [
+        (format!(r#"SELECT credyt.create_product('bad', 'Bad', '{prices}', '[{{"name": "x", "asset": "USD", "amount": 1, "every": "PT1M"}}]')"#),
+         "entitlements[0].every must be at least one hour"),
+        (format!(r#"SELECT credyt.create_product('bad', 'Bad', '{prices}', '[{{"name": "x", "asset": "USD", "amount": 1, "every": "fortnightly"}}]')"#),
+         "entitlements[0].every \"fortnightly\" is not a period"),
+        ("SELECT credyt.grant('ann', 'tiny', 'USD', 1, every => '1 microsecond')".into(), "every must be at least one hour"),
+        ("SELECT credyt.grant('ann', 'tiny', 'USD', 1, every => '59 minutes')".into(), "every must be at least one hour"),
+        ("SELECT credyt.grant('ann', 'tiny', 'USD', 1, every => '1 month -40 days')".into(), "every must not be negative"),
+        ("SELECT credyt.grant('ann', 'tiny', 'USD', 1, every => '13 months')".into(), "every must be at most one year"),
+    ] {
+        let e = error_of(&sql).unwrap_or_else(|| panic!("accepted: {sql}"));
+        assert!(e.starts_with("CY400") && e.contains(message), "{sql}: {e}");
+    }
+    assert_eq!(ledger_rows() + count("SELECT count(*) FROM credyt.credit_grant") + count("SELECT count(*) FROM credyt.product"), before);
+    Spi::run("SELECT credyt.grant('ann', 'hourly', 'USD', 1, every => '1 hour')").unwrap();
+}
+
+#[pg_test]
+fn old_recurring_grants_issue_the_current_period() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    // 50 years of daily periods: the catch-up jumps, then issues today's lot alone
+    Spi::run("SELECT credyt.grant('ann', 'old', 'USD', 1, effective_at => now() - interval '50 years', every => '1 day')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM credyt.lots"), 1);
+    assert_eq!(
+        text("SELECT (effective_at <= now() AND expires_at > now() AND expires_at - effective_at = interval '1 day')::text FROM credyt.lots"),
+        "true"
+    );
+    assert_eq!(text("SELECT (next_at = (SELECT expires_at FROM credyt.lots))::text FROM credyt.grants"), "true");
+    assert_eq!(balance("ann"), "1");
+    // a subscription that started 50 years ago with a monthly entitlement: the same
+    let prices = r#"[{"type": "usage_based", "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
+                      "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]"#;
+    let ents = r#"[{"name": "monthly", "asset": "USD", "amount": 10, "every": "P1M"}]"#;
+    Spi::run(&format!("SELECT credyt.create_product('pro', 'Pro', '{prices}', '{ents}')")).unwrap();
+    Spi::run("SELECT credyt.subscribe('ann', 'pro', starts_at => now() - interval '50 years')").unwrap();
+    assert_eq!(count("SELECT count(*) FROM credyt.lots"), 2);
+    assert_eq!(balance("ann"), "11");
+    // and the clock goes on from there, one period at a time
+    assert_eq!(text("SELECT credyt.tick(now() + interval '1 day 1 hour')->>'grants_issued'"), "1");
+    assert_eq!(text("SELECT credyt.tick(now() + interval '1 day 1 hour')->>'grants_issued'"), "0");
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn one_tick_serves_every_account_up_to_its_limit() {
+    Spi::run("SET LOCAL credyt.event_retention = 0").unwrap();
+    Spi::run("SET LOCAL credyt.tick_limit = 5").unwrap();
+    fresh_account("Busy");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    for i in 0..12 {
+        Spi::run(&format!("SELECT credyt.grant('ann', 'daily-{i}', 'USD', 1, every => '1 day')")).unwrap();
+    }
+    fresh_account("Quiet");
+    Spi::run("SELECT credyt.create_customer('Bob', 'bob')").unwrap();
+    Spi::run("SELECT credyt.grant('bob', 'daily', 'USD', 1, every => '1 day')").unwrap();
+    Spi::run("RESET credyt.account").unwrap();
+    // the busy account gets 5 per tick; the quiet one is served in the first
+    let issued = || text("SELECT credyt.tick(now() + interval '1 day 1 hour')->>'grants_issued'");
+    assert_eq!(issued(), "6");
+    assert_eq!(count("SELECT count(*) FROM credyt.lot l JOIN credyt.customer c ON c.id = l.customer_id WHERE c.external_id = 'bob'"), 2);
+    assert_eq!(issued(), "5");
+    assert_eq!(issued(), "2");
+    assert_eq!(issued(), "0");
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn rollover_and_reserve_lots_take_the_clock_time() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    Spi::run("SELECT credyt.grant('ann', 'r', 'USD', 10, expires_at => now() + interval '1 day', on_expiry => 'rollover')").unwrap();
+    Spi::run("SELECT credyt.grant('ann', 's', 'USD', 5, expires_at => now() + interval '1 day', on_expiry => 'reserve')").unwrap();
+    // a tick run for a time ahead of the wall clock
+    assert_eq!(text("SELECT credyt.tick(now() + interval '3 days')->>'lots_expired'"), "2");
+    assert_eq!(
+        text("SELECT string_agg(left(source, 8) || ' ' || (effective_at = now() + interval '1 day'), ', ' ORDER BY source) \
+              FROM credyt.lots WHERE source LIKE 'r%'"),
+        "reserve: true, rollover true"
+    );
     assert_ledger_ok();
 }

@@ -96,3 +96,51 @@ fn read_views_are_security_invoker() {
     );
     assert_eq!(unforced, 0, "every table must have RLS enabled and forced");
 }
+
+#[pg_test]
+fn accounts_have_private_channels() {
+    let a = fresh_account("A");
+    let (a_balance, a_events) = (text("SELECT credyt.balance_channel()"), text("SELECT credyt.events_channel()"));
+    assert!(a_balance.starts_with("credyt_balance_") && a_balance.len() <= 63, "{a_balance}");
+    assert!(a_events.starts_with("credyt_events_") && a_events.len() <= 63, "{a_events}");
+    assert_eq!(text("SELECT credyt.balance_channel()"), a_balance, "stable");
+    fresh_account("B");
+    assert_ne!(text("SELECT credyt.balance_channel()"), a_balance);
+    assert_ne!(text("SELECT credyt.events_channel()"), a_events);
+    // off by default; set_balance_push turns it on for the account in scope only
+    assert_eq!(text(&format!("SELECT balance_push::text FROM credyt.account WHERE id = '{a}'")), "false");
+    Spi::run(&format!("SET LOCAL credyt.account = '{a}'")).unwrap();
+    Spi::run("SELECT credyt.set_balance_push(true)").unwrap();
+    assert_eq!(count("SELECT count(*) FROM credyt.account WHERE balance_push"), 1);
+    assert_eq!(sqlstate_of("SELECT credyt.set_balance_push(NULL)").as_deref(), Some("CY400"));
+}
+
+#[pg_test]
+fn deep_or_oversized_json_arguments_are_refused_by_name() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    let before = ledger_rows() + count("SELECT count(*) FROM credyt.usage_event") + count("SELECT count(*) FROM credyt.product");
+    let deep = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+    for levels in [33, 127, 128, 1000] {
+        let d = deep(levels);
+        for (sql, param) in [
+            (format!(r#"SELECT credyt.create_customer('x', metadata => '{{"a": {d}}}')"#), "metadata"),
+            (format!("SELECT credyt.create_product('p', 'P', '{d}')"), "prices"),
+            (format!("SELECT credyt.create_product('p', 'P', '[]', '{d}')"), "entitlements"),
+            (format!(r#"SELECT * FROM credyt.record_usage('ann', 'e1', 'chat', data => '{{"a": {d}}}')"#), "data"),
+            (format!("SELECT * FROM credyt.record_usage('ann', 'e1', 'chat', costs => '{d}')"), "costs"),
+            (format!("SELECT * FROM credyt.record_usage('{d}'::jsonb)"), "events"),
+            (format!(r#"SELECT credyt.adjust('ann', 't', 'USD', 1, 'gift', metadata => '{{"a": {d}}}')"#), "metadata"),
+            (format!(r#"SELECT credyt.create_account('x', metadata => '{{"a": {d}}}')"#), "metadata"),
+        ] {
+            let e = error_of(&sql).unwrap_or_else(|| panic!("accepted {levels} levels: {}", &sql[..60]));
+            assert!(e.starts_with(&format!("CY400 {param} is nested too deeply")), "{levels} levels: {e}");
+        }
+    }
+    let big = format!(r#"{{"a": "{}"}}"#, "x".repeat(2 << 20));
+    let e = error_of(&format!("SELECT * FROM credyt.record_usage('ann', 'e1', 'chat', data => '{big}')")).unwrap();
+    assert!(e.starts_with("CY400 data is too large"), "{e}");
+    assert_eq!(ledger_rows() + count("SELECT count(*) FROM credyt.usage_event") + count("SELECT count(*) FROM credyt.product"), before);
+    // 32 levels are fine
+    Spi::run(&format!(r#"SELECT credyt.create_customer('y', metadata => '{{"a": {}}}')"#, deep(31))).unwrap();
+}

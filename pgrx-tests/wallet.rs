@@ -230,3 +230,23 @@ fn verify_ledger_reports_tampering() {
     assert!(problems.contains("lot_remaining_mismatch"), "{problems}");
     assert!(problems.contains("wallet_lots_mismatch"), "{problems}");
 }
+
+#[pg_test]
+fn verify_ledger_notices_orphan_rows() {
+    let acc = fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 't1', 'USD', 5, 'external_topup')").unwrap();
+    assert_ledger_ok();
+    // what a restore that lost the customers would leave: their rows, without them
+    Spi::run("SET LOCAL session_replication_role = replica").unwrap();
+    Spi::run("DELETE FROM credyt.customer").unwrap();
+    Spi::run("SET LOCAL session_replication_role = origin").unwrap();
+    let problems = ledger_problems().join("\n");
+    assert!(problems.contains("customer_missing: 1 lot rows name customer cust_"), "{problems}");
+    // and rows of an account that is gone are seen from the platform's scope
+    Spi::run("SET LOCAL session_replication_role = replica").unwrap();
+    Spi::run(&format!("DELETE FROM credyt.account WHERE id = '{acc}'")).unwrap();
+    Spi::run("SET LOCAL session_replication_role = origin").unwrap();
+    Spi::run("RESET credyt.account").unwrap();
+    let problems = ledger_problems().join("\n");
+    assert!(problems.contains(&format!("account_missing: 1 lot rows belong to account {acc}, which does not exist")), "{problems}");
+}

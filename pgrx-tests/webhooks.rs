@@ -251,8 +251,55 @@ fn grant_worker_checks_its_role() {
     assert_eq!(
         count("SELECT count(*) FROM pg_proc p WHERE p.pronamespace = 'credyt'::regnamespace \
                AND has_function_privilege('credyt_pg_test_worker', p.oid, 'EXECUTE')"),
-        4,
-        "the four _worker_ functions and nothing else"
+        5,
+        "the five _worker_ functions and nothing else"
     );
     assert!(!Spi::get_one::<bool>("SELECT has_table_privilege('credyt_pg_test_worker', 'credyt.delivery', 'SELECT')").unwrap().unwrap());
+}
+
+#[pg_test]
+fn private_endpoints_are_refused_unless_allowed() {
+    fresh_account("Acme");
+    Spi::run("SET LOCAL credyt.webhook_allow_private = off").unwrap();
+    let before = count("SELECT count(*) FROM credyt.webhook");
+    for url in [
+        "http://127.0.0.1:9/x", "http://localhost:8080/x", "http://api.localhost/x", "http://10.1.2.3/x",
+        "http://192.168.0.10/x", "http://172.20.0.1/x", "http://169.254.169.254/latest/meta-data", "http://[::1]:80/x",
+        "http://[fd00::1]/x", "http://[::ffff:127.0.0.1]/x", "http://0.0.0.0/x", "http://metadata.google.internal/x",
+    ] {
+        let e = error_of(&format!("SELECT credyt.create_webhook('{url}')")).unwrap_or_else(|| panic!("accepted {url}"));
+        assert!(e.starts_with("CY400") && e.contains("url"), "{url}: {e}");
+    }
+    assert_eq!(count("SELECT count(*) FROM credyt.webhook"), before);
+    let id = webhook("https://example.com/hooks", "{*}", false);
+    assert_eq!(
+        sqlstate_of(&format!("SELECT credyt.update_webhook('{id}', url => 'http://127.0.0.1:9/x')")).as_deref(),
+        Some("CY400")
+    );
+    assert_eq!(text(&format!("SELECT url FROM credyt.webhooks WHERE id = '{id}'")), "https://example.com/hooks");
+    // an administrator may allow them, for local development
+    Spi::run("SET LOCAL credyt.webhook_allow_private = on").unwrap();
+    webhook("http://127.0.0.1:9/x", "{*}", false);
+}
+
+#[pg_test]
+fn worker_claims_name_their_session() {
+    fresh_account("Acme");
+    let channel = text("SELECT credyt._worker_channel()");
+    assert!(channel.starts_with("credyt_worker_") && channel.len() == 46, "{channel}");
+    assert_ne!(channel, text("SELECT credyt.events_channel()"));
+    let id = webhook("http://127.0.0.1:9/x", "{*}", false);
+    text("SELECT credyt.send_test_event()");
+    let claimed = text("SELECT string_agg(webhook_id, ',') FROM credyt._worker_claim('w', 10, 60000)");
+    assert_eq!(claimed, id);
+    // the claim names this very session, so it stays claimed while the session lives
+    assert_eq!(
+        text("SELECT (claimed_session = (SELECT pid || ':' || extract(epoch FROM backend_start) FROM pg_stat_activity \
+               WHERE pid = pg_backend_pid()))::text FROM credyt.delivery"),
+        "true"
+    );
+    assert_eq!(count("SELECT count(*) FROM credyt._worker_claim('w2', 10, 60000)"), 0);
+    // a claim of a session that is gone comes back at once, without its lease running out
+    Spi::run("UPDATE credyt.delivery SET claimed_session = '2147483647:0'").unwrap();
+    assert_eq!(text("SELECT string_agg(webhook_id, ',') FROM credyt._worker_claim('w2', 10, 60000)"), id);
 }

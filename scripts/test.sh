@@ -27,6 +27,8 @@ say "3/3 out-of-process tests"
 install_extension
 ensure_cluster
 fresh_database credyt_test
+# The tests' webhook receivers listen on 127.0.0.1, which credyt refuses by default.
+psql_admin -d postgres -qc "ALTER DATABASE credyt_test SET credyt.webhook_allow_private = on"
 # pg_cron runs jobs only in the cluster's cron.database_name (credyt): the clock test
 # schedules tick() there, on a freshly installed extension.
 psql_admin -d credyt -q -c "DROP EXTENSION IF EXISTS credyt CASCADE" -c "CREATE EXTENSION credyt" \

@@ -13,6 +13,12 @@ CREATE TABLE credyt.account (
     external_id text,
     metadata    jsonb NOT NULL DEFAULT '{}',
     created_at  timestamptz NOT NULL DEFAULT now(),
+    -- The secret part of this account's notification channels (balance_channel(),
+    -- events_channel()): PostgreSQL has no permission on LISTEN, so a channel is
+    -- private only while its name cannot be guessed. 122 random bits.
+    channel_key  text NOT NULL DEFAULT replace(gen_random_uuid()::text, '-', ''),
+    -- set_balance_push(): NOTIFY on every balance change (off: it serialises commits)
+    balance_push boolean NOT NULL DEFAULT false,
     CHECK (id <> parent_id)
 );
 CREATE UNIQUE INDEX account_one_platform ON credyt.account ((parent_id IS NULL)) WHERE parent_id IS NULL;

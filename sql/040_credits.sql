@@ -21,9 +21,9 @@ CREATE TABLE credyt.credit_grant (
     created_at   timestamptz NOT NULL DEFAULT now(),
     UNIQUE (account_id, grant_key)
 );
-CREATE INDEX credit_grant_due ON credyt.credit_grant (next_at) WHERE next_at IS NOT NULL;
+CREATE INDEX credit_grant_due ON credyt.credit_grant (account_id, next_at) WHERE next_at IS NOT NULL;
 
-CREATE INDEX lot_expiring ON credyt.lot (expires_at) WHERE expires_at IS NOT NULL;
+CREATE INDEX lot_expiring ON credyt.lot (account_id, expires_at) WHERE expires_at IS NOT NULL;
 
 CREATE VIEW credyt.grants WITH (security_invoker = true) AS
 SELECT id, grant_key AS grant_id, customer_id, wallet_name || ':' || asset AS account_id, asset, amount, purpose,

@@ -23,8 +23,11 @@ CREATE TABLE credyt.webhook (
 CREATE INDEX webhook_live ON credyt.webhook (account_id) WHERE enabled AND deleted_at IS NULL;
 
 -- next_attempt_at doubles as the lease: a claim moves it to the end of the lease,
--- so the claims of a worker that died come due again by themselves. claim is the
--- token of the claim in force; a worker's result counts only while it still holds it.
+-- so the claims of a worker that hangs come due again by themselves. claimed_session
+-- names the claiming database session (pid and start time): the claims of a session
+-- that is gone (a worker killed with its connection) come back at the next claim,
+-- without waiting for the lease. claim is the token of the claim in force; a
+-- worker's result counts only while it still holds it.
 CREATE SEQUENCE credyt.delivery_claim_seq;
 CREATE TABLE credyt.delivery (
     account_id      text NOT NULL,      -- the endpoint's account
@@ -37,6 +40,7 @@ CREATE TABLE credyt.delivery (
     last_status     integer,            -- HTTP status of the last attempt, if one came back
     claim           bigint,
     claimed_by      text,
+    claimed_session text,
     delivered_at    timestamptz,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (event_id, webhook_id)
@@ -47,6 +51,8 @@ CREATE INDEX delivery_due ON credyt.delivery (next_attempt_at) WHERE status = 'p
 -- walking the endpoint's whole queue for every row.
 CREATE INDEX delivery_webhook ON credyt.delivery (webhook_id, event_id) WHERE status = 'pending';
 CREATE INDEX delivery_account ON credyt.delivery (account_id, created_at);
+-- the claims in flight (a few per worker), for reclaiming those of dead sessions
+CREATE INDEX delivery_claimed ON credyt.delivery (claimed_session) WHERE claim IS NOT NULL;
 
 -- Endpoints, without their secrets (create_webhook and update_webhook(rotate_secret
 -- => true) return a secret once).
@@ -80,8 +86,19 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- claims must stay cheap.
 SET enable_bitmapscan = off SET enable_seqscan = off AS $$
 BEGIN
+    -- Claims whose session is gone are due again now. (pg_stat_activity lists every
+    -- backend; the in-flight claims are few and reached by delivery_claimed.)
+    UPDATE credyt.delivery d
+    SET next_attempt_at = now(), claim = NULL, claimed_by = NULL, claimed_session = NULL
+    WHERE d.claim IS NOT NULL AND d.status = 'pending'
+      AND d.claimed_session <> ALL (ARRAY(
+          SELECT a.pid || ':' || extract(epoch FROM a.backend_start) FROM pg_catalog.pg_stat_activity a
+          WHERE a.backend_start IS NOT NULL));
     RETURN QUERY
-    WITH due AS (
+    WITH me AS (
+        SELECT a.pid || ':' || extract(epoch FROM a.backend_start) AS session
+        FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid()
+    ), due AS (
         SELECT d.ctid FROM credyt.delivery d
         WHERE d.status = 'pending' AND d.next_attempt_at <= now()
         ORDER BY d.next_attempt_at
@@ -91,7 +108,8 @@ BEGIN
         -- the rows just locked, by their ctid: a lock holds the version in place
         UPDATE credyt.delivery d
         SET next_attempt_at = now() + lease_ms * interval '1 millisecond',
-            claim = nextval('credyt.delivery_claim_seq'), claimed_by = worker
+            claim = nextval('credyt.delivery_claim_seq'), claimed_by = worker,
+            claimed_session = (SELECT me.session FROM me)
         WHERE d.ctid = ANY (ARRAY(SELECT due.ctid FROM due))
         RETURNING d.event_id, d.webhook_id, d.claim, d.attempts
     )
@@ -118,7 +136,7 @@ BEGIN
         next_attempt_at = CASE WHEN r.outcome = 'retry' THEN now() + r.retry_ms * interval '1 millisecond'
                                ELSE d.next_attempt_at END,
         delivered_at = CASE WHEN r.outcome = 'delivered' THEN now() END,
-        last_error = r.error, last_status = r.status, claim = NULL, claimed_by = NULL
+        last_error = r.error, last_status = r.status, claim = NULL, claimed_by = NULL, claimed_session = NULL
     FROM unnest(event_ids, webhook_ids, claims, outcomes, retry_ms, errors, statuses)
          AS r(event_id, webhook_id, claim, outcome, retry_ms, error, status)
     WHERE d.event_id = ANY (event_ids) AND d.event_id = r.event_id AND d.webhook_id = r.webhook_id
@@ -134,13 +152,20 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
 DECLARE n integer;
 BEGIN
     UPDATE credyt.delivery d
-    SET next_attempt_at = now(), claim = NULL, claimed_by = NULL
+    SET next_attempt_at = now(), claim = NULL, claimed_by = NULL, claimed_session = NULL
     FROM unnest(event_ids, webhook_ids, claims) AS r(event_id, webhook_id, claim)
     WHERE d.event_id = ANY (event_ids) AND d.event_id = r.event_id AND d.webhook_id = r.webhook_id
       AND d.claim = r.claim AND d.status = 'pending';
     GET DIAGNOSTICS n = ROW_COUNT;
     RETURN n;
 END $$;
+
+-- The name of the channel the workers LISTEN on (payload empty): derived from the
+-- platform account's channel key, so only roles that may run this function learn it.
+CREATE FUNCTION credyt._worker_channel() RETURNS text
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    SELECT 'credyt_worker_' || channel_key FROM credyt.account WHERE parent_id IS NULL
+$$;
 
 -- The queue for /metrics: deliveries due now (not held by a live claim) and all
 -- pending ones (including scheduled retries).

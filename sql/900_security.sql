@@ -107,9 +107,33 @@ BEGIN
     EXECUTE format('GRANT USAGE ON SCHEMA credyt TO %I', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION credyt._worker_claim(text, integer, bigint), '
                    'credyt._worker_finish(text[], text[], bigint[], text[], bigint[], text[], integer[]), '
-                   'credyt._worker_release(text[], text[], bigint[]), credyt._worker_queue() TO %I', role);
+                   'credyt._worker_release(text[], text[], bigint[]), credyt._worker_queue(), credyt._worker_channel() TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_worker(name) FROM PUBLIC;
+
+-- pg_restore runs CREATE EXTENSION, which creates a fresh platform account, and then
+-- loads the dumped rows, the original platform account among them. The fresh one,
+-- which nothing refers to yet, gives way, so the copy keeps the original's id (and
+-- every tenant below it). A platform account in use never gives way: then the
+-- unique index refuses the second one, as it should.
+CREATE FUNCTION credyt._platform_gives_way() RETURNS trigger
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    DELETE FROM credyt.account a
+    WHERE a.parent_id IS NULL AND a.id <> NEW.id
+      AND NOT EXISTS (SELECT 1 FROM credyt.account x WHERE x.parent_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.role_binding x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.customer x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.asset x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.product x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.model_cost x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.webhook x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.event x WHERE x.account_id = a.id);
+    RETURN NEW;
+END $$;
+REVOKE ALL ON FUNCTION credyt._platform_gives_way() FROM PUBLIC;
+CREATE TRIGGER platform_gives_way BEFORE INSERT ON credyt.account
+    FOR EACH ROW WHEN (NEW.parent_id IS NULL) EXECUTE FUNCTION credyt._platform_gives_way();
 
 INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform');
 
@@ -125,4 +149,5 @@ BEGIN
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.entry', 'id')::regclass, '');
+    PERFORM pg_catalog.pg_extension_config_dump('credyt.delivery_claim_seq'::regclass, '');
 END $$;

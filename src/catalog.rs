@@ -73,12 +73,6 @@ fn validate_version(
     for (i, e) in ents.iter().enumerate() {
         resolve_asset(c, account, Some(&e.asset))
             .map_err(|err| CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].asset: {}", err.message)))?;
-        if let Some(every) = &e.every {
-            let ok = one::<bool>(c, "SELECT $1::interval > interval '0' AND $1::interval <= interval '1 year'", &[every.as_str().into()])?;
-            if ok != Some(true) {
-                return Err(CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].every must be at most one year")));
-            }
-        }
     }
     let arr = prices.as_array().cloned().unwrap_or_default();
     Ok(parsed.into_iter().zip(arr).collect())
@@ -109,8 +103,9 @@ fn publish(c: &mut SpiClient<'_>, account: &str, product: &str, version: i32, pr
     Ok(())
 }
 
-fn json_arg(param: &str, v: Option<JsonB>) -> Result<serde_json::Value> {
-    v.map(|j| j.0).ok_or_else(|| CyError::invalid(format!("{param} must not be NULL")))
+/// Prices and entitlements: JSON of at most 1 MiB.
+fn json_arg(param: &str, v: Option<crate::json::Json>) -> Result<serde_json::Value> {
+    crate::json::required(param, v, 1 << 20)
 }
 
 /// A custom unit's code: a letter, then letters, digits or '_', at most 32; never a
@@ -173,14 +168,14 @@ fn create_asset(
 fn create_product(
     code: Option<String>,
     name: Option<String>,
-    prices: Option<JsonB>,
-    entitlements: default!(Option<JsonB>, "'[]'"),
+    prices: Option<crate::json::Json>,
+    entitlements: default!(Option<crate::json::Json>, "'[]'"),
 ) -> String {
     api(move || {
         let code = validate::key("code", code)?;
         let name = validate::name("name", name)?;
         let prices = json_arg("prices", prices)?;
-        let entitlements = entitlements.map(|j| j.0).unwrap_or_else(|| serde_json::json!([]));
+        let entitlements = crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let parsed = validate_version(c, &account, &prices, &entitlements)?;
@@ -221,12 +216,12 @@ fn resolve_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) 
 #[search_path(@extschema@, pg_temp)]
 fn create_product_version(
     product: Option<String>,
-    prices: Option<JsonB>,
-    entitlements: default!(Option<JsonB>, "'[]'"),
+    prices: Option<crate::json::Json>,
+    entitlements: default!(Option<crate::json::Json>, "'[]'"),
 ) -> i32 {
     api(move || {
         let prices = json_arg("prices", prices)?;
-        let entitlements = entitlements.map(|j| j.0).unwrap_or_else(|| serde_json::json!([]));
+        let entitlements = crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let (id, _) = resolve_product(c, &account, product.as_deref())?;
@@ -304,7 +299,8 @@ fn subscribe(
             let ents = parse_entitlements(&entitlements.0).map_err(|e| CyError::internal(format!("stored entitlements invalid: {e}")))?;
             for (i, e) in ents.into_iter().enumerate() {
                 let every = match &e.every {
-                    Some(iso) => one::<pgrx::datum::Interval>(c, "SELECT $1::interval", &[iso.as_str().into()])?,
+                    // (core's period parser has made it Postgres interval text)
+                    Some(period) => one::<pgrx::datum::Interval>(c, "SELECT $1::interval", &[period.as_str().into()])?,
                     None => None,
                 };
                 let priority = e.priority.or_else(|| credyt_core::burndown::default_priority(&e.purpose)).unwrap_or(20);
@@ -319,7 +315,7 @@ fn subscribe(
                         amount: e.amount,
                         purpose: e.purpose,
                         priority,
-                        effective_at: starts_at,
+                        effective_at: Some(starts_at),
                         expires_at: None,
                         every,
                         on_expiry: e.on_expiry,

@@ -117,6 +117,7 @@ fn issue(c: &mut SpiClient<'_>, g: &Grant, start: TimestampWithTimeZone, end: Op
 /// skipped: each lot lasts one period, so a late clock does not issue stale credit.
 /// Returns how many lots were issued.
 fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first: bool) -> Result<i64> {
+    catch_up(c, &g.id, now)?;
     let mut issued = 0;
     let mut first = first;
     loop {
@@ -142,7 +143,8 @@ fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first
         if !started && !first {
             return Ok(issued);
         }
-        if current || first {
+        // (a first period that already ended issues nothing: it would be stale credit)
+        if current {
             issue(c, g, start, end.filter(|e| e.is_finite()))?;
             issued += 1;
         }
@@ -158,6 +160,42 @@ fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first
     }
 }
 
+/// Moves a recurring grant that is far behind `now` (a start years ago, a clock that
+/// was down) to within a couple of periods of it, arithmetically: `next_at + every * k`
+/// for a k that cannot overshoot, because each of the k periods is counted at its
+/// longest (a month of 31 days, a day of 25 hours across a DST change). Each round
+/// leaves at most a few percent of the gap, so a 50-year-old daily grant takes four
+/// statements, not 18,000. Periods wholly in the past issue nothing, so skipping them
+/// changes no balance.
+fn catch_up(c: &mut SpiClient<'_>, grant_id: &str, now: TimestampWithTimeZone) -> Result<()> {
+    const HOUR: i64 = 3_600_000_000;
+    loop {
+        let t = run(
+            c,
+            "SELECT next_at, every FROM credyt.credit_grant WHERE id = $1 AND next_at IS NOT NULL AND every IS NOT NULL",
+            &[grant_id.into()],
+        )?;
+        if t.is_empty() {
+            return Ok(());
+        }
+        let row = t.first();
+        let (Some(next_at), Some(every)) = (row.get::<TimestampWithTimeZone>(1)?, row.get::<Interval>(2)?) else {
+            return Ok(());
+        };
+        let longest = i64::from(every.months()) * 31 * 24 * HOUR + i64::from(every.days()) * 25 * HOUR + every.micros();
+        let behind = now.into_inner().saturating_sub(next_at.into_inner());
+        if longest < HOUR || behind <= 0 {
+            return Ok(());
+        }
+        // Keep the last period or two for the period walk, which issues the current one.
+        let k = behind / longest - 1;
+        if k < 1 {
+            return Ok(());
+        }
+        run(c, "UPDATE credyt.credit_grant SET next_at = next_at + every * $2 WHERE id = $1", &[grant_id.into(), (k as f64).into()])?;
+    }
+}
+
 #[pg_extern(security_definer, name = "grant")]
 #[search_path(@extschema@, pg_temp)]
 #[allow(clippy::too_many_arguments)]
@@ -168,7 +206,7 @@ fn grant_credit(
     amount: Option<AnyNumeric>,
     purpose: default!(Option<String>, "'promotion'"),
     priority: default!(Option<i32>, "NULL"),
-    effective_at: default!(Option<TimestampWithTimeZone>, "now()"),
+    effective_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     every: default!(Option<Interval>, "NULL"),
     on_expiry: default!(Option<String>, "'expire'"),
@@ -187,8 +225,7 @@ fn grant_credit(
             Some(p) => p,
             None => default,
         };
-        let effective_at = validate::required("effective_at", effective_at)?;
-        for (name, t) in [("effective_at", Some(effective_at)), ("expires_at", expires_at)] {
+        for (name, t) in [("effective_at", effective_at), ("expires_at", expires_at)] {
             if t.is_some_and(|t| !t.is_finite()) {
                 return Err(CyError::invalid(format!("{name} must be a finite timestamp")));
             }
@@ -205,20 +242,13 @@ fn grant_credit(
             return Err(CyError::invalid("rollover_cap applies to on_expiry 'rollover' only"));
         }
         let name = validate::wallet_name(account_name)?;
+        if let Some(e) = every {
+            let period = credyt_core::period::Period { months: e.months().into(), days: e.days().into(), micros: e.micros() };
+            period.check_recurring().map_err(|why| {
+                CyError::invalid(format!("every {why}")).hint("recurring grants take a period from one hour to one year, e.g. '1 month' or '7 days'")
+            })?;
+        }
         Spi::connect_mut(|c| {
-            if let Some(e) = every {
-                let ok = one::<bool>(c, "SELECT $1 > interval '0' AND $1 <= interval '1 year'", &[e.into()])?;
-                if ok != Some(true) {
-                    return Err(CyError::invalid("every must be a positive interval of at most one year")
-                        .hint("e.g. '1 month' or '7 days'"));
-                }
-            }
-            if let Some(exp) = expires_at {
-                let ok = one::<bool>(c, "SELECT $1 > $2 AND $1 > now()", &[exp.into(), effective_at.into()])?;
-                if ok != Some(true) {
-                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
-                }
-            }
             let account = scope(c)?;
             let asset = resolve_asset(c, &account, asset.as_deref())?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
@@ -243,7 +273,9 @@ pub struct GrantSpec {
     pub amount: Decimal,
     pub purpose: String,
     pub priority: i32,
-    pub effective_at: TimestampWithTimeZone,
+    /// None: from now. Only a given time is part of the grant's replay identity, so
+    /// a retry with the defaults is never a conflict.
+    pub effective_at: Option<TimestampWithTimeZone>,
     pub expires_at: Option<TimestampWithTimeZone>,
     pub every: Option<pgrx::datum::Interval>,
     pub on_expiry: String,
@@ -252,9 +284,10 @@ pub struct GrantSpec {
 
 /// Records a grant (idempotent by its key) and issues its first lot. Returns `grt_…`.
 pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<String> {
+    let effective_at = g.effective_at.unwrap_or_else(pgrx::datetime::now);
     let payload = json!({
         "customer": g.customer, "asset": g.asset, "amount": g.amount.normalize().to_string(), "purpose": g.purpose,
-        "priority": g.priority, "effective_at": g.effective_at.into_inner(), "expires_at": g.expires_at.map(|t| t.into_inner()),
+        "priority": g.priority, "effective_at": g.effective_at.map(|t| t.into_inner()), "expires_at": g.expires_at.map(|t| t.into_inner()),
         "on_expiry": g.on_expiry, "rollover_cap": g.rollover_cap.map(|d| d.normalize().to_string()), "account_name": g.wallet_name,
     });
     let id = crate::ids::new_id("grt")?;
@@ -268,14 +301,18 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
             account.into(), id.as_str().into(), g.key.as_str().into(), g.customer.as_str().into(),
             g.wallet_name.as_str().into(), g.asset.as_str().into(), to_numeric(g.amount).into(), g.purpose.as_str().into(),
             g.priority.into(), g.every.into(), g.on_expiry.as_str().into(), g.rollover_cap.map(to_numeric).into(),
-            g.effective_at.into(), g.expires_at.into(), JsonB(payload.clone()).into(),
+            effective_at.into(), g.expires_at.into(), JsonB(payload.clone()).into(),
         ],
     )?;
     if inserted.is_none() {
-        // Idempotent by grant_id (every is compared as an interval: '1 month' = '1 mon').
+        // Idempotent by grant_id (every is compared as an interval: '1 month' = '1 mon');
+        // effective_at counts only when both calls gave one.
         let t = run(
             c,
-            "SELECT id, payload = $3 AND every IS NOT DISTINCT FROM $4, payload::text FROM credyt.credit_grant \
+            "SELECT id, payload - 'effective_at' = $3 - 'effective_at' \
+                      AND (payload->'effective_at' = 'null' OR $3->'effective_at' = 'null' \
+                           OR payload->'effective_at' = $3->'effective_at') \
+                      AND every IS NOT DISTINCT FROM $4, payload::text FROM credyt.credit_grant \
              WHERE account_id = $1 AND grant_key = $2",
             &[account.into(), g.key.as_str().into(), JsonB(payload).into(), g.every.into()],
         )?;
@@ -287,6 +324,14 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
             Err(CyError::conflict(format!("grant_id {:?} was already used with a different payload", g.key))
                 .detail(format!("original grant {existing}: {}", row.get::<String>(3)?.unwrap_or_default())))
         };
+    }
+    // Checked once the key is known to be new: a replay after expires_at has passed
+    // still returns the original grant. (An error here rolls the insert back.)
+    if let Some(exp) = g.expires_at {
+        let ok = one::<bool>(c, "SELECT $1 > $2 AND $1 > now()", &[exp.into(), effective_at.into()])?;
+        if ok != Some(true) {
+            return Err(CyError::invalid("expires_at must be later than effective_at and now"));
+        }
     }
     let grant = Grant {
         account: account.to_string(),
@@ -305,7 +350,7 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
     if grant.recurring {
         issue_due(c, &grant, pgrx::datetime::now(), true)?;
     } else {
-        issue(c, &grant, g.effective_at, g.expires_at)?;
+        issue(c, &grant, effective_at, g.expires_at)?;
     }
     Ok(id)
 }
@@ -326,10 +371,15 @@ pub fn end_grants(c: &mut SpiClient<'_>, account: &str, prefix: &str, at: Timest
 /// Clock: issues the periods of recurring grants due at `now`. Each grant row is
 /// claimed with SKIP LOCKED, so concurrent ticks issue each period once.
 pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
-    let sql = "SELECT account_id, id, grant_key, customer_id, wallet_name, asset, amount::text, purpose, priority, \
-                 on_expiry, rollover_cap::text, every IS NOT NULL FROM credyt.credit_grant \
-               WHERE account_id = ANY($1) AND next_at <= $2 ORDER BY next_at, id LIMIT 1000 FOR UPDATE SKIP LOCKED";
-    let t = run(c, sql, &[accounts.to_vec().into(), now.into()])?;
+    // At most tick_limit() grants of each account, oldest due first, so that one
+    // account with a flood of due grants cannot crowd out the others.
+    let sql = "SELECT g.account_id, g.id, g.grant_key, g.customer_id, g.wallet_name, g.asset, g.amount::text, g.purpose, \
+                 g.priority, g.on_expiry, g.rollover_cap::text, g.every IS NOT NULL FROM credyt.credit_grant g \
+               WHERE g.id = ANY (ARRAY(SELECT d.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
+                   SELECT x.id FROM credyt.credit_grant x WHERE x.account_id = a.id AND x.next_at <= $2 \
+                   ORDER BY x.next_at LIMIT $3) d)) \
+                 AND g.next_at <= $2 ORDER BY g.next_at, g.id FOR UPDATE SKIP LOCKED";
+    let t = run(c, sql, &[accounts.to_vec().into(), now.into(), crate::clock::tick_limit().into()])?;
     let mut due = Vec::new();
     for row in t {
         due.push(grant_row(&row)?);
@@ -345,11 +395,13 @@ pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: Timestam
 /// with something left. A wallet another transaction holds is left for the next tick
 /// (SKIP LOCKED), so concurrent ticks expire each lot once. Returns lots expired.
 pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
+    // The wallets of at most tick_limit() expired lots per account (see issue_recurring).
     let t = run(
         c,
-        "SELECT DISTINCT account_id, customer_id, wallet_name, asset FROM credyt.lot \
-         WHERE account_id = ANY($1) AND expires_at <= $2 AND remaining > 0 LIMIT 1000",
-        &[accounts.to_vec().into(), now.into()],
+        "SELECT DISTINCT l.account_id, l.customer_id, l.wallet_name, l.asset FROM unnest($1::text[]) AS a(id) \
+         CROSS JOIN LATERAL (SELECT x.account_id, x.customer_id, x.wallet_name, x.asset FROM credyt.lot x \
+           WHERE x.account_id = a.id AND x.expires_at <= $2 AND x.remaining > 0 ORDER BY x.expires_at LIMIT $3) l",
+        &[accounts.to_vec().into(), now.into(), crate::clock::tick_limit().into()],
     )?;
     let mut wallets = Vec::new();
     for row in t {
@@ -401,14 +453,15 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
             book.take(&lot_id, remaining);
             book.customer_leg(-remaining, Some(lot_id.clone()), "expiry");
             // A new lot of the same purpose and priority, without expiry, effective from the
-            // expiry (or from now, when a tick runs ahead of time).
+            // expiry: a time of the clock's (at or before the `now` this tick was given),
+            // never the wall clock's, so a tick run for another time dates lots by it.
             let carry = |c: &mut SpiClient<'_>, wallet_name: &str, amount: Decimal, source: String| -> Result<String> {
                 let id = crate::ids::new_id("lot")?;
                 run(
                     c,
                     "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
                        remaining, effective_at, expires_at, source, txn_id, grant_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, least($9, now()), NULL, $10, $11, $12)",
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, $10, $11, $12)",
                     &[
                         account.as_str().into(), id.as_str().into(), customer.as_str().into(), wallet_name.into(),
                         asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(amount).into(),
@@ -457,7 +510,7 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
         }
         if rolled_any {
             let now_available = wallet::available_of(c, customer, name, asset)?;
-            wallet::notify_balance(c, &w, now_available)?;
+            wallet::notify_balance(c, &wallet, &w, now_available)?;
         }
     }
     Ok(expired)

@@ -35,7 +35,7 @@ fn create_customer(
     external_id: default!(Option<String>, "NULL"),
     email: default!(Option<String>, "NULL"),
     cohort: default!(Option<String>, "NULL"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<crate::json::Json>, "'{}'"),
 ) -> String {
     api(move || {
         let name = validate::name("name", name)?;

@@ -1,5 +1,6 @@
-//! The outbox (SPEC §10): events written in the caller's transaction, announced on
-//! `credyt_events` (payload: the event id) at commit, with their deliveries queued
+//! The outbox (SPEC §10): events written in the caller's transaction, announced at
+//! commit on the account's private events channel (payload: the event id) and on the
+//! workers' channel, with their deliveries queued
 //! beside them (crate::webhooks). credyt.events shows each one with its webhook
 //! envelope. tick() prunes what is fully delivered after `credyt.event_retention`.
 
@@ -53,19 +54,23 @@ pub fn write(
     data: Value,
 ) -> Result<String> {
     let id = crate::ids::new_id("whe")?;
+    // Announced to the account on its private channel (payload: the id), and to the
+    // workers on theirs (no payload: NOTIFY folds identical ones within a transaction).
     one::<bool>(
         c,
         "WITH e AS (INSERT INTO credyt.event (account_id, id, event_type, occurred_at, data) \
            VALUES ($1, $2, $3, $4, $5) RETURNING id) \
-         SELECT pg_notify('credyt_events', id) IS NULL FROM e",
+         SELECT pg_notify('credyt_events_' || a.channel_key, e.id) IS NULL \
+                AND pg_notify(credyt._worker_channel(), '') IS NULL \
+         FROM e JOIN credyt.account a ON a.id = $1",
         &[account.into(), id.as_str().into(), event_type.into(), occurred_at.into(), JsonB(data).into()],
     )?;
     Ok(id)
 }
 
-/// Wakes the workers at commit for `event_id` (a replay).
-pub fn announce(c: &mut SpiClient<'_>, event_id: &str) -> Result<()> {
-    run(c, "SELECT pg_notify('credyt_events', $1)", &[event_id.into()])?;
+/// Wakes the workers at commit (a replay).
+pub fn announce(c: &mut SpiClient<'_>) -> Result<()> {
+    run(c, "SELECT pg_notify(credyt._worker_channel(), '')", &[])?;
     Ok(())
 }
 

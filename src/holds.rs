@@ -128,7 +128,7 @@ fn authorize(
                 &[account.as_str().into(), id.as_str().into(), key.as_str().into(), customer.as_str().into(),
                   asset.code.as_str().into(), to_numeric(amount).into(), expires_in.into()],
             )?;
-            wallet::notify_balance(c, &w, after)?;
+            wallet::notify_balance(c, &wallet, &w, after)?;
             if let Some(t) = wallet.cross_threshold(after) {
                 wallet::save_armed(c, &w, wallet.armed)?;
                 wallet::threshold_hit(c, &w, after, t)?;
@@ -162,7 +162,7 @@ fn release(hold_id: Option<String>) {
                     if wallet.armed != was {
                         wallet::save_armed(c, &w, wallet.armed)?;
                     }
-                    wallet::notify_balance(c, &w, now)
+                    wallet::notify_balance(c, &wallet, &w, now)
                 }
             }
         })

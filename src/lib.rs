@@ -17,6 +17,7 @@ mod error;
 mod events;
 mod holds;
 mod ids;
+mod json;
 mod money;
 mod plan_cache;
 mod tenancy;
@@ -38,6 +39,8 @@ extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     events::init_gucs();
+    clock::init_gucs();
+    webhooks::init_gucs();
 }
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.
@@ -61,6 +64,7 @@ pub mod pg_test {
     pub fn setup(_options: Vec<&str>) {}
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
-        vec!["shared_preload_libraries = 'pg_cron'", "cron.database_name = 'pgrx_tests'"]
+        // (tests deliver to local receivers; one test turns the guard back on)
+        vec!["shared_preload_libraries = 'pg_cron'", "cron.database_name = 'pgrx_tests'", "credyt.webhook_allow_private = on"]
     }
 }

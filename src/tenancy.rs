@@ -109,7 +109,7 @@ pub fn accounts_within(c: &mut SpiClient<'_>, root: &str) -> Result<Vec<String>>
         c,
         "WITH RECURSIVE down(id, depth) AS (SELECT $1::text, 0 UNION ALL \
            SELECT a.id, d.depth + 1 FROM credyt.account a JOIN down d ON a.parent_id = d.id WHERE d.depth < 64) \
-         SELECT id FROM down",
+         SELECT id FROM down ORDER BY depth",
         &[root.into()],
     )?;
     let mut v = Vec::new();
@@ -148,7 +148,7 @@ fn create_account(
     name: Option<String>,
     external_id: default!(Option<String>, "NULL"),
     parent_id: default!(Option<String>, "NULL"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<crate::json::Json>, "'{}'"),
 ) -> String {
     api(move || {
         let name = validate::name("name", name)?;
@@ -180,6 +180,49 @@ fn create_account(
                 &[id.as_str().into(), parent.as_str().into(), name.as_str().into(), external_id.clone().into(), JsonB(metadata).into()],
             )?;
             Ok(id)
+        })
+    })
+}
+
+/// The account in scope's private notification channel of `kind` (balance, events):
+/// PostgreSQL has no permission on LISTEN, so a channel is private only while its
+/// name cannot be guessed. It carries the account's random channel key, which only
+/// the account itself (and its ancestors, who can read its rows) can learn.
+fn channel(kind: &'static str) -> String {
+    api(move || {
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            one::<String>(c, "SELECT 'credyt_' || $2 || '_' || channel_key FROM credyt.account WHERE id = $1", &[account.as_str().into(), kind.into()])?
+                .ok_or_else(|| CyError::internal("the account in scope has no row"))
+        })
+    })
+}
+
+/// The channel of the live balance push for the account in scope (SPEC §10).
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn balance_channel() -> String {
+    channel("balance")
+}
+
+/// The channel on which the account in scope's events are announced (payload: id).
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn events_channel() -> String {
+    channel("events")
+}
+
+/// Turns the live balance push on or off for the account in scope (off by default:
+/// NOTIFY serialises the commits of the transactions that send it).
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn set_balance_push(enabled: Option<bool>) {
+    api(move || {
+        let enabled = validate::required("enabled", enabled)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            run(c, "UPDATE credyt.account SET balance_push = $2 WHERE id = $1", &[account.as_str().into(), enabled.into()])?;
+            Ok(())
         })
     })
 }

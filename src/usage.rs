@@ -753,11 +753,11 @@ fn record_usage(
     customer: Option<String>,
     event_id: Option<String>,
     event_type: Option<String>,
-    data: default!(Option<JsonB>, "'{}'"),
+    data: default!(Option<crate::json::Json>, "'{}'"),
     occurred_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     subject: default!(Option<String>, "NULL"),
     description: default!(Option<String>, "NULL"),
-    costs: default!(Option<JsonB>, "NULL"),
+    costs: default!(Option<crate::json::Json>, "NULL"),
     hold_id: default!(Option<String>, "NULL"),
 ) -> TableIterator<
     'static,
@@ -776,14 +776,14 @@ fn record_usage(
             customer: validate::required("customer", customer)?,
             event_id: validate::key("event_id", event_id)?,
             event_type: self::event_type(event_type)?,
-            data: data_object(data.map(|j| j.0))?,
+            data: data_object(crate::json::optional("data", data, 1 << 20)?)?,
             occurred_at: match occurred_at {
                 Some(t) if !t.is_finite() => return Err(CyError::invalid("occurred_at must be a finite timestamp")),
                 other => other,
             },
             subject: self::subject(subject)?,
             description: validate::optional_text("description", description)?,
-            costs: costs.map(|j| j.0),
+            costs: crate::json::optional("costs", costs, 1 << 20)?,
             hold_id,
         };
         Spi::connect_mut(|c| {
@@ -868,7 +868,7 @@ const MAX_BATCH: usize = 10_000;
 // alias would not name the columns.
 #[pg_extern(security_definer, name = "record_usage")]
 #[search_path(@extschema@, pg_temp)]
-fn record_usage_batch(events: Option<JsonB>) -> TableIterator<
+fn record_usage_batch(events: Option<crate::json::Json>) -> TableIterator<
     'static,
     (
         name!(event_id, String),
@@ -881,7 +881,8 @@ fn record_usage_batch(events: Option<JsonB>) -> TableIterator<
     ),
 > {
     let outcomes = api(move || {
-        let events = validate::required("events", events)?.0;
+        // 10,000 events of up to a few KiB each
+        let events = crate::json::required("events", events, 64 << 20)?;
         let arr = match events {
             Value::Array(a) => a,
             _ => return Err(CyError::invalid("events must be a JSON array of events")),

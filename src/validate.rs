@@ -3,7 +3,6 @@
 
 use crate::error::{CyError, Result};
 use credyt_core::ids::check_client_key;
-use pgrx::JsonB;
 
 /// A required human-readable name: 1 to 200 characters.
 pub fn name(param: &str, v: Option<String>) -> Result<String> {
@@ -33,8 +32,8 @@ pub fn optional_key(param: &str, v: Option<String>) -> Result<Option<String>> {
 }
 
 /// Metadata must be a JSON object (NULL means empty) of reasonable size.
-pub fn metadata(v: Option<JsonB>) -> Result<serde_json::Value> {
-    let value = v.map(|j| j.0).unwrap_or_else(|| serde_json::json!({}));
+pub fn metadata(v: Option<crate::json::Json>) -> Result<serde_json::Value> {
+    let value = crate::json::optional("metadata", v, 1 << 20)?.unwrap_or_else(|| serde_json::json!({}));
     if !value.is_object() {
         return Err(CyError::invalid("metadata must be a JSON object").hint("pass e.g. '{\"plan\": \"pro\"}'::jsonb"));
     }

@@ -50,6 +50,8 @@ pub struct Wallet {
     /// set_auto_topup: (threshold, amount) when enabled, and the pending top-up
     pub auto_topup: Option<(Decimal, Decimal)>,
     pub pending_topup: Option<String>,
+    /// The account's balance channel, when set_balance_push is on for it.
+    pub push: Option<String>,
 }
 
 impl Wallet {
@@ -226,7 +228,8 @@ macro_rules! wallet_columns {
          (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
             AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
          w.threshold::text, w.threshold_armed, w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, \
-         w.pending_topup "
+         w.pending_topup, \
+         (SELECT 'credyt_balance_' || a.channel_key FROM credyt.account a WHERE a.id = w.account_id AND a.balance_push) "
     };
 }
 
@@ -252,6 +255,7 @@ fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Wall
             _ => None,
         },
         pending_topup: row.get::<String>(from + 9)?,
+        push: row.get::<String>(from + 10)?,
     })
 }
 
@@ -332,18 +336,7 @@ pub fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
     lots.iter().map(|l| l.view.remaining).sum::<Decimal>() - wallet.debt - wallet.held
 }
 
-/// Whether balance changes are pushed on `credyt_balance` (setting
-/// `credyt.balance_notify`, on unless set to off/false/0).
-fn balance_notify_enabled() -> bool {
-    let p = unsafe { pg_sys::GetConfigOption(c"credyt.balance_notify".as_ptr(), true, false) };
-    if p.is_null() {
-        return true;
-    }
-    let v = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().trim().to_ascii_lowercase();
-    !matches!(v.as_str(), "off" | "false" | "0" | "no")
-}
-
-/// The `credyt_balance` payload (SPEC §10).
+/// The balance push payload (SPEC §10).
 fn balance_payload(w: &WalletRef, available: Decimal) -> String {
     json!({
         "account": w.account,
@@ -354,10 +347,11 @@ fn balance_payload(w: &WalletRef, available: Decimal) -> String {
     .to_string()
 }
 
-/// NOTIFY credyt_balance, delivered at commit.
-pub fn notify_balance(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal) -> Result<()> {
-    if balance_notify_enabled() {
-        run(c, "SELECT pg_notify('credyt_balance', $1)", &[balance_payload(w, available).into()])?;
+/// Pushes `available` on the account's balance channel (`wallet.push`, present when
+/// set_balance_push is on), delivered at commit.
+pub fn notify_balance(c: &mut SpiClient<'_>, wallet: &Wallet, w: &WalletRef, available: Decimal) -> Result<()> {
+    if let Some(channel) = &wallet.push {
+        run(c, "SELECT pg_notify($1, $2)", &[channel.as_str().into(), balance_payload(w, available).into()])?;
     }
     Ok(())
 }
@@ -441,7 +435,7 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
     wallet.balance = balance;
     // Available after the credit (settling debt does not change it): it re-arms the
     // threshold and goes out on credyt_balance, with the write.
-    let after = if wallet.threshold.is_some() || balance_notify_enabled() {
+    let after = if wallet.threshold.is_some() || wallet.push.is_some() {
         let a = available_of(c, w.customer, w.name, w.asset)?;
         wallet.rearm(a);
         Some(a)
@@ -488,7 +482,7 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     if let Some(p) = &pool {
         save_pool(c, w, p.wallet.balance)?;
         let r = WalletRef { account: w.account, customer: w.customer, name: RESERVE, asset: w.asset };
-        notify_balance(c, &r, available(&p.lots, &p.wallet))?;
+        notify_balance(c, &p.wallet, &r, available(&p.lots, &p.wallet))?;
     }
     if let Some(t) = hit {
         threshold_hit(c, w, after, t)?;
@@ -614,7 +608,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         kinds.push(leg.kind.to_string());
     }
     let payload = match notify {
-        Some(available) if balance_notify_enabled() => Some(balance_payload(w, available)),
+        Some(available) if wallet.push.is_some() => Some(balance_payload(w, available)),
         _ => None,
     };
     let t = run(
@@ -631,7 +625,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
            UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, updated_at = now() \
            WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
          SELECT (SELECT count(*) FROM drawn), (SELECT count(*) FROM lines), (SELECT count(*) FROM saved), \
-                CASE WHEN $15::text IS NOT NULL THEN pg_notify('credyt_balance', $15) END IS NULL",
+                CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL",
         &[
             w.account.into(),
             book.txn_id.as_str().into(),
@@ -649,6 +643,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
             w.name.into(),
             payload.into(),
             wallet.armed.into(),
+            wallet.push.as_deref().into(),
         ],
     )?;
     let row = t.first();
@@ -787,6 +782,8 @@ impl BulkWrite {
         let mut balances = Vec::new();
         let mut debts = Vec::new();
         let mut armed = Vec::new();
+        // (one account's wallets: one channel)
+        let channel = state.values().find_map(|(wallet, _)| wallet.push.clone());
         for ((cust, asset), (wallet, _)) in state {
             cs.push(cust.clone());
             assets.push(asset.clone());
@@ -801,7 +798,7 @@ impl BulkWrite {
              WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
             &[cs.into(), assets.into(), balances.into(), debts.into(), armed.into()],
         )?;
-        if balance_notify_enabled() && !self.last.is_empty() {
+        if let (Some(channel), false) = (channel, self.last.is_empty()) {
             let payloads: Vec<String> = self
                 .last
                 .iter()
@@ -809,7 +806,7 @@ impl BulkWrite {
                     balance_payload(&WalletRef { account, customer, name: "default", asset }, *available)
                 })
                 .collect();
-            run_once(c, "SELECT pg_notify('credyt_balance', x) FROM unnest($1::text[]) AS x", &[payloads.into()])?;
+            run_once(c, "SELECT pg_notify($2, x) FROM unnest($1::text[]) AS x", &[payloads.into(), channel.into()])?;
         }
         Ok(())
     }
@@ -930,7 +927,7 @@ fn adjust(
     description: default!(Option<String>, "NULL"),
     effective_at: default!(Option<TimestampWithTimeZone>, "NULL"),
     expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<crate::json::Json>, "'{}'"),
 ) -> String {
     api(move || {
         let key = validate::key("transaction_id", transaction_id)?;
@@ -962,12 +959,6 @@ fn adjust(
                 .hint("a negative adjustment draws existing lots; it creates none"));
         }
         Spi::connect_mut(|c| {
-            if let Some(exp) = expires_at {
-                let ok = one::<bool>(c, "SELECT $1 > greatest(coalesce($2, now()), now())", &[exp.into(), effective_at.into()])?;
-                if ok != Some(true) {
-                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
-                }
-            }
             let account = scope(c)?;
             let asset: Asset = resolve_asset(c, &account, asset.as_deref())?;
             if matches!(reason.as_str(), "external_topup" | "external_refund") {
@@ -986,6 +977,14 @@ fn adjust(
                 Claim::Replay(id) => return Ok(id),
                 Claim::New(id) => id,
             };
+            // Checked once the key is new, so that a replay after expires_at has passed
+            // returns the original; the error rolls the claim back.
+            if let Some(exp) = expires_at {
+                let ok = one::<bool>(c, "SELECT $1 > greatest(coalesce($2, now()), now())", &[exp.into(), effective_at.into()])?;
+                if ok != Some(true) {
+                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
+                }
+            }
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
             let source = format!("adjust:{reason}");
             match (reason.as_str(), credit) {
@@ -1036,7 +1035,7 @@ fn charge(
     amount: Option<AnyNumeric>,
     account_name: default!(Option<String>, "'default'"),
     description: default!(Option<String>, "NULL"),
-    metadata: default!(Option<JsonB>, "'{}'"),
+    metadata: default!(Option<crate::json::Json>, "'{}'"),
 ) -> String {
     api(move || {
         let key = validate::key("transaction_id", transaction_id)?;
@@ -1278,6 +1277,34 @@ const CHECKS: &[&str] = &[
     "SELECT 'entry_without_transaction', format('entry %s names unknown transaction %s', e.id, e.txn_id) \
      FROM credyt.entry e WHERE e.account_id = ANY($1) \
        AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id)",
+    // Rows of a customer that does not exist in their account (a restore that lost
+    // the customers, or a write that went around the API).
+    "SELECT 'customer_missing', format('%s %s rows name customer %s, which does not exist in account %s', \
+            count(*), x.tbl, x.customer_id, x.account_id) \
+     FROM (SELECT 'lot' AS tbl, account_id, customer_id FROM credyt.lot WHERE account_id = ANY($1) \
+           UNION ALL SELECT 'entry', account_id, customer_id FROM credyt.entry WHERE account_id = ANY($1) \
+           UNION ALL SELECT 'ledger_txn', account_id, customer_id FROM credyt.ledger_txn \
+             WHERE account_id = ANY($1) AND customer_id IS NOT NULL \
+           UNION ALL SELECT 'usage_event', account_id, customer_id FROM credyt.usage_event WHERE account_id = ANY($1) \
+           UNION ALL SELECT 'hold', account_id, customer_id FROM credyt.hold WHERE account_id = ANY($1) \
+           UNION ALL SELECT 'topup', account_id, customer_id FROM credyt.topup WHERE account_id = ANY($1) \
+           UNION ALL SELECT 'subscription', account_id, customer_id FROM credyt.subscription WHERE account_id = ANY($1)) x \
+     WHERE NOT EXISTS (SELECT 1 FROM credyt.customer c WHERE c.id = x.customer_id AND c.account_id = x.account_id) \
+     GROUP BY x.tbl, x.customer_id, x.account_id",
+    // Rows of an account that does not exist: none of them is in any scope, so this is
+    // checked from the platform's scope, over every row.
+    "SELECT 'account_missing', format('%s %s rows belong to account %s, which does not exist', count(*), x.tbl, x.account_id) \
+     FROM (SELECT 'customer' AS tbl, account_id FROM credyt.customer UNION ALL SELECT 'wallet_account', account_id FROM credyt.wallet_account \
+           UNION ALL SELECT 'lot', account_id FROM credyt.lot UNION ALL SELECT 'entry', account_id FROM credyt.entry \
+           UNION ALL SELECT 'ledger_txn', account_id FROM credyt.ledger_txn UNION ALL SELECT 'usage_event', account_id FROM credyt.usage_event \
+           UNION ALL SELECT 'hold', account_id FROM credyt.hold UNION ALL SELECT 'credit_grant', account_id FROM credyt.credit_grant \
+           UNION ALL SELECT 'topup', account_id FROM credyt.topup UNION ALL SELECT 'asset', account_id FROM credyt.asset \
+           UNION ALL SELECT 'product', account_id FROM credyt.product UNION ALL SELECT 'subscription', account_id FROM credyt.subscription \
+           UNION ALL SELECT 'event', account_id FROM credyt.event UNION ALL SELECT 'webhook', account_id FROM credyt.webhook \
+           UNION ALL SELECT 'role_binding', account_id FROM credyt.role_binding) x \
+     WHERE (SELECT a.parent_id IS NULL FROM credyt.account a WHERE a.id = ($1::text[])[1]) \
+       AND NOT EXISTS (SELECT 1 FROM credyt.account a WHERE a.id = x.account_id) \
+     GROUP BY x.tbl, x.account_id",
 ];
 
 #[pg_extern(security_definer, stable)]

@@ -8,9 +8,12 @@
 use crate::error::{api, CyError, Result};
 use crate::plan_cache::{one, run};
 use crate::tenancy::{is_within, scope};
-use credyt_core::webhook::{check_topic, check_url, format_secret, topic_matches, SECRET_BYTES};
+use credyt_core::webhook::{
+    check_destination, check_topic, check_url, format_secret, is_private_name, topic_matches, url_host, SECRET_BYTES,
+};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
+use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde_json::json;
 
 /// Most topic filters on one endpoint.
@@ -26,10 +29,47 @@ fn new_secret() -> Result<String> {
     Ok(format_secret(&key))
 }
 
+/// `credyt.webhook_allow_private`: lets endpoints reach loopback and private
+/// addresses, for local development and tests. Administrator-only (SUSET), off by
+/// default; credyt-worker reads the same setting in its own session.
+pub static ALLOW_PRIVATE: GucSetting<bool> = GucSetting::<bool>::new(false);
+
+pub fn init_gucs() {
+    GucRegistry::define_bool_guc(
+        c"credyt.webhook_allow_private",
+        c"Allows webhook endpoints on loopback, private and link-local addresses.",
+        c"For local development and tests only: it lets tenants point the worker at the network it runs in.",
+        &ALLOW_PRIVATE,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
 fn url_arg(url: Option<String>) -> Result<String> {
     let url = url.ok_or_else(|| CyError::invalid("url must not be NULL"))?;
     check_url(&url).map_err(|e| CyError::invalid(e).hint("give the endpoint's full http:// or https:// URL"))?;
+    if !ALLOW_PRIVATE.get() {
+        check_public(&url)?;
+    }
     Ok(url)
+}
+
+/// Refuses a URL whose host is, or resolves to, a private or loopback address. A name
+/// that does not resolve now is accepted: the worker checks every address again at
+/// delivery time (DNS may change; that is the check that counts).
+fn check_public(url: &str) -> Result<()> {
+    use std::net::ToSocketAddrs;
+    let host = url_host(url).ok_or_else(|| CyError::invalid(format!("url has no host: {url:?}")))?;
+    let resolved: Vec<std::net::IpAddr> = if host.parse::<std::net::IpAddr>().is_ok() || is_private_name(&host) {
+        Vec::new()
+    } else {
+        (host.as_str(), 443).to_socket_addrs().map(|a| a.map(|s| s.ip()).collect()).unwrap_or_default()
+    };
+    check_destination(&host, &resolved).map_err(|why| {
+        CyError::invalid(why)
+            .detail("webhook endpoints must be reachable on the public internet")
+            .hint("for local development an administrator can SET credyt.webhook_allow_private = on")
+    })
 }
 
 /// Validated, de-duplicated topic filters.
@@ -332,7 +372,7 @@ fn replay_event(event_id: Option<String>, webhook_id: default!(Option<String>, "
             };
             let n = queue(c, &event_id, targets)?;
             if n > 0 {
-                crate::events::announce(c, &event_id)?;
+                crate::events::announce(c)?;
             }
             Ok(n)
         })

@@ -206,7 +206,7 @@ impl Worker {
             .expect("start credyt-worker");
         let w = Worker { child, log, metrics };
         let deadline = Instant::now() + Duration::from_secs(20);
-        while !w.log_text().contains("listening on credyt_events") {
+        while !w.log_text().contains("listening for events") {
             assert!(Instant::now() < deadline, "the worker did not connect:\n{}", w.log_text());
             thread::sleep(Duration::from_millis(20));
         }

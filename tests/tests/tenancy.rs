@@ -123,6 +123,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("update_webhook", format!("SELECT credyt.update_webhook('{b_hook}', enabled => false)")),
         ("delete_webhook", format!("SELECT credyt.delete_webhook('{b_hook}')")),
         ("replay_event", format!("SELECT credyt.replay_event('{b_event}')")),
+        ("balance_channel", "SELECT credyt.balance_channel()".into()),
+        ("events_channel", "SELECT credyt.events_channel()".into()),
+        ("set_balance_push", "SELECT credyt.set_balance_push(true)".into()),
     ] {
         attack(&mut app, name, sql, "CY403");
     }

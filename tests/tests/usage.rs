@@ -70,19 +70,19 @@ fn eight_clients_replaying_the_same_events_charge_each_once() {
 fn a_rolled_back_transaction_leaves_no_usage_no_entry_and_no_notification() {
     let mut admin = connect();
     let (t, mut s) = fixture(&mut admin, "Usage rollback");
+    s.batch_execute("SELECT credyt.set_balance_push(true)").unwrap();
     let mut listener = t.session();
-    listener.batch_execute("LISTEN credyt_balance").unwrap();
+    let channel = text(&mut listener, "SELECT credyt.balance_channel()");
+    listener.batch_execute(&format!("LISTEN \"{channel}\"")).unwrap();
     let mut tx = s.transaction().unwrap();
     tx.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'r1', 'chat', '{"output_tokens": 10}')"#).unwrap();
     tx.rollback().unwrap();
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.usage"), "0");
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.entries WHERE kind = 'usage'"), "0");
     assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "100");
-    // Other tests notify on the same channel at the same time: keep this tenant's.
     let mut n = listener.notifications();
     let all: Vec<_> = n.timeout_iter(Duration::from_millis(300)).collect().unwrap();
-    let ours: Vec<_> = all.iter().filter(|m| m.payload().contains(&t.account)).collect();
-    assert!(ours.is_empty(), "a rolled-back charge notified: {ours:?}");
+    assert!(all.is_empty(), "a rolled-back charge notified: {all:?}");
     // the event id is free again
     s.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'r1', 'chat', '{"output_tokens": 10}')"#).unwrap();
     assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "99.9988");
@@ -93,19 +93,15 @@ fn a_listen_client_receives_the_balance() {
     let mut admin = connect();
     let (t, mut s) = fixture(&mut admin, "Usage listen");
     let customer = text(&mut s, "SELECT id FROM credyt.customers WHERE external_id = 'ann'");
+    s.batch_execute("SELECT credyt.set_balance_push(true)").unwrap();
     let mut listener = t.session();
-    listener.batch_execute("LISTEN credyt_balance").unwrap();
+    let channel = text(&mut listener, "SELECT credyt.balance_channel()");
+    listener.batch_execute(&format!("LISTEN \"{channel}\"")).unwrap();
     s.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'n1', 'chat', '{"output_tokens": 50}')"#).unwrap();
-    // Other tests notify on the same channel at the same time: find this tenant's.
+    // The channel is the tenant's own: the first notification on it is ours.
     let mut n = listener.notifications();
-    let mut it = n.timeout_iter(Duration::from_secs(5));
-    let note = loop {
-        let m = it.next().unwrap().expect("no notification for this tenant within 5 s");
-        if m.payload().contains(&t.account) {
-            break m;
-        }
-    };
-    assert_eq!(note.channel(), "credyt_balance");
+    let note = n.timeout_iter(Duration::from_secs(5)).next().unwrap().expect("no notification within 5 s");
+    assert_eq!(note.channel(), channel);
     let payload = note.payload();
     for part in [
         format!("\"account\":\"{}\"", t.account),
@@ -150,4 +146,49 @@ fn concurrent_batches_sharing_event_ids_charge_each_once_without_deadlock() {
     assert_eq!(ann, Decimal::from(100) - spent(0));
     assert_eq!(bob, -spent(1));
     assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
+
+#[test]
+fn a_tenant_listening_on_every_channel_it_can_name_hears_nothing_of_another() {
+    let mut admin = connect();
+    let (a, mut sa) = fixture(&mut admin, "Listener A");
+    let (b, mut sb) = fixture(&mut admin, "Victim B");
+    sb.batch_execute("SELECT credyt.set_balance_push(true)").unwrap();
+    sb.batch_execute("SELECT credyt.create_webhook('https://example.com/b')").unwrap();
+    // A listens on its own channels, on the old shared names, and on every name it
+    // could guess; it cannot learn the workers' channel.
+    let mut spy = a.session();
+    let mut names = vec![
+        text(&mut sa, "SELECT credyt.balance_channel()"),
+        text(&mut sa, "SELECT credyt.events_channel()"),
+        "credyt_balance".to_string(),
+        "credyt_events".to_string(),
+        "credyt_worker".to_string(),
+        format!("credyt_balance_{}", b.account),
+        format!("credyt_events_{}", b.account),
+    ];
+    let denied = spy.query("SELECT credyt._worker_channel()", &[]).unwrap_err();
+    assert_eq!(sqlstate(&denied), "42501", "a tenant may not learn the workers' channel");
+    names.dedup();
+    for name in &names {
+        spy.batch_execute(&format!("LISTEN \"{name}\"")).unwrap();
+    }
+    // B is charged, crosses a threshold (an event), and gets a balance push
+    sb.batch_execute("SELECT credyt.set_threshold('ann', 'USD', 99.99999)").unwrap();
+    for i in 0..5 {
+        sb.batch_execute(&format!(r#"SELECT * FROM credyt.record_usage('ann', 'b{i}', 'chat', '{{"output_tokens": 50}}')"#)).unwrap();
+    }
+    let pushed: i64 = sb.query_one("SELECT count(*) FROM credyt.events WHERE event_type = 'balance_threshold_hit'", &[]).unwrap().get(0);
+    assert_eq!(pushed, 1);
+    let mut n = spy.notifications();
+    let heard: Vec<_> = n.timeout_iter(Duration::from_millis(500)).collect().unwrap();
+    let leaked: Vec<_> = heard.iter().filter(|m| m.payload().contains(&b.account) || m.payload().contains("cust_")).collect();
+    assert!(heard.is_empty(), "A heard {leaked:?} of {heard:?}");
+    // while B itself hears its own
+    let mut own = b.session();
+    let channel = text(&mut own, "SELECT credyt.balance_channel()");
+    own.batch_execute(&format!("LISTEN \"{channel}\"")).unwrap();
+    sb.batch_execute(r#"SELECT * FROM credyt.record_usage('ann', 'b9', 'chat', '{"output_tokens": 50}')"#).unwrap();
+    let mut n = own.notifications();
+    assert!(n.timeout_iter(Duration::from_secs(5)).next().unwrap().is_some(), "B heard nothing of its own");
 }

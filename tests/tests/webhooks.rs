@@ -337,6 +337,40 @@ fn kill_9_mid_batch_loses_nothing() {
     assert!(claimed > 0, "the kill left no claim behind; the test proves nothing");
 }
 
+/// A killed worker's claims come back as soon as its database session is gone, not
+/// when their lease runs out: here the lease is 5 minutes, and everything must be
+/// delivered long before it (issue 9 asks for 10 s; the figure is printed).
+#[test]
+fn a_killed_workers_claims_come_back_without_waiting_for_the_lease() {
+    let (_g, mut admin, rx) = scene();
+    rx.behave("/r", Behaviour { delay: Duration::from_millis(50), ..Default::default() });
+    let (t, hook, _) = endpoint(&mut admin, &rx, "/r", "{*}");
+    let mut s = t.session();
+    let events = test_events(&mut s, 300);
+    let args = ["--concurrency", "16", "--lease", "300s", "--timeout", "2s"];
+    let w = Worker::start(&url(), &args);
+    assert!(rx.wait_until(Duration::from_secs(30), |r| r.len() >= 40));
+    w.signal("KILL");
+    drop(w);
+    let claimed: i64 = admin
+        .query_one("SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND claim IS NOT NULL", &[&hook])
+        .unwrap()
+        .get(0);
+    assert!(claimed > 0, "the kill left no claim behind; the test proves nothing");
+    let started = std::time::Instant::now();
+    let _w2 = Worker::start(&url(), &args);
+    assert!(
+        wait_for_deliveries(&events, &hook, "delivered/1", Duration::from_secs(120)),
+        "the dead worker's claims waited for their lease"
+    );
+    println!(
+        "worker recovery: {claimed} claims of a killed worker (lease 300 s); all 300 events delivered {:.2} s after the new worker started",
+        started.elapsed().as_secs_f64()
+    );
+    let got = ids(&rx.received());
+    assert!(events.iter().all(|e| got.contains_key(e)), "an event was lost");
+}
+
 #[test]
 fn two_workers_deliver_500_events_once_each() {
     let (_g, mut admin, rx) = scene();

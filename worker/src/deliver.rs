@@ -1,7 +1,9 @@
 //! One delivery attempt: sign the envelope and POST it.
 
 use crate::metrics::METRICS;
-use credyt_core::webhook::{next_retry, secret_key, signature_headers};
+use credyt_core::webhook::{check_destination, next_retry, secret_key, signature_headers, url_host};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// A claimed delivery, as `credyt._worker_claim` returns it.
@@ -31,8 +33,44 @@ pub struct Outcome {
     pub status: Option<i32>,
 }
 
+/// `credyt.webhook_allow_private` as the database said at the last connect: whether
+/// endpoints may reach loopback and private addresses (development and tests only).
+pub static ALLOW_PRIVATE: AtomicBool = AtomicBool::new(false);
+
+/// Resolves endpoint hosts and refuses any that resolve to a private, loopback or
+/// link-local address, at delivery time: the address connected to is the one checked,
+/// so a name that changed its address since the endpoint was created (DNS rebinding)
+/// cannot reach the worker's network.
+struct PublicOnly;
+
+impl reqwest::dns::Resolve for PublicOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_string();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            if !ALLOW_PRIVATE.load(Ordering::Relaxed) {
+                let ips: Vec<IpAddr> = addrs.iter().map(SocketAddr::ip).collect();
+                check_destination(&host, &ips)?;
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(addrs.into_iter());
+            Ok(addrs)
+        })
+    }
+}
+
+/// The same rule for a URL whose host is an address itself (no resolver is asked).
+fn refused(url: &str) -> Option<String> {
+    if ALLOW_PRIVATE.load(Ordering::Relaxed) {
+        return None;
+    }
+    let host = url_host(url)?;
+    host.parse::<IpAddr>().ok()?;
+    check_destination(&host, &[]).err()
+}
+
 pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
+        .dns_resolver(std::sync::Arc::new(PublicOnly))
         .timeout(timeout)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         // A redirect is not a delivery: the endpoint must answer 2xx itself.
@@ -53,6 +91,9 @@ async fn attempt(http: &reqwest::Client, d: &Claimed) -> (Option<String>, Option
         }
     }
     let timestamp = SystemTime::now().duration_since(UNIX_EPOCH).map(|t| t.as_secs() as i64).unwrap_or(0);
+    if let Some(why) = refused(&d.url) {
+        return (Some(format!("refused: {why}")), None);
+    }
     let body = d.payload.as_bytes();
     let (standard, credyt) = signature_headers(&keys, &d.event_id, timestamp, body);
     let sent = http

@@ -1,12 +1,12 @@
 //! credyt-worker: delivers webhook events from credyt's outbox (SPEC §10).
 //!
 //! One database session claims due deliveries (`credyt._worker_claim`: FOR UPDATE
-//! SKIP LOCKED, with a lease), wakes on `NOTIFY credyt_events` and polls besides,
+//! SKIP LOCKED, with a lease), wakes on the worker channel's NOTIFY and polls besides,
 //! and records outcomes in batches (`credyt._worker_finish`). Each claimed delivery
-//! is attempted by its own task, at most `--concurrency` at once. A worker that
-//! dies leaves its claims to expire with their lease, so another worker (or itself,
-//! restarted) sends them again: delivery is at least once. Several workers may run
-//! against one database.
+//! is attempted by its own task, at most `--concurrency` at once. The claims of a
+//! worker whose database session is gone (killed, crashed) come back at the next
+//! claim of any worker; the lease is only for a worker that hangs while connected.
+//! Delivery is at least once. Several workers may run against one database.
 
 mod config;
 mod deliver;
@@ -245,10 +245,20 @@ async fn session(
     let client = Arc::new(client);
     // The worker's own commits (claims and outcomes) need not wait for the disk: one
     // lost in a crash only means a delivery is sent again, which at-least-once allows.
-    client
-        .batch_execute("SET synchronous_commit = off; LISTEN credyt_events")
+    client.batch_execute("SET synchronous_commit = off").await.map_err(db_err)?;
+    // The wake-up channel's name is private to the worker's role (PostgreSQL has no
+    // permission on LISTEN), and so is whether endpoints may be private addresses.
+    let row = client
+        .query_one(
+            "SELECT credyt._worker_channel(), \
+                    coalesce(current_setting('credyt.webhook_allow_private', true), 'off') IN ('on', 'true', '1', 'yes')",
+            &[],
+        )
         .await
-        .map_err(db_err)?;
+        .map_err(setup_error)?;
+    let channel: String = row.get(0);
+    deliver::ALLOW_PRIVATE.store(row.get(1), Ordering::Relaxed);
+    client.batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', ""))).await.map_err(db_err)?;
     let st = Statements {
         claim: client
             .prepare("SELECT event_id, webhook_id, claim, attempts, url, secret, previous_secret, payload, created_at \
@@ -259,7 +269,7 @@ async fn session(
         release: client.prepare("SELECT credyt._worker_release($1, $2, $3)").await.map_err(setup_error)?,
     };
     shared.set_client(Some(client.clone()));
-    log!("info", "connected; listening on credyt_events", "worker_id" => cfg.worker_id.as_str());
+    log!("info", "connected; listening for events", "worker_id" => cfg.worker_id.as_str());
     let lease_ms = cfg.lease.as_millis() as i64;
     loop {
         while let Ok(o) = results.try_recv() {
