@@ -88,6 +88,26 @@ ensure_python_verifier() {
         || python3 -m pip install -q --user --break-system-packages "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
 }
 
+# The project's own Python environment, for the fuzzer (tests/fuzz/fuzz.py): pinned
+# packages from PyPI, installed once into $ROOT/.venv.
+VENV="$ROOT/.venv"
+PY_PACKAGES=("hypothesis==6.170.15" "psycopg[binary]==3.3.9")
+ensure_venv() {
+    if [ ! -x "$VENV/bin/python" ]; then
+        say "creating the project's Python environment in $VENV"
+        if ! python3 -m venv "$VENV" 2>/dev/null; then
+            rm -rf "$VENV"
+            "${SUDO[@]}" apt-get update -qq
+            "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+            python3 -m venv "$VENV"
+        fi
+    fi
+    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg' 2>/dev/null; then
+        say "installing ${PY_PACKAGES[*]} from PyPI into $VENV"
+        "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
+    fi
+}
+
 # Builds and installs the extension into the system PostgreSQL 15.
 # $1: extra cargo-pgrx flags (e.g. --release).
 install_extension() {

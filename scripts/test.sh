@@ -3,8 +3,10 @@
 #   1. core/ unit and property tests (no database);
 #   2. #[pg_test] in-database tests (cargo pgrx test, its own throwaway cluster);
 #   3. tests/: real client connections with ordinary roles against the project-local
-#      cluster (tenancy isolation, concurrency, model-based, errors), and credyt-worker
-#      processes delivering to a local HTTP receiver (webhooks).
+#      cluster (tenancy isolation, concurrency, model-based, errors, replays, backups,
+#      kill -9 of a cluster of its own), and credyt-worker processes delivering to a
+#      local HTTP receiver (webhooks);
+#   4. the fuzzer: every granted function with generated and malformed arguments.
 source "$(dirname "$0")/lib.sh"
 ensure_setup
 ensure_python_verifier
@@ -37,6 +39,11 @@ psql_admin -d credyt -q -c "DROP EXTENSION IF EXISTS credyt CASCADE" -c "CREATE 
 (cd "$ROOT" && CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_CRON_DATABASE_URL="$(database_url credyt)" \
     CREDYT_WORKER_BIN="$ROOT/target/debug/credyt-worker" cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
 
-# One line for all three layers.
+say "4/4 fuzzing every granted function (tests/fuzz/fuzz.py, ${CREDYT_FUZZ_CALLS:-10000} calls)"
+ensure_venv
+CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_FUZZ_CALLS="${CREDYT_FUZZ_CALLS:-10000}" \
+    "$VENV/bin/python" "$ROOT/tests/fuzz/fuzz.py" 2>&1 | tee -a "$LOG"
+
+# One line for all the layers.
 awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
      END { printf "credyt: %d passed, %d failed\n", p, f }' "$LOG"
