@@ -137,4 +137,5 @@ pub fn shuffled(n: u64, seed: u64) -> Vec<u64> {
     }
     order
 }
+pub mod cluster;
 pub mod webhooks;

@@ -187,8 +187,20 @@ pub struct Worker {
 }
 
 impl Worker {
-    /// Starts a worker on `database_url` with `args` added to the defaults.
+    /// Starts a worker on `database_url` with `args` added to the defaults, and waits
+    /// until it listens for events.
     pub fn start(database_url: &str, args: &[&str]) -> Worker {
+        let w = Worker::spawn(database_url, args);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !w.log_text().contains("listening for events") {
+            assert!(Instant::now() < deadline, "the worker did not connect:\n{}", w.log_text());
+            thread::sleep(Duration::from_millis(20));
+        }
+        w
+    }
+
+    /// Starts a worker without waiting for it to connect.
+    pub fn spawn(database_url: &str, args: &[&str]) -> Worker {
         let bin = worker_bin();
         assert!(bin.exists(), "{} is missing: cargo build -p credyt-worker (scripts/test.sh does)", bin.display());
         let metrics = SocketAddr::from(([127, 0, 0, 1], free_port()));
@@ -204,13 +216,7 @@ impl Worker {
             .stderr(file)
             .spawn()
             .expect("start credyt-worker");
-        let w = Worker { child, log, metrics };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !w.log_text().contains("listening for events") {
-            assert!(Instant::now() < deadline, "the worker did not connect:\n{}", w.log_text());
-            thread::sleep(Duration::from_millis(20));
-        }
-        w
+        Worker { child, log, metrics }
     }
 
     pub fn pid(&self) -> u32 {

@@ -7,116 +7,17 @@
 //!
 //! CREDYT_CRASH_ROUNDS sets the number of rounds (5 here; scripts/crash.sh runs more).
 
-use credyt_tests::webhooks::free_port;
+use credyt_tests::cluster::Cluster;
 use postgres::{Client, NoTls};
 use rust_decimal::Decimal;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 const CLIENTS: usize = 8;
 const CUSTOMERS: usize = 4;
-
-/// Runs a PostgreSQL tool as the cluster's owner: `postgres` when we are root.
-fn pg_tool(tool: &str) -> Command {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false);
-    if root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--", &format!("{PG_BIN}/{tool}")]);
-        c
-    } else {
-        Command::new(format!("{PG_BIN}/{tool}"))
-    }
-}
-
-/// A throwaway cluster in its own directory, on its own port.
-struct Cluster {
-    dir: PathBuf,
-    port: u16,
-}
-
-impl Cluster {
-    fn create() -> Cluster {
-        let dir = std::env::temp_dir().join(credyt_tests::unique("credyt-crash"));
-        std::fs::create_dir_all(&dir).unwrap();
-        if Command::new("id").arg("-u").output().map(|o| o.stdout == b"0\n").unwrap_or(false) {
-            assert!(Command::new("chown").arg("postgres").arg(&dir).status().unwrap().success());
-        }
-        let data = dir.join("data");
-        let out = pg_tool("initdb")
-            .arg("-D")
-            .arg(&data)
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C.UTF-8"])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "initdb: {}", String::from_utf8_lossy(&out.stderr));
-        let port = free_port();
-        let conf = format!(
-            "port = {port}\nlisten_addresses = ''\nunix_socket_directories = '{}'\nmax_connections = 40\n\
-             synchronous_commit = on\nfsync = on\n",
-            dir.display()
-        );
-        let mut f = std::fs::OpenOptions::new().append(true).open(data.join("postgresql.conf")).unwrap();
-        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
-        let c = Cluster { dir, port };
-        c.start();
-        c
-    }
-
-    fn data(&self) -> PathBuf {
-        self.dir.join("data")
-    }
-
-    fn start(&self) {
-        let out = pg_tool("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .arg("-l")
-            .arg(self.dir.join("postgres.log"))
-            .args(["-w", "-t", "120", "start"])
-            .output()
-            .unwrap();
-        let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
-        let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        assert!(out.status.success(), "the cluster did not start; its log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
-    }
-
-    /// SIGKILL to the postmaster and every process of the cluster: a power cut.
-    fn crash(&self) {
-        let pidfile = std::fs::read_to_string(self.data().join("postmaster.pid")).unwrap();
-        let pid = pidfile.lines().next().unwrap().trim().to_string();
-        let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        let _ = Command::new("pkill").args(["-KILL", "-P", &pid]).status();
-        // wait until nothing of it runs
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Path::new(&format!("/proc/{pid}")).exists()
-            || Command::new("pgrep").args(["-P", &pid]).output().map(|o| !o.stdout.is_empty()).unwrap_or(false)
-        {
-            assert!(Instant::now() < deadline, "the killed cluster did not go away");
-            thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("host={} port={} user=postgres dbname=postgres connect_timeout=5", self.dir.display(), self.port)
-    }
-
-    fn connect(&self) -> Client {
-        Client::connect(&self.url(), NoTls).expect("connect to the crash-test cluster")
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        let _ = pg_tool("pg_ctl").arg("-D").arg(self.data()).args(["-m", "immediate", "stop"]).output();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 /// One client call with a client-side key; its arguments follow from the key.
 #[derive(Clone, Debug)]
@@ -183,7 +84,7 @@ fn setup(c: &mut Client) -> String {
 #[test]
 fn kill_9_of_the_cluster_mid_stream_loses_and_doubles_nothing() {
     let rounds: usize = std::env::var("CREDYT_CRASH_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(5);
-    let cluster = Cluster::create();
+    let cluster = Cluster::create("synchronous_commit = on\nfsync = on\n");
     let account = setup(&mut cluster.connect());
     // every acknowledged call and its result, and every call attempted
     let acked: Arc<Mutex<BTreeMap<String, (Op, String)>>> = Arc::default();

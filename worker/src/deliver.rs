@@ -118,16 +118,7 @@ async fn attempt(http: &reqwest::Client, d: &Claimed) -> (Option<String>, Option
             }
         }
         Err(e) if e.is_timeout() => (Some("timed out".into()), None),
-        Err(e) => {
-            // reqwest's outer message is generic; the source says what happened.
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg = format!("{msg}: {s}");
-                src = s.source();
-            }
-            (Some(msg), None)
-        }
+        Err(e) => (Some(crate::log::with_sources(&e)), None),
     }
 }
 

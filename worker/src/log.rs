@@ -44,6 +44,18 @@ macro_rules! log {
     };
 }
 
+/// An error and its sources, in a line: the outer messages of reqwest and tokio-postgres
+/// are generic ("error sending request", "error performing TLS handshake").
+pub fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg = format!("{msg}: {s}");
+        src = s.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

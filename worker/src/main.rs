@@ -12,6 +12,7 @@ mod config;
 mod deliver;
 mod log;
 mod metrics;
+mod tls;
 
 use deliver::{Claimed, Outcome};
 use http_body_util::Full;
@@ -23,6 +24,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, Notify, Semaphore};
+use tokio_postgres::config::SslMode;
 use tokio_postgres::{AsyncMessage, Client, NoTls, Statement};
 
 use config::Config;
@@ -81,6 +83,11 @@ fn main() -> ExitCode {
 }
 
 async fn run(cfg: Config) -> ExitCode {
+    // A database URL whose TLS settings cannot work is a setup mistake: say so once.
+    if let Err(e) = tls::split(&cfg.database_url).and_then(|(_, s)| tls::client_config(&s)) {
+        log!("error", "bad database URL", "error" => e);
+        return ExitCode::FAILURE;
+    }
     let http = match deliver::client(cfg.timeout) {
         Ok(h) => h,
         Err(e) => {
@@ -197,30 +204,48 @@ struct Statements {
 }
 
 async fn connect(cfg: &Config) -> Result<(Client, Arc<Notify>), String> {
-    let mut pg: tokio_postgres::Config = cfg.database_url.parse().map_err(|e| format!("bad database URL: {e}"))?;
+    let (url, settings) = tls::split(&cfg.database_url)?;
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("bad database URL: {e}"))?;
     if pg.get_application_name().is_none() {
         pg.application_name("credyt-worker");
     }
-    let (client, mut conn) = pg.connect(NoTls).await.map_err(|e| format!("cannot connect: {e}"))?;
     let wake = Arc::new(Notify::new());
-    let w = wake.clone();
-    // Drives the connection and turns notifications into wake-ups.
-    tokio::spawn(async move {
-        loop {
-            match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
-                Some(Ok(AsyncMessage::Notification(_))) => w.notify_one(),
-                Some(Ok(_)) => {}
-                Some(Err(e)) => {
-                    log!("error", "database connection failed", "error" => e.to_string());
-                    break;
-                }
-                None => break,
-            }
+    let client = match tls::client_config(&settings)? {
+        None => {
+            let (client, conn) = pg.connect(NoTls).await.map_err(|e| format!("cannot connect: {}", log::with_sources(&e)))?;
+            tokio::spawn(drive(conn, wake.clone()));
+            client
         }
-        // Wake the loop so that its next query finds the connection closed.
-        w.notify_one();
-    });
+        Some(config) => {
+            pg.ssl_mode(if settings.mode == tls::Mode::Prefer { SslMode::Prefer } else { SslMode::Require });
+            let (client, conn) =
+                pg.connect(tls::MakeRustls(config)).await.map_err(|e| format!("cannot connect: {}", log::with_sources(&e)))?;
+            tokio::spawn(drive(conn, wake.clone()));
+            client
+        }
+    };
     Ok((client, wake))
+}
+
+/// Drives the connection and turns notifications into wake-ups.
+async fn drive<S, T>(mut conn: tokio_postgres::Connection<S, T>, w: Arc<Notify>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    loop {
+        match std::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            Some(Ok(AsyncMessage::Notification(_))) => w.notify_one(),
+            Some(Ok(_)) => {}
+            Some(Err(e)) => {
+                log!("error", "database connection failed", "error" => e.to_string());
+                break;
+            }
+            None => break,
+        }
+    }
+    // Wake the loop so that its next query finds the connection closed.
+    w.notify_one();
 }
 
 fn db_err(e: tokio_postgres::Error) -> String {
