@@ -310,15 +310,14 @@ fn a_rolled_back_transaction_emits_nothing() {
     assert_eq!(n, 0);
 }
 
-#[test]
-fn kill_9_mid_batch_loses_nothing() {
-    let (_g, mut admin, rx) = scene();
-    rx.behave("/k", Behaviour { delay: Duration::from_millis(50), ..Default::default() });
-    let (t, hook, _) = endpoint(&mut admin, &rx, "/k", "{*}");
+/// 300 events to a slow endpoint at `path`; a worker with `args` is killed with
+/// SIGKILL once 40 have arrived. Returns (hook, events, claims it left behind).
+fn kill_a_worker_mid_batch(admin: &mut Client, rx: &Receiver, path: &str, args: &[&str]) -> (String, Vec<String>, i64) {
+    rx.behave(path, Behaviour { delay: Duration::from_millis(50), ..Default::default() });
+    let (t, hook, _) = endpoint(admin, rx, path, "{*}");
     let mut s = t.session();
     let events = test_events(&mut s, 300);
-    let args = ["--concurrency", "16", "--lease", "2s", "--timeout", "1s"];
-    let w = Worker::start(&url(), &args);
+    let w = Worker::start(&url(), args);
     assert!(rx.wait_until(Duration::from_secs(30), |r| r.len() >= 40));
     w.signal("KILL");
     drop(w);
@@ -328,13 +327,22 @@ fn kill_9_mid_batch_loses_nothing() {
         .query_one("SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND claim IS NOT NULL", &[&hook])
         .unwrap()
         .get(0);
+    assert!(claimed > 0, "the kill left no claim behind; the test proves nothing");
+    (hook, events, claimed)
+}
+
+#[test]
+fn kill_9_mid_batch_loses_nothing() {
+    let (_g, mut admin, rx) = scene();
+    let args = ["--concurrency", "16", "--lease", "2s", "--timeout", "1s"];
+    let (hook, events, claimed) = kill_a_worker_mid_batch(&mut admin, &rx, "/k", &args);
+    let before = rx.received().len();
     let _w2 = Worker::start(&url(), &args);
     assert!(wait_for_deliveries(&events, &hook, "delivered/1", Duration::from_secs(90)));
     let got = ids(&rx.received());
     assert!(events.iter().all(|e| got.contains_key(e)), "an event was lost");
     let duplicates: usize = got.values().map(|n| n - 1).sum();
     println!("kill -9 after {before} of 300 arrived, {claimed} claims held; duplicates after restart: {duplicates}");
-    assert!(claimed > 0, "the kill left no claim behind; the test proves nothing");
 }
 
 /// A killed worker's claims come back as soon as its database session is gone, not
@@ -343,20 +351,8 @@ fn kill_9_mid_batch_loses_nothing() {
 #[test]
 fn a_killed_workers_claims_come_back_without_waiting_for_the_lease() {
     let (_g, mut admin, rx) = scene();
-    rx.behave("/r", Behaviour { delay: Duration::from_millis(50), ..Default::default() });
-    let (t, hook, _) = endpoint(&mut admin, &rx, "/r", "{*}");
-    let mut s = t.session();
-    let events = test_events(&mut s, 300);
     let args = ["--concurrency", "16", "--lease", "300s", "--timeout", "2s"];
-    let w = Worker::start(&url(), &args);
-    assert!(rx.wait_until(Duration::from_secs(30), |r| r.len() >= 40));
-    w.signal("KILL");
-    drop(w);
-    let claimed: i64 = admin
-        .query_one("SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND claim IS NOT NULL", &[&hook])
-        .unwrap()
-        .get(0);
-    assert!(claimed > 0, "the kill left no claim behind; the test proves nothing");
+    let (hook, events, claimed) = kill_a_worker_mid_batch(&mut admin, &rx, "/r", &args);
     let started = std::time::Instant::now();
     let _w2 = Worker::start(&url(), &args);
     assert!(
