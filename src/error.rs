@@ -164,7 +164,8 @@ mod tests {
     #[test]
     fn sqlstate_encoding_matches_make_sqlstate() {
         // ERRCODE_UNIQUE_VIOLATION is 23505
-        let expected = (2 - 0) | (3 << 6) | (5 << 12) | (0 << 18) | (5 << 24);
+        // '2' - '0' = 2, '3' = 3, '5' = 5, '0' = 0, '5' = 5, six bits each
+        let expected = 2 | (3 << 6) | (5 << 12) | (5 << 24);
         assert_eq!(super::encode_sqlstate("23505"), expected);
     }
 }

@@ -98,7 +98,7 @@ fn given_costs(costs: &Value) -> Result<(Option<Decimal>, Option<String>)> {
                 return Err(CyError::invalid(format!("costs[{i}].{k} is not a known field")));
             }
         }
-        if !o.get("vendor").is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty())) {
+        if !matches!(o.get("vendor").and_then(|v| v.as_str()), Some(s) if !s.is_empty()) {
             return Err(CyError::invalid(format!("costs[{i}].vendor must be a non-empty string")));
         }
         if o.get("category").is_some_and(|v| !v.is_string() && !v.is_null()) {
@@ -748,7 +748,7 @@ fn row(o: Outcome) -> UsageRow {
 
 #[pg_extern(security_definer, name = "record_usage")]
 #[search_path(@extschema@, pg_temp)]
-#[allow(clippy::too_many_arguments)]
+#[allow(clippy::too_many_arguments, clippy::type_complexity)] // (the row type: see record_usage_batch)
 fn record_usage(
     customer: Option<String>,
     event_id: Option<String>,
@@ -868,6 +868,7 @@ const MAX_BATCH: usize = 10_000;
 // alias would not name the columns.
 #[pg_extern(security_definer, name = "record_usage")]
 #[search_path(@extschema@, pg_temp)]
+#[allow(clippy::type_complexity)]
 fn record_usage_batch(events: Option<crate::json::Json>) -> TableIterator<
     'static,
     (

@@ -500,7 +500,7 @@ pub fn plan_debit(
     lots: &mut [LiveLot],
     book: &mut Book,
     d: &Debit,
-    mut pool: Option<&mut Pool>,
+    pool: Option<&mut Pool>,
 ) -> Result<Decimal> {
     let w = book.wallet_ref;
     settle_debt(lots, wallet, book);
@@ -558,7 +558,7 @@ pub fn plan_debit(
         book.take(&id, take);
         book.customer_leg(-take, Some(id), d.kind);
     }
-    if let Some(p) = pool.as_deref_mut() {
+    if let Some(p) = pool {
         for (j, take) in pool_takes {
             let lot = &mut p.lots[j];
             lot.view.remaining -= take;
@@ -848,6 +848,7 @@ pub enum Claim {
 
 /// Claims a client's transaction_id for this account. Under concurrency the second
 /// claimant waits on the first one's unique-index entry, then sees its outcome.
+#[allow(clippy::too_many_arguments)]
 pub fn claim(
     c: &mut SpiClient<'_>,
     account: &str,

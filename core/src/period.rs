@@ -157,7 +157,7 @@ fn walk_iso(p: &mut Period, part: &str, units: &[(char, Unit)]) -> Option<usize>
 /// `n unit [n unit ...]` with Postgres' unit spellings (singular, plural and short).
 fn parse_postgres(s: &str) -> Option<Period> {
     let words: Vec<&str> = s.split_whitespace().collect();
-    if words.is_empty() || words.len() % 2 != 0 {
+    if words.is_empty() || !words.len().is_multiple_of(2) {
         return None;
     }
     let mut p = Period { months: 0, days: 0, micros: 0 };

@@ -208,9 +208,9 @@ fn retries_after_a_500_and_fails_after_the_schedule() {
     let _w = Worker::start(&url(), &["--retry-schedule", "200ms,200ms,200ms", "--timeout", "500ms", "--lease", "3s"]);
     let e = test_events(&mut s, 1).remove(0);
 
-    assert!(wait_for_deliveries(&[e.clone()], &flaky, "delivered/3", Duration::from_secs(20)), "flaky: {}", delivery(&e, &flaky));
-    assert!(wait_for_deliveries(&[e.clone()], &down, "failed/4", Duration::from_secs(20)), "down: {}", delivery(&e, &down));
-    assert!(wait_for_deliveries(&[e.clone()], &slow, "failed/4", Duration::from_secs(30)), "slow: {}", delivery(&e, &slow));
+    assert!(wait_for_deliveries(std::slice::from_ref(&e), &flaky, "delivered/3", Duration::from_secs(20)), "flaky: {}", delivery(&e, &flaky));
+    assert!(wait_for_deliveries(std::slice::from_ref(&e), &down, "failed/4", Duration::from_secs(20)), "down: {}", delivery(&e, &down));
+    assert!(wait_for_deliveries(std::slice::from_ref(&e), &slow, "failed/4", Duration::from_secs(30)), "slow: {}", delivery(&e, &slow));
     assert_eq!(rx.on("/flaky").len(), 3);
     assert_eq!(rx.on("/down").len(), 4, "one attempt and three retries");
     let last = |hook: &str| {
@@ -225,7 +225,7 @@ fn retries_after_a_500_and_fails_after_the_schedule() {
     // A failed delivery is kept and can be replayed once the endpoint is back.
     rx.behave("/down", Behaviour::default());
     assert_eq!(text(&mut s, &format!("SELECT credyt.replay_event('{e}', '{down}')::text")), "1");
-    assert!(wait_for_deliveries(&[e.clone()], &down, "delivered/1", Duration::from_secs(20)));
+    assert!(wait_for_deliveries(std::slice::from_ref(&e), &down, "delivered/1", Duration::from_secs(20)));
     assert_eq!(rx.on("/down").len(), 5);
 }
 
@@ -280,10 +280,10 @@ fn replay_event_delivers_again() {
     let _w = Worker::start(&url(), &[]);
     let mut s = t.session();
     let e = test_events(&mut s, 1).remove(0);
-    assert!(wait_for_deliveries(&[e.clone()], &hook, "delivered/1", Duration::from_secs(20)));
+    assert!(wait_for_deliveries(std::slice::from_ref(&e), &hook, "delivered/1", Duration::from_secs(20)));
     assert_eq!(text(&mut s, &format!("SELECT credyt.replay_event('{e}')::text")), "1");
     assert!(rx.wait_until(Duration::from_secs(20), |r| r.iter().filter(|x| x.event_id() == e).count() == 2));
-    assert!(wait_for_deliveries(&[e.clone()], &hook, "delivered/1", Duration::from_secs(10)));
+    assert!(wait_for_deliveries(std::slice::from_ref(&e), &hook, "delivered/1", Duration::from_secs(10)));
     let bodies: HashSet<String> = rx.on("/r").into_iter().map(|r| r.body).collect();
     assert_eq!(bodies.len(), 1, "a replay sends the same envelope");
 }
@@ -300,7 +300,7 @@ fn a_rolled_back_transaction_emits_nothing() {
     tx.batch_execute("SELECT credyt.grant('ann', 'g', 'USD', 5)").unwrap();
     tx.rollback().unwrap();
     let kept = test_events(&mut s, 1).remove(0);
-    assert!(wait_for_deliveries(&[kept.clone()], &hook, "delivered/1", Duration::from_secs(20)));
+    assert!(wait_for_deliveries(std::slice::from_ref(&kept), &hook, "delivered/1", Duration::from_secs(20)));
     std::thread::sleep(Duration::from_millis(300));
     let got = ids(&rx.received());
     assert_eq!(got.keys().cloned().collect::<HashSet<_>>(), HashSet::from([kept]), "{lost} must never arrive");
