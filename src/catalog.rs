@@ -68,17 +68,27 @@ fn validate_version(
         }
     }
     let ents = parse_entitlements(entitlements).map_err(|e| {
-        CyError::invalid(format!("invalid entitlements JSON: {e}")).hint("entitlements are [{name, asset, amount, purpose, priority, every, on_expiry}]")
+        CyError::invalid(format!("invalid entitlements JSON: {e}"))
+            .hint("entitlements are [{name, asset, amount, purpose, priority, every, on_expiry}]")
     })?;
     for (i, e) in ents.iter().enumerate() {
-        resolve_asset(c, account, Some(&e.asset))
-            .map_err(|err| CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].asset: {}", err.message)))?;
+        resolve_asset(c, account, Some(&e.asset)).map_err(|err| {
+            CyError::invalid(format!("invalid entitlements JSON: entitlements[{i}].asset: {}", err.message))
+        })?;
     }
     let arr = prices.as_array().cloned().unwrap_or_default();
     Ok(parsed.into_iter().zip(arr).collect())
 }
 
-fn publish(c: &mut SpiClient<'_>, account: &str, product: &str, version: i32, prices: Vec<(Price, serde_json::Value)>, all_prices: serde_json::Value, entitlements: serde_json::Value) -> Result<()> {
+fn publish(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    product: &str,
+    version: i32,
+    prices: Vec<(Price, serde_json::Value)>,
+    all_prices: serde_json::Value,
+    entitlements: serde_json::Value,
+) -> Result<()> {
     run(
         c,
         "INSERT INTO credyt.product_version (account_id, product_id, version, prices, entitlements) VALUES ($1, $2, $3, $4, $5)",
@@ -155,8 +165,14 @@ fn create_asset(
                 c,
                 "INSERT INTO credyt.asset (account_id, code, name, precision, rate, rate_currency) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, code) DO NOTHING RETURNING code",
-                &[account.as_str().into(), code.as_str().into(), name.as_str().into(), precision.into(),
-                  rate.map(to_numeric).into(), rate_currency.as_str().into()],
+                &[
+                    account.as_str().into(),
+                    code.as_str().into(),
+                    name.as_str().into(),
+                    precision.into(),
+                    rate.map(to_numeric).into(),
+                    rate_currency.as_str().into(),
+                ],
             )?;
             inserted.ok_or_else(|| CyError::conflict(format!("asset {code} already exists in account {account}")))
         })
@@ -175,7 +191,8 @@ fn create_product(
         let code = validate::key("code", code)?;
         let name = validate::name("name", name)?;
         let prices = json_arg("prices", prices)?;
-        let entitlements = crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
+        let entitlements =
+            crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let parsed = validate_version(c, &account, &prices, &entitlements)?;
@@ -206,7 +223,9 @@ fn resolve_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) 
         &[account.into(), product.into()],
     )?;
     if t.is_empty() {
-        return Err(CyError::not_found(format!("unknown product {product}")).hint("name a product by its prp_ id or its code"));
+        return Err(
+            CyError::not_found(format!("unknown product {product}")).hint("name a product by its prp_ id or its code")
+        );
     }
     let row = t.first();
     Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<i32>(2)?.unwrap_or(1)))
@@ -221,7 +240,8 @@ fn create_product_version(
 ) -> i32 {
     api(move || {
         let prices = json_arg("prices", prices)?;
-        let entitlements = crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
+        let entitlements =
+            crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let (id, _) = resolve_product(c, &account, product.as_deref())?;
@@ -235,7 +255,11 @@ fn create_product_version(
             )?
             .ok_or_else(|| CyError::internal("product vanished"))?;
             publish(c, &account, &id, version, parsed, prices, entitlements)?;
-            run(c, "UPDATE credyt.product SET default_version = $2 WHERE id = $1", &[id.as_str().into(), version.into()])?;
+            run(
+                c,
+                "UPDATE credyt.product SET default_version = $2 WHERE id = $1",
+                &[id.as_str().into(), version.into()],
+            )?;
             Ok(version)
         })
     })
@@ -284,7 +308,8 @@ fn subscribe(
                   version.into(), quantity.into(), starts_at.into()],
             )?;
             // Provision the default wallet account of every asset the prices charge in.
-            let parsed = parse_prices(&prices.0).map_err(|e| CyError::internal(format!("stored prices invalid: {e}")))?;
+            let parsed =
+                parse_prices(&prices.0).map_err(|e| CyError::internal(format!("stored prices invalid: {e}")))?;
             let assets: BTreeSet<&str> = parsed.iter().flat_map(|p| p.assets()).collect();
             for asset in assets {
                 run(
@@ -296,7 +321,8 @@ fn subscribe(
             }
             // Issue the version's entitlements: one grant each, recurring when it has
             // `every`, from the subscription's start; cancel_subscription ends them.
-            let ents = parse_entitlements(&entitlements.0).map_err(|e| CyError::internal(format!("stored entitlements invalid: {e}")))?;
+            let ents = parse_entitlements(&entitlements.0)
+                .map_err(|e| CyError::internal(format!("stored entitlements invalid: {e}")))?;
             for (i, e) in ents.into_iter().enumerate() {
                 let every = match &e.every {
                     // (core's period parser has made it Postgres interval text)

@@ -71,12 +71,22 @@ fn grant_row(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Result<Grant> {
 }
 
 /// Issues one lot of `g` for [start, end) and emits grant.issued.
-fn issue(c: &mut SpiClient<'_>, g: &Grant, start: TimestampWithTimeZone, end: Option<TimestampWithTimeZone>) -> Result<String> {
+fn issue(
+    c: &mut SpiClient<'_>,
+    g: &Grant,
+    start: TimestampWithTimeZone,
+    end: Option<TimestampWithTimeZone>,
+) -> Result<String> {
     let txn = crate::ids::new_id("txn")?;
     run(
         c,
         "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload) VALUES ($1, $2, 'grant', $3, $4)",
-        &[g.account.as_str().into(), txn.as_str().into(), g.customer.as_str().into(), JsonB(json!({"grant": g.id})).into()],
+        &[
+            g.account.as_str().into(),
+            txn.as_str().into(),
+            g.customer.as_str().into(),
+            JsonB(json!({"grant": g.id})).into(),
+        ],
     )?;
     let w = WalletRef { account: &g.account, customer: &g.customer, name: &g.wallet_name, asset: &g.asset };
     let source = format!("grant:{}", g.id);
@@ -192,7 +202,11 @@ fn catch_up(c: &mut SpiClient<'_>, grant_id: &str, now: TimestampWithTimeZone) -
         if k < 1 {
             return Ok(());
         }
-        run(c, "UPDATE credyt.credit_grant SET next_at = next_at + every * $2 WHERE id = $1", &[grant_id.into(), (k as f64).into()])?;
+        run(
+            c,
+            "UPDATE credyt.credit_grant SET next_at = next_at + every * $2 WHERE id = $1",
+            &[grant_id.into(), (k as f64).into()],
+        )?;
     }
 }
 
@@ -234,7 +248,8 @@ fn grant_credit(
         match on_expiry.as_str() {
             "expire" | "rollover" | "reserve" => {}
             other => {
-                return Err(CyError::invalid(format!("unknown on_expiry {other:?}")).hint("policies: expire, rollover, reserve"))
+                return Err(CyError::invalid(format!("unknown on_expiry {other:?}"))
+                    .hint("policies: expire, rollover, reserve"))
             }
         }
         let rollover_cap = money::optional_non_negative("rollover_cap", rollover_cap)?;
@@ -243,9 +258,11 @@ fn grant_credit(
         }
         let name = validate::wallet_name(account_name)?;
         if let Some(e) = every {
-            let period = credyt_core::period::Period { months: e.months().into(), days: e.days().into(), micros: e.micros() };
+            let period =
+                credyt_core::period::Period { months: e.months().into(), days: e.days().into(), micros: e.micros() };
             period.check_recurring().map_err(|why| {
-                CyError::invalid(format!("every {why}")).hint("recurring grants take a period from one hour to one year, e.g. '1 month' or '7 days'")
+                CyError::invalid(format!("every {why}"))
+                    .hint("recurring grants take a period from one hour to one year, e.g. '1 month' or '7 days'")
             })?;
         }
         Spi::connect_mut(|c| {
@@ -256,8 +273,18 @@ fn grant_credit(
                 c,
                 &account,
                 &GrantSpec {
-                    key, customer, wallet_name: name, asset: asset.code, amount, purpose, priority, effective_at,
-                    expires_at, every, on_expiry, rollover_cap,
+                    key,
+                    customer,
+                    wallet_name: name,
+                    asset: asset.code,
+                    amount,
+                    purpose,
+                    priority,
+                    effective_at,
+                    expires_at,
+                    every,
+                    on_expiry,
+                    rollover_cap,
                 },
             )
         })
@@ -373,7 +400,8 @@ pub fn end_grants(c: &mut SpiClient<'_>, account: &str, prefix: &str, at: Timest
 pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
     // At most tick_limit() grants of each account, oldest due first, so that one
     // account with a flood of due grants cannot crowd out the others.
-    let sql = "SELECT g.account_id, g.id, g.grant_key, g.customer_id, g.wallet_name, g.asset, g.amount::text, g.purpose, \
+    let sql =
+        "SELECT g.account_id, g.id, g.grant_key, g.customer_id, g.wallet_name, g.asset, g.amount::text, g.purpose, \
                  g.priority, g.on_expiry, g.rollover_cap::text, g.every IS NOT NULL FROM credyt.credit_grant g \
                WHERE g.id = ANY (ARRAY(SELECT d.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
                    SELECT x.id FROM credyt.credit_grant x WHERE x.account_id = a.id AND x.next_at <= $2 \
@@ -439,7 +467,8 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
         }
         let mut rolled_any = false;
         for (lot_id, remaining, policy, cap, purpose, priority, grant_id, expired_at) in lots {
-            let kept = if policy == "rollover" { cap.map_or(remaining, |cap| remaining.min(cap)) } else { Decimal::ZERO };
+            let kept =
+                if policy == "rollover" { cap.map_or(remaining, |cap| remaining.min(cap)) } else { Decimal::ZERO };
             // reserve: the whole remainder moves to the customer's reserve pool
             let reserved = if policy == "reserve" && name != wallet::RESERVE { remaining } else { Decimal::ZERO };
             let lost = remaining - kept - reserved;
@@ -493,7 +522,11 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
             wallet.balance -= lost + reserved;
             wallet::write(c, &wallet, book, None)?;
             if let Some(gid) = grant_id {
-                let key = one::<String>(c, "SELECT grant_key FROM credyt.credit_grant WHERE id = $1", &[gid.as_str().into()])?;
+                let key = one::<String>(
+                    c,
+                    "SELECT grant_key FROM credyt.credit_grant WHERE id = $1",
+                    &[gid.as_str().into()],
+                )?;
                 events::emit(
                     c,
                     account,
@@ -601,8 +634,13 @@ fn complete_topup(
                     c,
                     "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
                      VALUES ($1, $2, 'topup', $3, $4, $5)",
-                    &[account.as_str().into(), txn.as_str().into(), customer.as_str().into(),
-                      JsonB(json!({"topup": id})).into(), reference.as_deref().into()],
+                    &[
+                        account.as_str().into(),
+                        txn.as_str().into(),
+                        customer.as_str().into(),
+                        JsonB(json!({"topup": id})).into(),
+                        reference.as_deref().into(),
+                    ],
                 )?;
                 let source = format!("topup:{id}");
                 wallet::credit(

@@ -80,4 +80,3 @@ fn create_customer(
         })
     })
 }
-

@@ -49,7 +49,13 @@ pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hol
 
 /// Closes an active hold as captured (with the amount charged against it) or
 /// released. The caller holds the wallet lock.
-pub fn close(c: &mut SpiClient<'_>, hold: &Hold, status: &str, captured: Option<Decimal>, event_id: Option<&str>) -> Result<()> {
+pub fn close(
+    c: &mut SpiClient<'_>,
+    hold: &Hold,
+    status: &str,
+    captured: Option<Decimal>,
+    event_id: Option<&str>,
+) -> Result<()> {
     run(
         c,
         "UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() WHERE id = $1",
@@ -62,8 +68,10 @@ pub fn close(c: &mut SpiClient<'_>, hold: &Hold, status: &str, captured: Option<
 pub fn require_open(hold: &Hold, reference: &str) -> Result<()> {
     match (hold.status.as_str(), hold.expired) {
         ("active", false) => Ok(()),
-        ("active", true) | ("expired", _) => Err(CyError::new(crate::error::Code::Gone, format!("hold {reference} has expired"))
-            .hint("authorize a new hold")),
+        ("active", true) | ("expired", _) => {
+            Err(CyError::new(crate::error::Code::Gone, format!("hold {reference} has expired"))
+                .hint("authorize a new hold"))
+        }
         (status, _) => Err(CyError::conflict(format!("hold {reference} is already {status}"))),
     }
 }
@@ -115,9 +123,12 @@ fn authorize(
             let after = before - amount;
             if let Some(limit) = wallet.limit {
                 if after < -limit {
-                    return Err(CyError::insufficient(format!("insufficient funds to hold {amount} {} for customer {customer}", asset.code))
-                        .detail(format!("available {before}, overdraft limit {limit}"))
-                        .hint("top up the wallet, or hold a smaller amount"));
+                    return Err(CyError::insufficient(format!(
+                        "insufficient funds to hold {amount} {} for customer {customer}",
+                        asset.code
+                    ))
+                    .detail(format!("available {before}, overdraft limit {limit}"))
+                    .hint("top up the wallet, or hold a smaller amount"));
                 }
             }
             let id = crate::ids::new_id("hld")?;
@@ -147,7 +158,12 @@ fn release(hold_id: Option<String>) {
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let probe = find(c, &account, &reference)?;
-            let w = WalletRef { account: &account, customer: &probe.customer, name: &probe.wallet_name, asset: &probe.asset };
+            let w = WalletRef {
+                account: &account,
+                customer: &probe.customer,
+                name: &probe.wallet_name,
+                asset: &probe.asset,
+            };
             let mut wallet = wallet::lock(c, &w)?;
             let hold = find(c, &account, &reference)?; // re-read under the wallet lock
             match (hold.status.as_str(), hold.expired) {

@@ -65,6 +65,10 @@ pub mod pg_test {
 
     pub fn postgresql_conf_options() -> Vec<&'static str> {
         // (tests deliver to local receivers; one test turns the guard back on)
-        vec!["shared_preload_libraries = 'pg_cron'", "cron.database_name = 'pgrx_tests'", "credyt.webhook_allow_private = on"]
+        vec![
+            "shared_preload_libraries = 'pg_cron'",
+            "cron.database_name = 'pgrx_tests'",
+            "credyt.webhook_allow_private = on",
+        ]
     }
 }

@@ -74,8 +74,7 @@ pub fn is_within(c: &mut SpiClient<'_>, account: &str, ancestor: &str) -> Result
 }
 
 fn account_exists(c: &mut SpiClient<'_>, id: &str) -> Result<bool> {
-    Ok(one::<bool>(c, "SELECT EXISTS (SELECT 1 FROM credyt.account WHERE id = $1)", &[id.into()])?
-        .unwrap_or(false))
+    Ok(one::<bool>(c, "SELECT EXISTS (SELECT 1 FROM credyt.account WHERE id = $1)", &[id.into()])?.unwrap_or(false))
 }
 
 /// The account in scope (SPEC §3): the bound role's account (or a descendant it
@@ -177,7 +176,13 @@ fn create_account(
             run(
                 c,
                 "INSERT INTO credyt.account (id, parent_id, name, external_id, metadata) VALUES ($1, $2, $3, $4, $5)",
-                &[id.as_str().into(), parent.as_str().into(), name.as_str().into(), external_id.clone().into(), JsonB(metadata).into()],
+                &[
+                    id.as_str().into(),
+                    parent.as_str().into(),
+                    name.as_str().into(),
+                    external_id.clone().into(),
+                    JsonB(metadata).into(),
+                ],
             )?;
             Ok(id)
         })
@@ -192,8 +197,12 @@ fn channel(kind: &'static str) -> String {
     api(move || {
         Spi::connect_mut(|c| {
             let account = scope(c)?;
-            one::<String>(c, "SELECT 'credyt_' || $2 || '_' || channel_key FROM credyt.account WHERE id = $1", &[account.as_str().into(), kind.into()])?
-                .ok_or_else(|| CyError::internal("the account in scope has no row"))
+            one::<String>(
+                c,
+                "SELECT 'credyt_' || $2 || '_' || channel_key FROM credyt.account WHERE id = $1",
+                &[account.as_str().into(), kind.into()],
+            )?
+            .ok_or_else(|| CyError::internal("the account in scope has no row"))
         })
     })
 }
@@ -221,7 +230,11 @@ fn set_balance_push(enabled: Option<bool>) {
         let enabled = validate::required("enabled", enabled)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
-            run(c, "UPDATE credyt.account SET balance_push = $2 WHERE id = $1", &[account.as_str().into(), enabled.into()])?;
+            run(
+                c,
+                "UPDATE credyt.account SET balance_push = $2 WHERE id = $1",
+                &[account.as_str().into(), enabled.into()],
+            )?;
             Ok(())
         })
     })
@@ -237,8 +250,14 @@ fn bind_role(role: Option<String>, account_id: Option<String>) {
         let role = role.ok_or_else(|| CyError::invalid("role must not be NULL"))?;
         let account_id = account_id.ok_or_else(|| CyError::invalid("account_id must not be NULL"))?;
         Spi::connect_mut(|c| {
-            let oid = one::<pg_sys::Oid>(c, "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1", &[role.as_str().into()])?
-                .ok_or_else(|| CyError::not_found(format!("unknown role {role}")).hint("create the role first: CREATE ROLE ..."))?;
+            let oid = one::<pg_sys::Oid>(
+                c,
+                "SELECT oid FROM pg_catalog.pg_roles WHERE rolname = $1",
+                &[role.as_str().into()],
+            )?
+            .ok_or_else(|| {
+                CyError::not_found(format!("unknown role {role}")).hint("create the role first: CREATE ROLE ...")
+            })?;
             let scope = scope(c)?;
             require_within_scope(c, &account_id, &scope)?;
             run(

@@ -75,7 +75,12 @@ fn tokens(data: &Value) -> Result<(Option<String>, Option<i64>, Option<i64>)> {
                     continue;
                 }
                 let d = exact_number(v).filter(|d| d.fract().is_zero() && !d.is_sign_negative());
-                return match d.and_then(|d| i64::try_from(d.mantissa()).ok().filter(|_| d.scale() == 0).or_else(|| d.normalize().to_string().parse().ok())) {
+                return match d.and_then(|d| {
+                    i64::try_from(d.mantissa())
+                        .ok()
+                        .filter(|_| d.scale() == 0)
+                        .or_else(|| d.normalize().to_string().parse().ok())
+                }) {
                     Some(i) => Ok(Some(i)),
                     None => Err(CyError::invalid(format!("data.{n} must be a non-negative integer"))),
                 };
@@ -89,7 +94,9 @@ fn tokens(data: &Value) -> Result<(Option<String>, Option<i64>, Option<i64>)> {
 /// Costs given with the event: [{vendor, amount, currency, category}], summed when
 /// they share a currency.
 fn given_costs(costs: &Value) -> Result<(Option<Decimal>, Option<String>)> {
-    let arr = costs.as_array().ok_or_else(|| CyError::invalid("costs must be a JSON array of {vendor, amount, currency, category}"))?;
+    let arr = costs
+        .as_array()
+        .ok_or_else(|| CyError::invalid("costs must be a JSON array of {vendor, amount, currency, category}"))?;
     let mut total: BTreeMap<String, Decimal> = BTreeMap::new();
     for (i, item) in arr.iter().enumerate() {
         let o = item.as_object().ok_or_else(|| CyError::invalid(format!("costs[{i}] must be a JSON object")))?;
@@ -109,7 +116,9 @@ fn given_costs(costs: &Value) -> Result<(Option<Decimal>, Option<String>)> {
             .and_then(exact_number)
             .map(|d| d.normalize())
             .filter(|d| !d.is_sign_negative() && d.scale() <= 12 && *d <= credyt_core::money::max_amount())
-            .ok_or_else(|| CyError::invalid(format!("costs[{i}].amount must be a non-negative number with at most 12 decimals")))?;
+            .ok_or_else(|| {
+                CyError::invalid(format!("costs[{i}].amount must be a non-negative number with at most 12 decimals"))
+            })?;
         let currency = o.get("currency").and_then(Value::as_str).unwrap_or("USD");
         if credyt_core::fiat::minor_units(currency).is_none() {
             return Err(CyError::invalid(format!("costs[{i}].currency {currency} is not an ISO 4217 currency")));
@@ -159,7 +168,8 @@ fn price_of(key: &PriceKey, definition: &str) -> Result<Rc<Price>> {
     }
     let value: Value = serde_json::from_str(definition).map_err(CyError::internal)?;
     let price = Rc::new(
-        credyt_core::pricing::parse_price(&value, "price").map_err(|e| CyError::internal(format!("stored price: {e}")))?,
+        credyt_core::pricing::parse_price(&value, "price")
+            .map_err(|e| CyError::internal(format!("stored price: {e}")))?,
     );
     PRICES.with(|p| p.borrow_mut().insert(key.clone(), price.clone()));
     Ok(price)
@@ -247,7 +257,8 @@ struct Preloaded {
 
 impl Preloaded {
     fn load(c: &mut SpiClient<'_>, account: &str, events: &[Event]) -> Result<Preloaded> {
-        let refs: Vec<String> = events.iter().map(|e| e.customer.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let refs: Vec<String> =
+            events.iter().map(|e| e.customer.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let mut customers = HashMap::new();
         let t = run_once(
             c,
@@ -261,8 +272,14 @@ impl Preloaded {
                 customers.insert(r, id);
             }
         }
-        let ids: Vec<String> = customers.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
-        let types: Vec<String> = events.iter().map(|e| e.event_type.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let ids: Vec<String> =
+            customers.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
+        let types: Vec<String> = events
+            .iter()
+            .map(|e| e.event_type.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
         let mut prices: HashMap<(String, String), Vec<Rc<SubscribedPrice>>> = HashMap::new();
         let t = run_once(
             c,
@@ -292,7 +309,10 @@ impl Preloaded {
                 &[account.into(), models.into()],
             )?;
             for row in t {
-                model_costs.entry(row.get::<String>(1)?.unwrap_or_default()).or_default().push(model_cost_row(&row, 2)?);
+                model_costs
+                    .entry(row.get::<String>(1)?.unwrap_or_default())
+                    .or_default()
+                    .push(model_cost_row(&row, 2)?);
             }
         }
         let mut rates = HashMap::new();
@@ -535,8 +555,13 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
         run(
             c,
             OPEN_USAGE_TXN,
-            &[account.into(), vec![p.txn_id.clone()].into(), vec![p.customer.clone()].into(),
-              vec![p.ev.event_id.clone()].into(), vec![p.ev.description.clone()].into()],
+            &[
+                account.into(),
+                vec![p.txn_id.clone()].into(),
+                vec![p.customer.clone()].into(),
+                vec![p.ev.event_id.clone()].into(),
+                vec![p.ev.description.clone()].into(),
+            ],
         )?;
         // Assets in sorted order: events charging several assets lock them in one order.
         for (a, total) in &p.totals {
@@ -544,7 +569,12 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
                 continue;
             }
             let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
-            let after = wallet::debit(c, &w, &p.txn_id, Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" })?;
+            let after = wallet::debit(
+                c,
+                &w,
+                &p.txn_id,
+                Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" },
+            )?;
             if p.asset.as_deref() == Some(a.as_str()) {
                 available = Some(after);
             }
@@ -599,7 +629,9 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
     for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
         // The balance as this batch has left it so far: the locked wallet in memory,
         // else the table (which this batch has not written yet).
-        let now_available = |c: &mut SpiClient<'_>, state: &BTreeMap<(String, String), (wallet::Wallet, Vec<wallet::LiveLot>)>, asset: &str| {
+        let now_available = |c: &mut SpiClient<'_>,
+                             state: &BTreeMap<(String, String), (wallet::Wallet, Vec<wallet::LiveLot>)>,
+                             asset: &str| {
             match state.get(&(p.customer.clone(), asset.to_string())) {
                 Some((w, lots)) => Ok(wallet::available(lots, w)),
                 None => wallet::available_of(c, &p.customer, "default", asset),
@@ -696,9 +728,12 @@ fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> R
     }
     let row = t.first();
     if !row.get::<bool>(1)?.unwrap_or(false) {
-        return Err(CyError::conflict(format!("event_id {:?} was already recorded with a different payload", ev.event_id))
-            .detail(format!("original event: {}", row.get::<String>(6)?.unwrap_or_default()))
-            .hint("replays must repeat the customer, event_type, data, occurred_at and subject exactly"));
+        return Err(CyError::conflict(format!(
+            "event_id {:?} was already recorded with a different payload",
+            ev.event_id
+        ))
+        .detail(format!("original event: {}", row.get::<String>(6)?.unwrap_or_default()))
+        .hint("replays must repeat the customer, event_type, data, occurred_at and subject exactly"));
     }
     let status = row.get::<String>(2)?.unwrap_or_default();
     let fees: Value = serde_json::from_str(&row.get::<String>(3)?.unwrap_or_default()).map_err(CyError::internal)?;
@@ -720,14 +755,17 @@ fn event_type(v: Option<String>) -> Result<String> {
 fn data_object(v: Option<Value>) -> Result<Value> {
     let v = v.unwrap_or_else(|| json!({}));
     if !v.is_object() {
-        return Err(CyError::invalid("data must be a JSON object").hint("pass e.g. '{\"model\": \"gpt-4o\", \"input_tokens\": 1200}'"));
+        return Err(CyError::invalid("data must be a JSON object")
+            .hint("pass e.g. '{\"model\": \"gpt-4o\", \"input_tokens\": 1200}'"));
     }
     Ok(v)
 }
 
 fn subject(v: Option<String>) -> Result<Option<String>> {
     match v {
-        Some(s) if s.is_empty() || s.chars().count() > 255 => Err(CyError::invalid("subject must be 1 to 255 characters")),
+        Some(s) if s.is_empty() || s.chars().count() > 255 => {
+            Err(CyError::invalid("subject must be 1 to 255 characters"))
+        }
         other => Ok(other),
     }
 }
@@ -801,7 +839,13 @@ fn rfc3339(s: &str) -> bool {
     if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
         return false;
     }
-    if !matches!(b[10], b'T' | b't' | b' ') || !digits(11..13) || b[13] != b':' || !digits(14..16) || b[16] != b':' || !digits(17..19) {
+    if !matches!(b[10], b'T' | b't' | b' ')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
         return false;
     }
     let mut i = 19;
@@ -828,7 +872,15 @@ fn batch_event(c: &mut SpiClient<'_>, v: &Value) -> Result<Event> {
     for k in o.keys() {
         if !matches!(
             k.as_str(),
-            "customer" | "event_id" | "event_type" | "data" | "occurred_at" | "subject" | "description" | "costs" | "hold_id"
+            "customer"
+                | "event_id"
+                | "event_type"
+                | "data"
+                | "occurred_at"
+                | "subject"
+                | "description"
+                | "costs"
+                | "hold_id"
         ) {
             return Err(CyError::invalid(format!("{k} is not a known field")));
         }
@@ -869,7 +921,9 @@ const MAX_BATCH: usize = 10_000;
 #[pg_extern(security_definer, name = "record_usage")]
 #[search_path(@extschema@, pg_temp)]
 #[allow(clippy::type_complexity)]
-fn record_usage_batch(events: Option<crate::json::Json>) -> TableIterator<
+fn record_usage_batch(
+    events: Option<crate::json::Json>,
+) -> TableIterator<
     'static,
     (
         name!(event_id, String),
@@ -895,7 +949,9 @@ fn record_usage_batch(events: Option<crate::json::Json>) -> TableIterator<
             let account = scope(c)?;
             let mut events = Vec::with_capacity(arr.len());
             for (i, v) in arr.iter().enumerate() {
-                events.push(batch_event(c, v).map_err(|e| CyError { message: format!("events[{i}]: {}", e.message), ..e })?);
+                events.push(
+                    batch_event(c, v).map_err(|e| CyError { message: format!("events[{i}]: {}", e.message), ..e })?,
+                );
             }
             record_batch(c, &account, events)
         })

@@ -9,7 +9,9 @@ pub fn name(param: &str, v: Option<String>) -> Result<String> {
     let v = required(param, v)?;
     let n = v.trim().chars().count();
     if n == 0 || n > 200 {
-        return Err(CyError::invalid(format!("{param} must be 1 to 200 characters")).detail(format!("got {n} characters")));
+        return Err(
+            CyError::invalid(format!("{param} must be 1 to 200 characters")).detail(format!("got {n} characters"))
+        );
     }
     Ok(v)
 }
@@ -21,9 +23,8 @@ pub fn required<T>(param: &str, v: Option<T>) -> Result<T> {
 /// A client-supplied idempotency key or external id: 1 to 255 characters.
 pub fn key(param: &str, v: Option<String>) -> Result<String> {
     let v = required(param, v)?;
-    check_client_key(&v).map_err(|why| {
-        CyError::invalid(format!("{param} {why}")).hint("keys are free text of 1 to 255 characters")
-    })?;
+    check_client_key(&v)
+        .map_err(|why| CyError::invalid(format!("{param} {why}")).hint("keys are free text of 1 to 255 characters"))?;
     Ok(v)
 }
 

@@ -78,7 +78,8 @@ impl Wallet {
 
 /// Emits balance_threshold_hit (SPEC §10) for a downward crossing.
 pub fn threshold_hit(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal, threshold: Decimal) -> Result<()> {
-    let n = |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
+    let n =
+        |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
     crate::events::emit(
         c,
         w.account,
@@ -109,9 +110,17 @@ pub fn request_topup(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &mut Wallet, 
         "WITH t AS (INSERT INTO credyt.topup (account_id, id, customer_id, wallet_name, asset, amount, status) \
            VALUES ($1, $2, $3, $4, $5, $6, 'pending')) \
          UPDATE credyt.wallet_account SET pending_topup = $2 WHERE customer_id = $3 AND name = $4 AND asset = $5",
-        &[w.account.into(), id.as_str().into(), w.customer.into(), w.name.into(), w.asset.into(), to_numeric(amount).into()],
+        &[
+            w.account.into(),
+            id.as_str().into(),
+            w.customer.into(),
+            w.name.into(),
+            w.asset.into(),
+            to_numeric(amount).into(),
+        ],
     )?;
-    let n = |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
+    let n =
+        |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
     crate::events::emit(
         c,
         w.account,
@@ -510,9 +519,8 @@ pub fn plan_debit(
     let own_before = available(lots, wallet);
     let before = own_before + pool_available;
 
-    let candidates: Vec<usize> = (0..lots.len())
-        .filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid")
-        .collect();
+    let candidates: Vec<usize> =
+        (0..lots.len()).filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid").collect();
     let views: Vec<LotView> = candidates.iter().map(|&i| lots[i].view.clone()).collect();
     let alloc = allocate(&views, d.amount);
     if alloc.shortfall > Decimal::ZERO && d.draw == DrawFrom::PaidOnly {
@@ -649,7 +657,9 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
     let row = t.first();
     let counts = (row.get::<i64>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?);
     if counts != (Some(n_takes), Some(n_legs), Some(1)) {
-        return Err(CyError::internal(format!("ledger write touched {counts:?} rows, expected ({n_takes}, {n_legs}, 1)")));
+        return Err(CyError::internal(format!(
+            "ledger write touched {counts:?} rows, expected ({n_takes}, {n_legs}, 1)"
+        )));
     }
     Ok(())
 }
@@ -754,9 +764,15 @@ impl BulkWrite {
     }
 
     /// Writes lot remainders, entries and the final state of every wallet in `state`.
-    pub fn write(self, c: &mut SpiClient<'_>, account: &str, state: &BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>) -> Result<()> {
+    pub fn write(
+        self,
+        c: &mut SpiClient<'_>,
+        account: &str,
+        state: &BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>,
+    ) -> Result<()> {
         if !self.takes.is_empty() {
-            let (ids, takes): (Vec<String>, Vec<AnyNumeric>) = self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+            let (ids, takes): (Vec<String>, Vec<AnyNumeric>) =
+                self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
             run_once(
                 c,
                 "UPDATE credyt.lot l SET remaining = l.remaining - u.take \
@@ -951,9 +967,7 @@ fn adjust(
                     .hint(format!("pass the refund as a negative amount, e.g. -{amount}")))
             }
             ("gift" | "external_topup" | "external_refund" | "other", _) => {}
-            _ => {
-                return Err(CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {REASONS}")))
-            }
+            _ => return Err(CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {REASONS}"))),
         }
         if !credit && (effective_at.is_some() || expires_at.is_some()) {
             return Err(CyError::invalid("effective_at and expires_at apply to credits only")
@@ -974,14 +988,20 @@ fn adjust(
                 "reason": reason, "account_name": name, "description": description,
                 "effective_at": micros(effective_at), "expires_at": micros(expires_at), "metadata": metadata,
             });
-            let txn = match claim(c, &account, "adjust", &key, &customer, payload, description.as_deref(), metadata.clone())? {
-                Claim::Replay(id) => return Ok(id),
-                Claim::New(id) => id,
-            };
+            let txn =
+                match claim(c, &account, "adjust", &key, &customer, payload, description.as_deref(), metadata.clone())?
+                {
+                    Claim::Replay(id) => return Ok(id),
+                    Claim::New(id) => id,
+                };
             // Checked once the key is new, so that a replay after expires_at has passed
             // returns the original; the error rolls the claim back.
             if let Some(exp) = expires_at {
-                let ok = one::<bool>(c, "SELECT $1 > greatest(coalesce($2, now()), now())", &[exp.into(), effective_at.into()])?;
+                let ok = one::<bool>(
+                    c,
+                    "SELECT $1 > greatest(coalesce($2, now()), now())",
+                    &[exp.into(), effective_at.into()],
+                )?;
                 if ok != Some(true) {
                     return Err(CyError::invalid("expires_at must be later than effective_at and now"));
                 }
@@ -989,14 +1009,53 @@ fn adjust(
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
             let source = format!("adjust:{reason}");
             match (reason.as_str(), credit) {
-                ("gift", _) => credit_lot(c, &w, &txn, amount, "promotion", effective_at, expires_at, &source, "promotions", "gift")?,
-                ("external_topup", _) => credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "external", "external_topup")?,
-                ("other", true) => credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "adjustments", "other")?,
+                ("gift", _) => credit_lot(
+                    c,
+                    &w,
+                    &txn,
+                    amount,
+                    "promotion",
+                    effective_at,
+                    expires_at,
+                    &source,
+                    "promotions",
+                    "gift",
+                )?,
+                ("external_topup", _) => credit_lot(
+                    c,
+                    &w,
+                    &txn,
+                    amount,
+                    "paid",
+                    effective_at,
+                    expires_at,
+                    &source,
+                    "external",
+                    "external_topup",
+                )?,
+                ("other", true) => {
+                    credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "adjustments", "other")?
+                }
                 ("external_refund", _) => {
-                    debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::PaidOnly, system_account: "external", kind: "external_refund" })?;
+                    debit(
+                        c,
+                        &w,
+                        &txn,
+                        Debit {
+                            amount: -amount,
+                            draw: DrawFrom::PaidOnly,
+                            system_account: "external",
+                            kind: "external_refund",
+                        },
+                    )?;
                 }
                 _ => {
-                    debit(c, &w, &txn, Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" })?;
+                    debit(
+                        c,
+                        &w,
+                        &txn,
+                        Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" },
+                    )?;
                 }
             }
             Ok(txn)
@@ -1022,7 +1081,19 @@ fn credit_lot(
         c,
         w,
         txn,
-        Credit { amount, purpose, priority, effective_at, expires_at, on_expiry: "expire", rollover_cap: None, grant_id: None, source, system_account, kind },
+        Credit {
+            amount,
+            purpose,
+            priority,
+            effective_at,
+            expires_at,
+            on_expiry: "expire",
+            rollover_cap: None,
+            grant_id: None,
+            source,
+            system_account,
+            kind,
+        },
     )?;
     Ok(())
 }
@@ -1052,10 +1123,12 @@ fn charge(
                 "op": "charge", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
                 "account_name": name, "description": description, "metadata": metadata,
             });
-            let txn = match claim(c, &account, "charge", &key, &customer, payload, description.as_deref(), metadata.clone())? {
-                Claim::Replay(id) => return Ok(id),
-                Claim::New(id) => id,
-            };
+            let txn =
+                match claim(c, &account, "charge", &key, &customer, payload, description.as_deref(), metadata.clone())?
+                {
+                    Claim::Replay(id) => return Ok(id),
+                    Claim::New(id) => id,
+                };
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
             debit(c, &w, &txn, Debit { amount, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "charge" })?;
             Ok(txn)
@@ -1328,7 +1401,8 @@ fn verify_ledger(
             for sql in CHECKS {
                 let t = run(c, sql, &[accounts.clone().into()])?;
                 for row in t {
-                    problems.push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+                    problems
+                        .push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
                 }
             }
             Ok(problems)

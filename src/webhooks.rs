@@ -74,12 +74,14 @@ fn check_public(url: &str) -> Result<()> {
 
 /// Validated, de-duplicated topic filters.
 fn topics_arg(topics: Option<Vec<Option<String>>>) -> Result<Vec<String>> {
-    let topics = topics.ok_or_else(|| CyError::invalid("topics must not be NULL").hint("'{*}' subscribes to every event"))?;
+    let topics =
+        topics.ok_or_else(|| CyError::invalid("topics must not be NULL").hint("'{*}' subscribes to every event"))?;
     if topics.is_empty() {
         return Err(CyError::invalid("topics must not be empty").hint("'{*}' subscribes to every event"));
     }
     if topics.len() > MAX_TOPICS {
-        return Err(CyError::invalid(format!("at most {MAX_TOPICS} topics per endpoint")).hint("use a prefix such as 'grant.*'"));
+        return Err(CyError::invalid(format!("at most {MAX_TOPICS} topics per endpoint"))
+            .hint("use a prefix such as 'grant.*'"));
     }
     let mut out: Vec<String> = Vec::with_capacity(topics.len());
     for t in topics {
@@ -172,7 +174,8 @@ fn endpoint(c: &mut SpiClient<'_>, id: &str, scope: &str) -> Result<Endpoint> {
         "SELECT account_id, connect, enabled FROM credyt.webhook WHERE id = $1 AND deleted_at IS NULL FOR UPDATE",
         &[id.into()],
     )?;
-    let unknown = || CyError::not_found(format!("unknown webhook {id}")).hint("credyt.webhooks lists the endpoints in scope");
+    let unknown =
+        || CyError::not_found(format!("unknown webhook {id}")).hint("credyt.webhooks lists the endpoints in scope");
     if t.is_empty() {
         return Err(unknown());
     }
@@ -265,7 +268,14 @@ fn update_webhook(
                    previous_until = CASE WHEN $5::text IS NULL THEN previous_until ELSE now() + $6::interval END, \
                    secret = coalesce($5, secret), updated_at = now() \
                  WHERE id = $1",
-                &[id.as_str().into(), url.into(), topics.into(), enabled.into(), secret.clone().into(), ROTATION_OVERLAP.into()],
+                &[
+                    id.as_str().into(),
+                    url.into(),
+                    topics.into(),
+                    enabled.into(),
+                    secret.clone().into(),
+                    ROTATION_OVERLAP.into(),
+                ],
             )?;
             if e.enabled && enabled == Some(false) {
                 fail_pending(c, &id, "webhook disabled")?;
@@ -297,7 +307,10 @@ fn delete_webhook(webhook_id: Option<String>) {
 
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
-fn send_test_event(topic: default!(Option<String>, "'webhook.test'"), webhook_id: default!(Option<String>, "NULL")) -> String {
+fn send_test_event(
+    topic: default!(Option<String>, "'webhook.test'"),
+    webhook_id: default!(Option<String>, "NULL"),
+) -> String {
     api(move || {
         let topic = topic.ok_or_else(|| CyError::invalid("topic must not be NULL"))?;
         check_topic(&topic).map_err(CyError::invalid)?;
@@ -341,8 +354,9 @@ fn replay_event(event_id: Option<String>, webhook_id: default!(Option<String>, "
                 &[event_id.as_str().into()],
             )?;
             let unknown = || {
-                CyError::not_found(format!("unknown event {event_id}"))
-                    .hint("credyt.events lists the events in scope; delivered events are pruned after credyt.event_retention")
+                CyError::not_found(format!("unknown event {event_id}")).hint(
+                    "credyt.events lists the events in scope; delivered events are pruned after credyt.event_retention",
+                )
             };
             if t.is_empty() {
                 return Err(unknown());

@@ -84,12 +84,12 @@ mod tests {
     #[test]
     fn priority_then_expiry_then_age() {
         let lots = vec![
-            lot(100, None, 1, "5"),      // paid, oldest
-            lot(10, None, 5, "1"),       // promotion without expiry
+            lot(100, None, 1, "5"),       // paid, oldest
+            lot(10, None, 5, "1"),        // promotion without expiry
             lot(10, Some(2_000), 4, "1"), // promotion expiring later
             lot(10, Some(1_000), 6, "1"), // promotion expiring first
-            lot(20, Some(500), 2, "1"),  // bundled
-            lot(100, None, 0, "5"),      // paid, older still
+            lot(20, Some(500), 2, "1"),   // bundled
+            lot(100, None, 0, "5"),       // paid, older still
         ];
         assert_eq!(consumption_order(&lots), vec![3, 2, 1, 4, 5, 0]);
     }

@@ -40,15 +40,13 @@ impl AmountError {
             AmountError::NotANumber => "is NaN; amounts must be finite numbers".into(),
             AmountError::Infinite => "is infinite; amounts must be finite numbers".into(),
             AmountError::Unparsable(s) => format!("is not a number ({s})"),
-            AmountError::TooPrecise { digits } => format!(
-                "has {digits} fractional digits; at most {SCALE} are kept"
-            ),
+            AmountError::TooPrecise { digits } => format!("has {digits} fractional digits; at most {SCALE} are kept"),
             AmountError::TooLarge => "exceeds the maximum amount of 10^15".into(),
             AmountError::Negative => "must not be negative".into(),
             AmountError::Zero => "must be greater than zero".into(),
-            AmountError::PrecisionExceeded { precision } => format!(
-                "has more fractional digits than the asset's precision ({precision})"
-            ),
+            AmountError::PrecisionExceeded { precision } => {
+                format!("has more fractional digits than the asset's precision ({precision})")
+            }
         }
     }
 }
@@ -71,13 +69,7 @@ pub fn parse_amount(text: &str) -> Result<Decimal, AmountError> {
             return Err(AmountError::TooPrecise { digits: significant });
         }
     }
-    let int_digits = t
-        .trim_start_matches(['-', '+'])
-        .split('.')
-        .next()
-        .unwrap_or("")
-        .trim_start_matches('0')
-        .len();
+    let int_digits = t.trim_start_matches(['-', '+']).split('.').next().unwrap_or("").trim_start_matches('0').len();
     if int_digits > 16 {
         return Err(AmountError::TooLarge);
     }
@@ -161,10 +153,7 @@ mod tests {
         assert_eq!(parse_amount("Infinity"), Err(AmountError::Infinite));
         assert_eq!(parse_amount("-Infinity"), Err(AmountError::Infinite));
         assert_eq!(parse_amount("0.0000000000001"), Err(AmountError::TooPrecise { digits: 13 }));
-        assert_eq!(
-            parse_amount("1.000000000000000000000000000001"),
-            Err(AmountError::TooPrecise { digits: 30 })
-        );
+        assert_eq!(parse_amount("1.000000000000000000000000000001"), Err(AmountError::TooPrecise { digits: 30 }));
         assert_eq!(parse_amount("1000000000000000.01"), Err(AmountError::TooLarge));
         assert_eq!(parse_amount("123456789012345678901234567890"), Err(AmountError::TooLarge));
         assert!(matches!(parse_amount("abc"), Err(AmountError::Unparsable(_))));

@@ -122,7 +122,8 @@ fn parse_iso(s: &str) -> Option<Period> {
         None => (rest, None),
     };
     let mut p = Period { months: 0, days: 0, micros: 0 };
-    let mut groups = walk_iso(&mut p, date, &[('Y', Unit::Year), ('M', Unit::Month), ('W', Unit::Week), ('D', Unit::Day)])?;
+    let mut groups =
+        walk_iso(&mut p, date, &[('Y', Unit::Year), ('M', Unit::Month), ('W', Unit::Week), ('D', Unit::Day)])?;
     if let Some(t) = time {
         match walk_iso(&mut p, t, &[('H', Unit::Hour), ('M', Unit::Minute), ('S', Unit::Second)])? {
             0 => return None, // "P1DT" has an empty time part
@@ -199,7 +200,11 @@ mod tests {
             ("P1Y", "1 year", p(12, 0, 0)),
             ("PT48H", "48 hours", p(0, 0, 48 * MICROS_PER_HOUR)),
             ("PT90M", "90 minutes", p(0, 0, 90 * 60 * MICROS_PER_SECOND)),
-            ("P1Y2M3DT4H5M6.5S", "1 year 2 mons 3 days 4 hours 5 mins 6.5 secs", p(14, 3, 4 * MICROS_PER_HOUR + 306_500_000)),
+            (
+                "P1Y2M3DT4H5M6.5S",
+                "1 year 2 mons 3 days 4 hours 5 mins 6.5 secs",
+                p(14, 3, 4 * MICROS_PER_HOUR + 306_500_000),
+            ),
         ] {
             assert_eq!(parse(iso), Ok(want), "{iso}");
             assert_eq!(parse(pg), Ok(want), "{pg}");
@@ -211,8 +216,26 @@ mod tests {
     #[test]
     fn malformed_periods_are_refused() {
         for bad in [
-            "", "P", "PT", "P1DT", "7D", "PD", "P1D1M", "P1M1M", "P-1M", "monthly", "1", "month", "1 month 2",
-            "-1 month", "1 fortnight", "1 month 1 month", "1.5 months", "P1.5M", "1e3 days", "9999999999 days",
+            "",
+            "P",
+            "PT",
+            "P1DT",
+            "7D",
+            "PD",
+            "P1D1M",
+            "P1M1M",
+            "P-1M",
+            "monthly",
+            "1",
+            "month",
+            "1 month 2",
+            "-1 month",
+            "1 fortnight",
+            "1 month 1 month",
+            "1.5 months",
+            "P1.5M",
+            "1e3 days",
+            "9999999999 days",
             "PT1.1234567S",
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");

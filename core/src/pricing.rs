@@ -26,12 +26,7 @@ pub enum Interval {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PriceKind {
-    Usage {
-        event_type: String,
-        usage_type: UsageType,
-        volume_field: Option<String>,
-        billable_dimensions: Vec<String>,
-    },
+    Usage { event_type: String, usage_type: UsageType, volume_field: Option<String>, billable_dimensions: Vec<String> },
     Fixed { interval: Interval },
     Seat { interval: Interval },
     Outcome { outcome_type: String, settlement_window: String },
@@ -165,11 +160,7 @@ fn interval(o: &Map<String, Value>, path: &str) -> Result<Interval, PriceError> 
     }
 }
 
-fn parse_values(
-    v: Option<&Value>,
-    path: &str,
-    kind: &PriceKind,
-) -> Result<Vec<PriceValue>, PriceError> {
+fn parse_values(v: Option<&Value>, path: &str, kind: &PriceKind) -> Result<Vec<PriceValue>, PriceError> {
     let field = format!("{path}.values");
     let arr = match v {
         Some(Value::Array(a)) if !a.is_empty() => a,
@@ -281,8 +272,15 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
                     let mut dims = Vec::new();
                     for (i, d) in a.iter().enumerate() {
                         match d.as_str() {
-                            Some(s) if !s.is_empty() && !dims.iter().any(|x: &String| x == s) => dims.push(s.to_string()),
-                            _ => return err(&format!("{uc_path}.billable_dimensions[{i}]"), "must be a distinct, non-empty string"),
+                            Some(s) if !s.is_empty() && !dims.iter().any(|x: &String| x == s) => {
+                                dims.push(s.to_string())
+                            }
+                            _ => {
+                                return err(
+                                    &format!("{uc_path}.billable_dimensions[{i}]"),
+                                    "must be a distinct, non-empty string",
+                                )
+                            }
                         }
                     }
                     dims
@@ -388,10 +386,12 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
         };
         let every = match o.get("every") {
             None | Some(Value::Null) => None,
-            Some(Value::String(s)) => match crate::period::parse(s).and_then(|p| p.check_recurring().map(|_| p).map_err(String::from)) {
-                Ok(p) => Some(p.to_sql()),
-                Err(why) => return err(&format!("{path}.every"), why),
-            },
+            Some(Value::String(s)) => {
+                match crate::period::parse(s).and_then(|p| p.check_recurring().map(|_| p).map_err(String::from)) {
+                    Ok(p) => Some(p.to_sql()),
+                    Err(why) => return err(&format!("{path}.every"), why),
+                }
+            }
             Some(_) => return err(&format!("{path}.every"), "must be a period such as P1M or '1 month'"),
         };
         let on_expiry = match o.get("on_expiry") {
@@ -477,7 +477,10 @@ pub fn volume_of(data: &Value, field: &str) -> Result<Decimal, FeeError> {
         return Err(FeeError::Volume { field: field.to_string(), problem: "must not be negative" });
     }
     if d.normalize().scale() > SCALE || d > crate::money::max_amount() {
-        return Err(FeeError::Volume { field: field.to_string(), problem: "must have at most 12 fractional digits and be at most 10^15" });
+        return Err(FeeError::Volume {
+            field: field.to_string(),
+            problem: "must have at most 12 fractional digits and be at most 10^15",
+        });
     }
     Ok(d)
 }
@@ -634,13 +637,20 @@ mod tests {
             "prices[0].pricing is required"
         );
         assert_eq!(
-            bad(json!({"type": "usage_based", "usage_calculation": {"event_type": "x", "usage_type": "volume"}, "pricing": []})),
+            bad(
+                json!({"type": "usage_based", "usage_calculation": {"event_type": "x", "usage_type": "volume"}, "pricing": []})
+            ),
             "prices[0].usage_calculation.volume_field is required by this usage_type"
         );
-        let u = |values: Value| json!({"type": "usage_based",
+        let u = |values: Value| {
+            json!({"type": "usage_based",
             "usage_calculation": {"event_type": "x", "usage_type": "unit", "billable_dimensions": ["model"]},
-            "pricing": [{"asset": "USD", "values": values}]});
-        assert_eq!(bad(u(json!([{"unit_price": -1}]))), "prices[0].pricing[0].values[0].unit_price must not be negative");
+            "pricing": [{"asset": "USD", "values": values}]})
+        };
+        assert_eq!(
+            bad(u(json!([{"unit_price": -1}]))),
+            "prices[0].pricing[0].values[0].unit_price must not be negative"
+        );
         assert_eq!(bad(u(json!([{}]))), "prices[0].pricing[0].values[0].unit_price is required by this usage_type");
         assert_eq!(bad(u(json!([{"unit_price": "x"}]))), "prices[0].pricing[0].values[0].unit_price must be a number");
         assert_eq!(
@@ -659,7 +669,10 @@ mod tests {
             bad(u(json!([{"unit_price": "0.0000000000001"}]))),
             "prices[0].pricing[0].values[0].unit_price has more than 12 fractional digits"
         );
-        assert_eq!(bad(u(json!([{"unit_price": 1, "typo": 1}]))), "prices[0].pricing[0].values[0].typo is not a known field");
+        assert_eq!(
+            bad(u(json!([{"unit_price": 1, "typo": 1}]))),
+            "prices[0].pricing[0].values[0].typo is not a known field"
+        );
         assert_eq!(
             bad(json!({"type": "fixed", "billing_model": {"type": "recurring", "recurring": {"interval": "hour"}},
                        "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]})),
@@ -683,7 +696,8 @@ mod tests {
 
     #[test]
     fn other_price_types_parse() {
-        let f = price(json!({"type": "seat", "billing_model": {"type": "recurring", "recurring": {"interval": "month"}},
+        let f =
+            price(json!({"type": "seat", "billing_model": {"type": "recurring", "recurring": {"interval": "month"}},
                              "pricing": [{"asset": "USD", "values": [{"unit_price": 20}]}]}));
         assert_eq!(f.kind, PriceKind::Seat { interval: Interval::Month });
         let o = price(json!({"type": "outcome", "outcome_type": "ticket_resolved", "settlement_window": "PT48H",
@@ -694,13 +708,17 @@ mod tests {
     #[test]
     fn entitlements() {
         let ok = parse_entitlements(&json!([{"name": "monthly credits", "asset": "USD", "amount": "10.5",
-                                            "every": "P1M", "on_expiry": "rollover"}])).unwrap();
+                                            "every": "P1M", "on_expiry": "rollover"}]))
+        .unwrap();
         assert_eq!(ok[0].amount, d("10.5"));
         assert_eq!(ok[0].purpose, "bundled");
         let bad = |v: Value| parse_entitlements(&v).unwrap_err().to_string();
         assert_eq!(bad(json!({})), "entitlements must be a JSON array");
         assert_eq!(bad(json!([{"name": "x", "asset": "USD"}])), "entitlements[0].amount is required");
-        assert_eq!(bad(json!([{"name": "x", "asset": "USD", "amount": 0}])), "entitlements[0].amount must be greater than zero");
+        assert_eq!(
+            bad(json!([{"name": "x", "asset": "USD", "amount": 0}])),
+            "entitlements[0].amount must be greater than zero"
+        );
         assert_eq!(
             bad(json!([{"name": "x", "asset": "USD", "amount": 1, "every": "monthly"}])),
             "entitlements[0].every \"monthly\" is not a period (ISO 8601 such as P1M, or interval text such as '1 month')"
@@ -721,10 +739,7 @@ mod tests {
     fn numbers_are_exact() {
         assert_eq!(exact_number(&serde_json::from_str::<Value>("0.1").unwrap()), Some(d("0.1")));
         assert_eq!(exact_number(&serde_json::from_str::<Value>("1e-7").unwrap()), Some(d("0.0000001")));
-        assert_eq!(
-            exact_number(&serde_json::from_str::<Value>("0.000000000001").unwrap()),
-            Some(d("0.000000000001"))
-        );
+        assert_eq!(exact_number(&serde_json::from_str::<Value>("0.000000000001").unwrap()), Some(d("0.000000000001")));
     }
 
     /// Property: fees are never negative, respect their clamps, and a price with

@@ -52,9 +52,8 @@ pub fn format_secret(key: &[u8]) -> String {
 
 /// The key bytes of a `whsec_…` secret.
 pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
-    let b64 = secret
-        .strip_prefix(SECRET_PREFIX)
-        .ok_or_else(|| format!("a webhook secret starts with {SECRET_PREFIX}"))?;
+    let b64 =
+        secret.strip_prefix(SECRET_PREFIX).ok_or_else(|| format!("a webhook secret starts with {SECRET_PREFIX}"))?;
     let key = B64.decode(b64).map_err(|e| format!("a webhook secret is {SECRET_PREFIX} then base64: {e}"))?;
     if !(24..=64).contains(&key.len()) {
         return Err(format!("a webhook secret's key is 24 to 64 bytes, not {}", key.len()));
@@ -326,7 +325,8 @@ mod tests {
 
     #[test]
     fn urls() {
-        for ok in ["https://example.com/hooks", "http://127.0.0.1:8080/x?y=1", "HTTPS://EXAMPLE.COM", "http://[::1]:9/"] {
+        for ok in ["https://example.com/hooks", "http://127.0.0.1:8080/x?y=1", "HTTPS://EXAMPLE.COM", "http://[::1]:9/"]
+        {
             assert!(check_url(ok).is_ok(), "{ok}");
         }
         for bad in [
@@ -347,12 +347,15 @@ mod tests {
 
     #[test]
     fn schedules() {
-        assert_eq!(parse_schedule("500ms, 1s,2m,1h").unwrap(), vec![
-            Duration::from_millis(500),
-            Duration::from_secs(1),
-            Duration::from_secs(120),
-            Duration::from_secs(3600)
-        ]);
+        assert_eq!(
+            parse_schedule("500ms, 1s,2m,1h").unwrap(),
+            vec![
+                Duration::from_millis(500),
+                Duration::from_secs(1),
+                Duration::from_secs(120),
+                Duration::from_secs(3600)
+            ]
+        );
         assert!(parse_schedule("5").is_err());
         assert!(parse_schedule("5d").is_err());
         assert!(parse_schedule("").is_err());
@@ -365,9 +368,24 @@ mod tests {
     #[test]
     fn private_destinations_are_refused() {
         for bad in [
-            "127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "0.0.0.0", "100.64.0.1",
-            "255.255.255.255", "224.0.0.1", "::1", "::", "fc00::1", "fd12::1", "fe80::1", "::ffff:127.0.0.1",
-            "::ffff:10.0.0.1", "64:ff9b::a00:1", "2002:7f00:1::1",
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "0.0.0.0",
+            "100.64.0.1",
+            "255.255.255.255",
+            "224.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "2002:7f00:1::1",
         ] {
             assert!(check_destination(bad, &[]).is_err(), "{bad} accepted");
         }

@@ -87,7 +87,11 @@ impl Cluster {
             .unwrap();
         let log = std::fs::read_to_string(self.dir.join("postgres.log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        assert!(out.status.success(), "the cluster did not start; its log ends:\n{}", tail.into_iter().rev().collect::<Vec<_>>().join("\n"));
+        assert!(
+            out.status.success(),
+            "the cluster did not start; its log ends:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 
     /// SIGKILL to the postmaster and every process of the cluster: a power cut.
@@ -121,4 +125,3 @@ impl Drop for Cluster {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
-

@@ -3,14 +3,13 @@
 //! `CREDYT_TEST_DATABASE_URL` (scripts/test.sh sets it up); without it the tests fail.
 
 use postgres::{Client, NoTls};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 pub fn url() -> String {
-    std::env::var("CREDYT_TEST_DATABASE_URL").expect(
-        "CREDYT_TEST_DATABASE_URL is not set: run these tests through scripts/test.sh",
-    )
+    std::env::var("CREDYT_TEST_DATABASE_URL")
+        .expect("CREDYT_TEST_DATABASE_URL is not set: run these tests through scripts/test.sh")
 }
 
 pub fn connect() -> Client {

@@ -158,10 +158,7 @@ fn serve(stream: TcpStream, state: Arc<(Mutex<State>, Condvar)>) {
             cv.notify_all();
         }
         let reason = if status < 300 { "OK" } else { "Error" };
-        if out
-            .write_all(format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\n\r\n").as_bytes())
-            .is_err()
-        {
+        if out.write_all(format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 0\r\n\r\n").as_bytes()).is_err() {
             return;
         }
     }
@@ -169,9 +166,9 @@ fn serve(stream: TcpStream, state: Arc<(Mutex<State>, Condvar)>) {
 
 /// The credyt-worker binary: `CREDYT_WORKER_BIN`, else the workspace's debug build.
 pub fn worker_bin() -> PathBuf {
-    std::env::var_os("CREDYT_WORKER_BIN").map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/credyt-worker")
-    })
+    std::env::var_os("CREDYT_WORKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/credyt-worker"))
 }
 
 /// A free local TCP port (bound, then released).

@@ -54,7 +54,10 @@ fn a_dump_restores_into_a_fresh_database_with_everything() {
     let account = text(&mut src, "SELECT credyt.create_account('Acme')");
     let sub_org = text(&mut src, &format!("SELECT credyt.create_account('Acme EU', parent_id => '{account}')"));
     let role = unique("credyt_dump_role");
-    src.batch_execute(&format!("CREATE ROLE {role}; SELECT credyt.grant_access('{role}'); SELECT credyt.bind_role('{role}', '{account}')")).unwrap();
+    src.batch_execute(&format!(
+        "CREATE ROLE {role}; SELECT credyt.grant_access('{role}'); SELECT credyt.bind_role('{role}', '{account}')"
+    ))
+    .unwrap();
     for acc in [&account, &sub_org] {
         src.batch_execute(&format!(
             r#"SET credyt.account = '{acc}';
@@ -90,7 +93,8 @@ fn a_dump_restores_into_a_fresh_database_with_everything() {
         .output()
         .unwrap();
     assert!(dump.status.success(), "pg_dump: {}", String::from_utf8_lossy(&dump.stderr));
-    let restore = Command::new(format!("{PG_BIN}/pg_restore")).arg("-d").arg(conninfo(&dst_db)).arg(&file).output().unwrap();
+    let restore =
+        Command::new(format!("{PG_BIN}/pg_restore")).arg("-d").arg(conninfo(&dst_db)).arg(&file).output().unwrap();
     let _ = std::fs::remove_file(&file);
     assert!(
         restore.status.success() && restore.stderr.is_empty(),
@@ -108,10 +112,17 @@ fn a_dump_restores_into_a_fresh_database_with_everything() {
     dst.batch_execute(&format!("SET ROLE {role}")).unwrap();
     assert_eq!(text(&mut dst, "SELECT credyt.current_account()"), account);
     dst.batch_execute("RESET ROLE").unwrap();
-    dst.batch_execute(&format!("SET credyt.account = '{account}'; SELECT * FROM credyt.record_usage('ann', 'e3', 'chat')")).unwrap();
+    dst.batch_execute(&format!(
+        "SET credyt.account = '{account}'; SELECT * FROM credyt.record_usage('ann', 'e3', 'chat')"
+    ))
+    .unwrap();
     assert_eq!(text(&mut dst, "SELECT credyt.balance('ann')::text"), "10.25");
     drop(dst);
-    for sql in [format!("DROP DATABASE {src_db} WITH (FORCE)"), format!("DROP DATABASE {dst_db} WITH (FORCE)"), format!("DROP ROLE {role}")] {
+    for sql in [
+        format!("DROP DATABASE {src_db} WITH (FORCE)"),
+        format!("DROP DATABASE {dst_db} WITH (FORCE)"),
+        format!("DROP ROLE {role}"),
+    ] {
         admin.batch_execute(&sql).unwrap();
     }
 }

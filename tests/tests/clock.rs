@@ -85,10 +85,7 @@ fn pg_cron_calls_tick() {
         std::thread::sleep(Duration::from_secs(2));
     };
     let runs: i64 = c
-        .query_one(
-            "SELECT count(*) FROM cron.job_run_details WHERE jobid = $1 AND status = 'succeeded'",
-            &[&job],
-        )
+        .query_one("SELECT count(*) FROM cron.job_run_details WHERE jobid = $1 AND status = 'succeeded'", &[&job])
         .unwrap()
         .get(0);
     c.batch_execute("SELECT cron.unschedule('credyt-tick')").unwrap();

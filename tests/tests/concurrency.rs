@@ -20,8 +20,11 @@ fn overlapping_charges_and_replays_charge_each_key_once() {
     for who in ["hot", "cool"] {
         s.batch_execute(&format!("SELECT credyt.create_customer('{who}', '{who}')")).unwrap();
     }
-    s.batch_execute("SELECT credyt.adjust('hot', 'seed', 'USD', 1000, 'external_topup'); \
-                     SELECT credyt.adjust('hot', 'promo', 'USD', 25, 'gift')").unwrap();
+    s.batch_execute(
+        "SELECT credyt.adjust('hot', 'seed', 'USD', 1000, 'external_topup'); \
+                     SELECT credyt.adjust('hot', 'promo', 'USD', 25, 'gift')",
+    )
+    .unwrap();
 
     const KEYS: u64 = 150;
     let results = on_clients(CLIENTS, &t.role, |i, c| {
@@ -117,7 +120,10 @@ fn many_concurrent_charges_crossing_thresholds_emit_one_event_and_one_topup() {
         }
     });
     assert_eq!(text(&mut s, "SELECT credyt.balance('p')::text"), "40");
-    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'balance_threshold_hit'"), "1");
+    assert_eq!(
+        text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'balance_threshold_hit'"),
+        "1"
+    );
     // and exactly one pending top-up for the wallet, with one request event
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.topups"), "1");
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'auto_topup.requested'"), "1");

@@ -61,7 +61,9 @@ impl Op {
     fn delta(&self) -> (usize, Decimal) {
         match self {
             Op::Usage { customer, .. } => (*customer, Decimal::new(-7, 2)),
-            Op::Adjust { customer, cents, .. } | Op::Grant { customer, cents, .. } => (*customer, Decimal::new(*cents, 2)),
+            Op::Adjust { customer, cents, .. } | Op::Grant { customer, cents, .. } => {
+                (*customer, Decimal::new(*cents, 2))
+            }
         }
     }
 }
@@ -76,7 +78,10 @@ fn setup(c: &mut Client) -> String {
     ))
     .unwrap();
     for i in 0..CUSTOMERS {
-        c.batch_execute(&format!("SELECT credyt.create_customer('C{i}', 'c{i}'); SELECT credyt.subscribe('c{i}', 'chat')")).unwrap();
+        c.batch_execute(&format!(
+            "SELECT credyt.create_customer('C{i}', 'c{i}'); SELECT credyt.subscribe('c{i}', 'chat')"
+        ))
+        .unwrap();
     }
     account
 }
@@ -151,7 +156,8 @@ fn kill_9_of_the_cluster_mid_stream_loses_and_doubles_nothing() {
         // ones), replayed, returns its original result
         let acked_now = acked.lock().unwrap().clone();
         for (i, (key, (op, result))) in acked_now.iter().enumerate() {
-            let recent = key.split_once('-').is_some_and(|(_, n)| n.parse::<u64>().is_ok_and(|n| n >> 32 == round as u64));
+            let recent =
+                key.split_once('-').is_some_and(|(_, n)| n.parse::<u64>().is_ok_and(|n| n >> 32 == round as u64));
             if !recent && i % 10 != 0 {
                 continue;
             }
@@ -165,7 +171,11 @@ fn kill_9_of_the_cluster_mid_stream_loses_and_doubles_nothing() {
         let grants = attempted.iter().filter(|o| matches!(o, Op::Grant { .. })).count() as i64;
         assert_eq!(count(&mut c, "SELECT count(*) FROM credyt.usage"), usage, "round {round}: usage events");
         assert_eq!(count(&mut c, "SELECT count(DISTINCT event_id) FROM credyt.usage"), usage);
-        assert_eq!(count(&mut c, "SELECT count(*) FROM credyt.ledger_txn WHERE idem_key IS NOT NULL"), adjusts, "round {round}: adjustments");
+        assert_eq!(
+            count(&mut c, "SELECT count(*) FROM credyt.ledger_txn WHERE idem_key IS NOT NULL"),
+            adjusts,
+            "round {round}: adjustments"
+        );
         assert_eq!(count(&mut c, "SELECT count(*) FROM credyt.grants"), grants, "round {round}: grants");
         assert_eq!(acked_now.len(), attempted.len(), "every call was acknowledged once retried");
         let mut model = [Decimal::ZERO; CUSTOMERS];

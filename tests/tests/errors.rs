@@ -41,8 +41,10 @@ fn a_rolled_back_transaction_leaves_nothing() {
     let mut s = t.session();
     s.batch_execute("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
     let mut tx = s.transaction().unwrap();
-    tx.batch_execute("SELECT credyt.adjust('ann', 'a1', 'USD', 5, 'gift'); SELECT credyt.charge('ann', 'c1', 'USD', 2)")
-        .unwrap();
+    tx.batch_execute(
+        "SELECT credyt.adjust('ann', 'a1', 'USD', 5, 'gift'); SELECT credyt.charge('ann', 'c1', 'USD', 2)",
+    )
+    .unwrap();
     tx.rollback().unwrap();
     assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "0");
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.entries"), "0");

@@ -32,7 +32,9 @@ impl Wallet {
     /// Live lot indices in consumption order: priority, earliest expiry (none last), oldest.
     fn order(&self, paid_only: bool) -> Vec<usize> {
         let mut idx: Vec<usize> = (0..self.lots.len())
-            .filter(|&i| self.lots[i].live && self.lots[i].remaining > Decimal::ZERO && (!paid_only || self.lots[i].paid))
+            .filter(|&i| {
+                self.lots[i].live && self.lots[i].remaining > Decimal::ZERO && (!paid_only || self.lots[i].paid)
+            })
             .collect();
         idx.sort_by_key(|&i| {
             let l = &self.lots[i];
@@ -141,9 +143,22 @@ fn random_operations_match_the_model() {
                 let future = rng.below(10) == 0;
                 let mut m = w.clone();
                 seq += 1;
-                m.credit(Lot { paid: false, priority: 10, expires: days.map(|d| (d, seq)), seq, remaining: a, live: !future });
-                let exp = days.map(|d| format!(", expires_at => '{base}'::timestamptz + interval '{d} days'")).unwrap_or_default();
-                let eff = if future { format!(", effective_at => '{base}'::timestamptz + interval '12 hours'") } else { String::new() };
+                m.credit(Lot {
+                    paid: false,
+                    priority: 10,
+                    expires: days.map(|d| (d, seq)),
+                    seq,
+                    remaining: a,
+                    live: !future,
+                });
+                let exp = days
+                    .map(|d| format!(", expires_at => '{base}'::timestamptz + interval '{d} days'"))
+                    .unwrap_or_default();
+                let eff = if future {
+                    format!(", effective_at => '{base}'::timestamptz + interval '12 hours'")
+                } else {
+                    String::new()
+                };
                 (format!("SELECT credyt.adjust('{customer}', '{key}', '{asset}', {a}, 'gift', account_name => '{name}'{exp}{eff})"), Ok(m))
             }
             28..=64 => {
@@ -208,10 +223,8 @@ fn random_operations_match_the_model() {
             (Ok(_), Err(code)) => panic!("{ctx}: expected {code} from {sql}"),
             (Err(e), Ok(_)) => panic!("{ctx}: {sql} failed: {e}"),
         }
-        let got: Decimal = c
-            .query_one("SELECT credyt.balance($1, $2, $3)", &[&customer, &asset, &name])
-            .unwrap()
-            .get(0);
+        let got: Decimal =
+            c.query_one("SELECT credyt.balance($1, $2, $3)", &[&customer, &asset, &name]).unwrap().get(0);
         assert_eq!(got, model[&(cu, wi)].available(), "{ctx}: balance after {sql}");
     }
 

@@ -89,5 +89,7 @@ fn every_idempotent_function_replays_with_defaults_and_with_explicit_values() {
 
 /// The one text the query returns, or its error.
 fn c_text(c: &mut postgres::Client, sql: &str) -> Result<String, String> {
-    c.query_one(sql, &[]).map(|r| r.get::<_, String>(0)).map_err(|e| format!("{} {}", sqlstate(&e), e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())))
+    c.query_one(sql, &[])
+        .map(|r| r.get::<_, String>(0))
+        .map_err(|e| format!("{} {}", sqlstate(&e), e.as_db_error().map_or(e.to_string(), |d| d.message().to_string())))
 }

@@ -32,7 +32,8 @@ fn a_bound_role_cannot_reach_another_tenant() {
     );
     let mut sa = a.session();
     text(&mut sa, "SELECT credyt.create_customer('Ann', 'a-ext')");
-    let b_products: i64 = admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
+    let b_products: i64 =
+        admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
     let role = bound_role(&mut admin, &a.account);
     let mut app = connect_as(&role);
     assert_eq!(text(&mut app, "SELECT credyt.current_account()"), a.account);
@@ -67,7 +68,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(
             &mut app,
             "record_usage",
-            format!(r#"SELECT * FROM credyt.record_usage('[{{"customer": "{r}", "event_id": "z2", "event_type": "chat"}}]'::jsonb)"#),
+            format!(
+                r#"SELECT * FROM credyt.record_usage('[{{"customer": "{r}", "event_id": "z2", "event_type": "chat"}}]'::jsonb)"#
+            ),
             "CY404",
         );
         attack(&mut app, "authorize", format!("SELECT credyt.authorize('{r}', 'z3', 'USD', 1)"), "CY404");
@@ -78,18 +81,38 @@ fn a_bound_role_cannot_reach_another_tenant() {
     }
     for h in ["b-hold", b_hold.as_str()] {
         attack(&mut app, "release", format!("SELECT credyt.release('{h}')"), "CY404");
-        attack(&mut app, "record_usage", format!("SELECT * FROM credyt.record_usage('a-ext', 'z4', 'chat', hold_id => '{h}')"), "CY404");
+        attack(
+            &mut app,
+            "record_usage",
+            format!("SELECT * FROM credyt.record_usage('a-ext', 'z4', 'chat', hold_id => '{h}')"),
+            "CY404",
+        );
     }
     attack(&mut app, "cancel_subscription", format!("SELECT credyt.cancel_subscription('{b_sub}')"), "CY404");
-    attack(&mut app, "update_webhook", format!("SELECT credyt.update_webhook('{b_hook}', url => 'http://127.0.0.1:9/a')"), "CY404");
-    attack(&mut app, "update_webhook", format!("SELECT credyt.update_webhook('{b_hook}', rotate_secret => true)"), "CY404");
+    attack(
+        &mut app,
+        "update_webhook",
+        format!("SELECT credyt.update_webhook('{b_hook}', url => 'http://127.0.0.1:9/a')"),
+        "CY404",
+    );
+    attack(
+        &mut app,
+        "update_webhook",
+        format!("SELECT credyt.update_webhook('{b_hook}', rotate_secret => true)"),
+        "CY404",
+    );
     attack(&mut app, "delete_webhook", format!("SELECT credyt.delete_webhook('{b_hook}')"), "CY404");
     attack(&mut app, "replay_event", format!("SELECT credyt.replay_event('{b_event}')"), "CY404");
     attack(&mut app, "send_test_event", format!("SELECT credyt.send_test_event(webhook_id => '{b_hook}')"), "CY404");
     attack(&mut app, "complete_topup", format!("SELECT credyt.complete_topup('{b_topup}', true)"), "CY404");
     attack(&mut app, "create_product_version", "SELECT credyt.create_product_version('b-prod', '[]')".into(), "CY404");
     attack(&mut app, "verify_ledger", format!("SELECT * FROM credyt.verify_ledger('{}')", b.account), "CY403");
-    attack(&mut app, "create_account", format!("SELECT credyt.create_account('x', parent_id => '{}')", b.account), "CY403");
+    attack(
+        &mut app,
+        "create_account",
+        format!("SELECT credyt.create_account('x', parent_id => '{}')", b.account),
+        "CY403",
+    );
     attack(&mut app, "create_account", "SELECT credyt.create_account('connected')".into(), "CY403");
 
     // Naming B as the account in scope is refused by every function and every view.
@@ -129,8 +152,22 @@ fn a_bound_role_cannot_reach_another_tenant() {
     ] {
         attack(&mut app, name, sql, "CY403");
     }
-    for view in ["customers", "lots", "entries", "usage", "holds", "products", "subscriptions", "assets", "margins", "events", "grants", "topups",
-                 "webhooks", "deliveries"] {
+    for view in [
+        "customers",
+        "lots",
+        "entries",
+        "usage",
+        "holds",
+        "products",
+        "subscriptions",
+        "assets",
+        "margins",
+        "events",
+        "grants",
+        "topups",
+        "webhooks",
+        "deliveries",
+    ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
@@ -210,7 +247,8 @@ fn a_bound_role_cannot_reach_another_tenant() {
     assert_eq!(b_rows_before, b_rows_after);
     assert_eq!(text(&mut sb, "SELECT status FROM credyt.holds WHERE hold_id = 'b-hold'"), "active");
     assert_eq!(text(&mut sb, "SELECT status FROM credyt.subscriptions"), "active");
-    let b_products_after: i64 = admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
+    let b_products_after: i64 =
+        admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
     assert_eq!(b_products, b_products_after);
     assert!(ledger_problems(&mut sb).is_empty());
 }
@@ -224,7 +262,9 @@ fn a_bound_login_cannot_escape_through_set_role() {
     // An unbound role the bound login is a member of: SET ROLE to it keeps the binding.
     let helper = unique("credyt_t_unbound");
     admin
-        .batch_execute(&format!("CREATE ROLE {helper}; SELECT credyt.grant_access('{helper}'); GRANT {helper} TO {role};"))
+        .batch_execute(&format!(
+            "CREATE ROLE {helper}; SELECT credyt.grant_access('{helper}'); GRANT {helper} TO {role};"
+        ))
         .unwrap();
     let mut app = connect_as(&role);
     app.batch_execute(&format!("SET ROLE {helper}")).unwrap();

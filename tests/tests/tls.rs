@@ -16,8 +16,24 @@ fn openssl(dir: &Path, args: &[&str]) {
 
 /// A CA (`<name>.crt`, `<name>.key`) in `dir`.
 fn ca(dir: &Path, name: &str) {
-    openssl(dir, &["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", &format!("{name}.key"), "-out",
-                   &format!("{name}.crt"), "-subj", &format!("/CN={name}"), "-days", "2"]);
+    openssl(
+        dir,
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            &format!("{name}.key"),
+            "-out",
+            &format!("{name}.crt"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-days",
+            "2",
+        ],
+    );
 }
 
 /// Waits until the worker's log says `what`; false after `timeout`.
@@ -40,10 +56,42 @@ fn the_worker_connects_with_verify_full_and_refuses_what_it_cannot_verify() {
     std::fs::create_dir_all(&certs).unwrap();
     ca(&certs, "credyt-test-ca");
     ca(&certs, "another-ca");
-    openssl(&certs, &["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]);
+    openssl(
+        &certs,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=localhost",
+        ],
+    );
     std::fs::write(certs.join("san.ext"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").unwrap();
-    openssl(&certs, &["x509", "-req", "-in", "server.csr", "-CA", "credyt-test-ca.crt", "-CAkey", "credyt-test-ca.key",
-                      "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.ext"]);
+    openssl(
+        &certs,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "credyt-test-ca.crt",
+            "-CAkey",
+            "credyt-test-ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ],
+    );
     for f in ["server.crt", "server.key"] {
         std::fs::copy(certs.join(f), data.join(f)).unwrap();
         cluster.own(&data.join(f));
@@ -60,7 +108,9 @@ fn the_worker_connects_with_verify_full_and_refuses_what_it_cannot_verify() {
     .unwrap();
     cluster.start();
     let mut admin = cluster.connect();
-    admin.batch_execute("CREATE EXTENSION credyt; ALTER DATABASE postgres SET credyt.webhook_allow_private = on").unwrap();
+    admin
+        .batch_execute("CREATE EXTENSION credyt; ALTER DATABASE postgres SET credyt.webhook_allow_private = on")
+        .unwrap();
     let rx = Receiver::start();
     let ca_file = certs.join("credyt-test-ca.crt");
     let tcp = |extra: &str| format!("host=localhost port={} user=postgres dbname=postgres {extra}", cluster.port);
@@ -70,7 +120,10 @@ fn the_worker_connects_with_verify_full_and_refuses_what_it_cannot_verify() {
     let mut admin = cluster.connect();
     admin.batch_execute(&format!("SELECT credyt.create_webhook('{}')", rx.url("/tls"))).unwrap();
     let event: String = admin.query_one("SELECT credyt.send_test_event()", &[]).unwrap().get(0);
-    assert!(rx.wait_until(Duration::from_secs(20), |r| r.iter().any(|m| m.event_id() == event)), "nothing delivered over TLS");
+    assert!(
+        rx.wait_until(Duration::from_secs(20), |r| r.iter().any(|m| m.event_id() == event)),
+        "nothing delivered over TLS"
+    );
     let tls_sessions: i64 = admin
         .query_one(
             "SELECT count(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \

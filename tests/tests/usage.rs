@@ -176,13 +176,20 @@ fn a_tenant_listening_on_every_channel_it_can_name_hears_nothing_of_another() {
     // B is charged, crosses a threshold (an event), and gets a balance push
     sb.batch_execute("SELECT credyt.set_threshold('ann', 'USD', 99.99999)").unwrap();
     for i in 0..5 {
-        sb.batch_execute(&format!(r#"SELECT * FROM credyt.record_usage('ann', 'b{i}', 'chat', '{{"output_tokens": 50}}')"#)).unwrap();
+        sb.batch_execute(&format!(
+            r#"SELECT * FROM credyt.record_usage('ann', 'b{i}', 'chat', '{{"output_tokens": 50}}')"#
+        ))
+        .unwrap();
     }
-    let pushed: i64 = sb.query_one("SELECT count(*) FROM credyt.events WHERE event_type = 'balance_threshold_hit'", &[]).unwrap().get(0);
+    let pushed: i64 = sb
+        .query_one("SELECT count(*) FROM credyt.events WHERE event_type = 'balance_threshold_hit'", &[])
+        .unwrap()
+        .get(0);
     assert_eq!(pushed, 1);
     let mut n = spy.notifications();
     let heard: Vec<_> = n.timeout_iter(Duration::from_millis(500)).collect().unwrap();
-    let leaked: Vec<_> = heard.iter().filter(|m| m.payload().contains(&b.account) || m.payload().contains("cust_")).collect();
+    let leaked: Vec<_> =
+        heard.iter().filter(|m| m.payload().contains(&b.account) || m.payload().contains("cust_")).collect();
     assert!(heard.is_empty(), "A heard {leaked:?} of {heard:?}");
     // while B itself hears its own
     let mut own = b.session();

@@ -5,7 +5,7 @@
 //! Workers deliver every tenant's events, so these tests run one at a time (SERIAL)
 //! and each starts from a queue with nothing pending.
 
-use credyt_tests::webhooks::{Behaviour, Receiver, Received, Worker};
+use credyt_tests::webhooks::{Behaviour, Received, Receiver, Worker};
 use credyt_tests::*;
 use postgres::Client;
 use std::collections::{HashMap, HashSet};
@@ -165,10 +165,16 @@ fn delivers_signed_events_that_an_independent_verifier_accepts() {
 
     let mut s = t.session();
     let test_event = text(&mut s, "SELECT credyt.send_test_event()");
-    s.batch_execute("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.grant('ann', 'welcome', 'USD', 5)").unwrap();
+    s.batch_execute("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.grant('ann', 'welcome', 'USD', 5)")
+        .unwrap();
     let grant_event = text(&mut s, "SELECT id FROM credyt.events WHERE event_type = 'grant.issued'");
     assert!(rx.wait_until(Duration::from_secs(20), |r| r.len() >= 2), "{:?}", rx.received());
-    assert!(wait_for_deliveries(&[test_event.clone(), grant_event.clone()], &hook, "delivered/1", Duration::from_secs(10)));
+    assert!(wait_for_deliveries(
+        &[test_event.clone(), grant_event.clone()],
+        &hook,
+        "delivered/1",
+        Duration::from_secs(10)
+    ));
 
     for r in rx.received() {
         let payload = text(&mut s, &format!("SELECT payload::text FROM credyt.events WHERE id = '{}'", r.event_id()));
@@ -186,7 +192,8 @@ fn delivers_signed_events_that_an_independent_verifier_accepts() {
     assert_eq!(ids, HashSet::from([test_event, grant_event]));
 
     // After a rotation both secrets verify, until the old one's overlap ends.
-    let new_secret = text(&mut s, &format!("SELECT secret FROM credyt.update_webhook('{hook}', rotate_secret => true)"));
+    let new_secret =
+        text(&mut s, &format!("SELECT secret FROM credyt.update_webhook('{hook}', rotate_secret => true)"));
     let e = text(&mut s, "SELECT credyt.send_test_event()");
     assert!(rx.wait_until(Duration::from_secs(20), |r| r.iter().any(|x| x.event_id() == e)));
     let r = rx.received().into_iter().find(|x| x.event_id() == e).unwrap();
@@ -208,9 +215,21 @@ fn retries_after_a_500_and_fails_after_the_schedule() {
     let _w = Worker::start(&url(), &["--retry-schedule", "200ms,200ms,200ms", "--timeout", "500ms", "--lease", "3s"]);
     let e = test_events(&mut s, 1).remove(0);
 
-    assert!(wait_for_deliveries(std::slice::from_ref(&e), &flaky, "delivered/3", Duration::from_secs(20)), "flaky: {}", delivery(&e, &flaky));
-    assert!(wait_for_deliveries(std::slice::from_ref(&e), &down, "failed/4", Duration::from_secs(20)), "down: {}", delivery(&e, &down));
-    assert!(wait_for_deliveries(std::slice::from_ref(&e), &slow, "failed/4", Duration::from_secs(30)), "slow: {}", delivery(&e, &slow));
+    assert!(
+        wait_for_deliveries(std::slice::from_ref(&e), &flaky, "delivered/3", Duration::from_secs(20)),
+        "flaky: {}",
+        delivery(&e, &flaky)
+    );
+    assert!(
+        wait_for_deliveries(std::slice::from_ref(&e), &down, "failed/4", Duration::from_secs(20)),
+        "down: {}",
+        delivery(&e, &down)
+    );
+    assert!(
+        wait_for_deliveries(std::slice::from_ref(&e), &slow, "failed/4", Duration::from_secs(30)),
+        "slow: {}",
+        delivery(&e, &slow)
+    );
     assert_eq!(rx.on("/flaky").len(), 3);
     assert_eq!(rx.on("/down").len(), 4, "one attempt and three retries");
     let last = |hook: &str| {
@@ -264,11 +283,17 @@ fn topics_filter_and_connect_endpoints_route_across_accounts() {
     assert!(!on("/platform").contains_key(&a_hold), "hold.expired is not among the platform's topics");
     // The envelope says whose event it is.
     let r = rx.on("/platform").into_iter().find(|r| r.event_id() == b_test).unwrap();
-    assert!(r.body.contains(&format!("\"account\" : \"{}\"", b.account)) || r.body.contains(&format!("\"account\":\"{}\"", b.account)), "{}", r.body);
+    assert!(
+        r.body.contains(&format!("\"account\" : \"{}\"", b.account))
+            || r.body.contains(&format!("\"account\":\"{}\"", b.account)),
+        "{}",
+        r.body
+    );
     // A tenant sees its own deliveries only; the platform sees its connect endpoint's.
     let n: i64 = sb.query_one("SELECT count(*) FROM credyt.deliveries", &[]).unwrap().get(0);
     assert_eq!(n, 1);
-    let n: i64 = sa.query_one("SELECT count(*) FROM credyt.deliveries WHERE webhook_id = $1", &[&platform_hook]).unwrap().get(0);
+    let n: i64 =
+        sa.query_one("SELECT count(*) FROM credyt.deliveries WHERE webhook_id = $1", &[&platform_hook]).unwrap().get(0);
     assert_eq!(n, 0);
     admin.batch_execute(&format!("SELECT credyt.delete_webhook('{platform_hook}')")).unwrap();
 }
@@ -435,7 +460,10 @@ fn sigterm_finishes_or_releases_in_flight_claims_and_health_and_metrics_answer()
                 &[e],
             )
             .unwrap();
-        assert_eq!((row.get::<_, String>(0).as_str(), row.get::<_, i32>(1), row.get::<_, bool>(2), row.get::<_, bool>(3)), ("pending", 0, true, true));
+        assert_eq!(
+            (row.get::<_, String>(0).as_str(), row.get::<_, i32>(1), row.get::<_, bool>(2), row.get::<_, bool>(3)),
+            ("pending", 0, true, true)
+        );
     }
     // The next worker sends them.
     rx.behave("/slow", Behaviour::default());

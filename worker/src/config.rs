@@ -118,7 +118,9 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Pa
     let metrics_addr = match get("metrics-addr", "CREDYT_WORKER_METRICS_ADDR").as_deref() {
         Some("off") => None,
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9187))),
-        Some(v) => Some(v.parse().map_err(|_| format!("--metrics-addr: {v:?} is not an address such as 127.0.0.1:9187"))?),
+        Some(v) => {
+            Some(v.parse().map_err(|_| format!("--metrics-addr: {v:?} is not an address such as 127.0.0.1:9187"))?)
+        }
     };
     let retry_schedule = match get("retry-schedule", "CREDYT_WORKER_RETRY_SCHEDULE") {
         None => RETRY_SCHEDULE.to_vec(),
@@ -162,7 +164,8 @@ mod tests {
 
     #[test]
     fn flags_win_over_the_environment() {
-        let c = run(&["--database-url", "postgres://a", "--concurrency=4"], &[("DATABASE_URL", "postgres://b")]).unwrap();
+        let c =
+            run(&["--database-url", "postgres://a", "--concurrency=4"], &[("DATABASE_URL", "postgres://b")]).unwrap();
         assert_eq!((c.database_url.as_str(), c.concurrency), ("postgres://a", 4));
         let c = run(&[], &[("DATABASE_URL", "postgres://b"), ("CREDYT_WORKER_RETRY_SCHEDULE", "1s,2s")]).unwrap();
         assert_eq!(c.database_url, "postgres://b");

@@ -189,7 +189,9 @@ impl From<String> for SessionError {
 fn setup_error(e: tokio_postgres::Error) -> SessionError {
     let code = e.code().map(|c| c.code().to_string()).unwrap_or_default();
     let hint = match code.as_str() {
-        "42501" => "grant the worker's role what it needs, as the extension's owner: SELECT credyt.grant_worker('<role>')",
+        "42501" => {
+            "grant the worker's role what it needs, as the extension's owner: SELECT credyt.grant_worker('<role>')"
+        }
         "42883" | "3F000" => "install credyt in this database first: CREATE EXTENSION credyt",
         _ => return SessionError::Retry(db_err(e)),
     };
@@ -212,14 +214,17 @@ async fn connect(cfg: &Config) -> Result<(Client, Arc<Notify>), String> {
     let wake = Arc::new(Notify::new());
     let client = match tls::client_config(&settings)? {
         None => {
-            let (client, conn) = pg.connect(NoTls).await.map_err(|e| format!("cannot connect: {}", log::with_sources(&e)))?;
+            let (client, conn) =
+                pg.connect(NoTls).await.map_err(|e| format!("cannot connect: {}", log::with_sources(&e)))?;
             tokio::spawn(drive(conn, wake.clone()));
             client
         }
         Some(config) => {
             pg.ssl_mode(if settings.mode == tls::Mode::Prefer { SslMode::Prefer } else { SslMode::Require });
-            let (client, conn) =
-                pg.connect(tls::MakeRustls(config)).await.map_err(|e| format!("cannot connect: {}", log::with_sources(&e)))?;
+            let (client, conn) = pg
+                .connect(tls::MakeRustls(config))
+                .await
+                .map_err(|e| format!("cannot connect: {}", log::with_sources(&e)))?;
             tokio::spawn(drive(conn, wake.clone()));
             client
         }
@@ -286,11 +291,16 @@ async fn session(
     client.batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', ""))).await.map_err(db_err)?;
     let st = Statements {
         claim: client
-            .prepare("SELECT event_id, webhook_id, claim, attempts, url, secret, previous_secret, payload, created_at \
-                      FROM credyt._worker_claim($1, $2, $3)")
+            .prepare(
+                "SELECT event_id, webhook_id, claim, attempts, url, secret, previous_secret, payload, created_at \
+                      FROM credyt._worker_claim($1, $2, $3)",
+            )
             .await
             .map_err(setup_error)?,
-        finish: client.prepare("SELECT credyt._worker_finish($1, $2, $3, $4, $5, $6, $7)").await.map_err(setup_error)?,
+        finish: client
+            .prepare("SELECT credyt._worker_finish($1, $2, $3, $4, $5, $6, $7)")
+            .await
+            .map_err(setup_error)?,
         release: client.prepare("SELECT credyt._worker_release($1, $2, $3)").await.map_err(setup_error)?,
     };
     shared.set_client(Some(client.clone()));
@@ -309,10 +319,7 @@ async fn session(
         let free = slots.available_permits();
         if free > 0 {
             let started = Instant::now();
-            let rows = client
-                .query(&st.claim, &[&cfg.worker_id, &(free as i32), &lease_ms])
-                .await
-                .map_err(db_err)?;
+            let rows = client.query(&st.claim, &[&cfg.worker_id, &(free as i32), &lease_ms]).await.map_err(db_err)?;
             METRICS.db.observe(started.elapsed());
             let full = rows.len() == free;
             for row in rows {
@@ -358,7 +365,12 @@ async fn session(
 }
 
 /// Records outcomes in one statement. On failure they stay in `unrecorded`.
-async fn record(client: &Client, st: &Statements, shared: &Shared, unrecorded: &mut Vec<Outcome>) -> Result<(), String> {
+async fn record(
+    client: &Client,
+    st: &Statements,
+    shared: &Shared,
+    unrecorded: &mut Vec<Outcome>,
+) -> Result<(), String> {
     let events: Vec<&str> = unrecorded.iter().map(|o| o.event_id.as_str()).collect();
     let hooks: Vec<&str> = unrecorded.iter().map(|o| o.webhook_id.as_str()).collect();
     let claims: Vec<i64> = unrecorded.iter().map(|o| o.claim).collect();

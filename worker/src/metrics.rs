@@ -16,7 +16,11 @@ pub struct Histogram {
 
 impl Histogram {
     const fn new() -> Self {
-        Histogram { counts: [const { AtomicU64::new(0) }; BUCKETS.len()], count: AtomicU64::new(0), sum_micros: AtomicU64::new(0) }
+        Histogram {
+            counts: [const { AtomicU64::new(0) }; BUCKETS.len()],
+            count: AtomicU64::new(0),
+            sum_micros: AtomicU64::new(0),
+        }
     }
 
     pub fn observe(&self, d: Duration) {
@@ -92,9 +96,21 @@ pub fn render(queue: Option<(i64, i64)>) -> String {
              # TYPE credyt_worker_queue_pending gauge\ncredyt_worker_queue_pending {pending}"
         );
     }
-    m.attempt.render(&mut out, "credyt_worker_attempt_duration_seconds", "One HTTP delivery attempt, request to response.");
-    m.lag.render(&mut out, "credyt_worker_delivery_lag_seconds", "From the event's transaction to its successful delivery.");
-    m.db.render(&mut out, "credyt_worker_db_round_trip_seconds", "One claim or one recording of outcomes, with its commit.");
+    m.attempt.render(
+        &mut out,
+        "credyt_worker_attempt_duration_seconds",
+        "One HTTP delivery attempt, request to response.",
+    );
+    m.lag.render(
+        &mut out,
+        "credyt_worker_delivery_lag_seconds",
+        "From the event's transaction to its successful delivery.",
+    );
+    m.db.render(
+        &mut out,
+        "credyt_worker_db_round_trip_seconds",
+        "One claim or one recording of outcomes, with its commit.",
+    );
     out
 }
 

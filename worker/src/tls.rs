@@ -76,7 +76,11 @@ pub fn split(url: &str) -> Result<(String, Settings), String> {
                         kept.push(pair);
                     }
                 }
-                if kept.is_empty() { base.to_string() } else { format!("{base}?{}", kept.join("&")) }
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
             }
         }
     } else {
@@ -100,7 +104,10 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        match (b[i], b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok())) {
+        match (
+            b[i],
+            b.get(i + 1..i + 3).and_then(|h| std::str::from_utf8(h).ok()).and_then(|h| u8::from_str_radix(h, 16).ok()),
+        ) {
             (b'%', Some(v)) => {
                 out.push(v);
                 i += 3;
@@ -271,7 +278,10 @@ mod tests {
         assert_eq!(rest, "postgres://w@db/x?application_name=a");
         assert_eq!(s, Settings { mode: Mode::Require, root_cert: Some("/ca.pem".into()) });
         assert_eq!(split("host=db").unwrap().1.mode, Mode::Prefer);
-        assert_eq!(split("postgres://db/x?sslmode=disable").unwrap(), ("postgres://db/x".into(), Settings { mode: Mode::Disable, root_cert: None }));
+        assert_eq!(
+            split("postgres://db/x?sslmode=disable").unwrap(),
+            ("postgres://db/x".into(), Settings { mode: Mode::Disable, root_cert: None })
+        );
         assert!(split("host=db sslmode=verify-ca").unwrap_err().contains("sslrootcert"));
         assert!(split("host=db sslmode=sometimes").unwrap_err().contains("unknown sslmode"));
     }

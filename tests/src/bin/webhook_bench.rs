@@ -43,10 +43,8 @@ fn main() {
         .unwrap()
         .get(0);
     let rx = Receiver::start();
-    let hook: String = admin
-        .query_one("SELECT id FROM credyt.create_webhook($1)", &[&rx.url("/bench")])
-        .unwrap()
-        .get(0);
+    let hook: String =
+        admin.query_one("SELECT id FROM credyt.create_webhook($1)", &[&rx.url("/bench")]).unwrap().get(0);
     println!(
         "setup: PostgreSQL 15, {} cores, credyt-worker --concurrency {concurrency} (release), local HTTP/1.1 receiver \
          answering 200 at once, {commit_mode}, {rounds} rounds",
@@ -78,7 +76,10 @@ fn main() {
         // Until every outcome is recorded in the database as well.
         loop {
             let n: i64 = admin
-                .query_one("SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND status = 'pending'", &[&hook])
+                .query_one(
+                    "SELECT count(*) FROM credyt.delivery WHERE webhook_id = $1 AND status = 'pending'",
+                    &[&hook],
+                )
                 .unwrap()
                 .get(0);
             if n == 0 {
@@ -120,7 +121,9 @@ fn main() {
         assert!(rx.wait_until(Duration::from_secs(120), |r| r.len() >= before + latency_events));
         let mut lat: Vec<f64> = rx.received()[before..]
             .iter()
-            .filter_map(|r| committed.get(r.event_id()).map(|c| r.at.duration_since(*c).unwrap_or_default().as_secs_f64() * 1000.0))
+            .filter_map(|r| {
+                committed.get(r.event_id()).map(|c| r.at.duration_since(*c).unwrap_or_default().as_secs_f64() * 1000.0)
+            })
             .collect();
         lat.sort_by(|a, b| a.total_cmp(b));
         let (p50, p99) = (percentile(&lat, 0.5), percentile(&lat, 0.99));
