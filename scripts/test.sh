@@ -13,10 +13,15 @@ ensure_python_verifier
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 
-say "1/3 core and worker unit tests"
+say "style: cargo fmt --check and cargo clippy -D warnings on every crate"
+(cd "$ROOT" && cargo fmt --all -- --check)
+(cd "$ROOT" && cargo clippy -p credyt-core -p credyt-worker -p credyt-tests --all-targets -- -D warnings)
+(cd "$ROOT" && cargo clippy -p credyt --features pg15 --all-targets -- -D warnings)
+
+say "1/4 core and worker unit tests"
 (cd "$ROOT" && cargo test -p credyt-core -p credyt-worker) 2>&1 | tee -a "$LOG"
 
-say "2/3 in-database tests (cargo pgrx test pg15)"
+say "2/4 in-database tests (cargo pgrx test pg15)"
 if [ "$(id -u)" -eq 0 ]; then
     mkdir -p "$CREDYT_PGROOT/pgrx-test" && chown postgres "$CREDYT_PGROOT" "$CREDYT_PGROOT/pgrx-test"
     (cd "$ROOT" && CARGO_PGRX_TEST_RUNAS=postgres CARGO_PGRX_TEST_PGDATA="$CREDYT_PGROOT/pgrx-test" \
@@ -25,7 +30,7 @@ else
     (cd "$ROOT" && cargo pgrx test pg15) 2>&1 | tee -a "$LOG"
 fi
 
-say "3/3 out-of-process tests"
+say "3/4 out-of-process tests"
 install_extension
 ensure_cluster
 fresh_database credyt_test
