@@ -115,7 +115,7 @@ fn publish(
 
 /// Prices and entitlements: JSON of at most 1 MiB.
 fn json_arg(param: &str, v: Option<crate::json::Json>) -> Result<serde_json::Value> {
-    crate::json::required(param, v, 1 << 20)
+    crate::json::required(param, v, crate::json::MAX_BYTES)
 }
 
 /// A custom unit's code: a letter, then letters, digits or '_', at most 32; never a
@@ -191,8 +191,8 @@ fn create_product(
         let code = validate::key("code", code)?;
         let name = validate::name("name", name)?;
         let prices = json_arg("prices", prices)?;
-        let entitlements =
-            crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
+        let entitlements = crate::json::optional("entitlements", entitlements, crate::json::MAX_BYTES)?
+            .unwrap_or_else(|| serde_json::json!([]));
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let parsed = validate_version(c, &account, &prices, &entitlements)?;
@@ -240,8 +240,8 @@ fn create_product_version(
 ) -> i32 {
     api(move || {
         let prices = json_arg("prices", prices)?;
-        let entitlements =
-            crate::json::optional("entitlements", entitlements, 1 << 20)?.unwrap_or_else(|| serde_json::json!([]));
+        let entitlements = crate::json::optional("entitlements", entitlements, crate::json::MAX_BYTES)?
+            .unwrap_or_else(|| serde_json::json!([]));
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let (id, _) = resolve_product(c, &account, product.as_deref())?;

@@ -16,7 +16,8 @@ use serde_json::Value;
 /// never pruned, so they can be replayed.
 pub static EVENT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 
-/// Most events pruned per tick; the rest go at the next one.
+/// Most events pruned per tick; the rest go at the next one. (Origin: the same budget
+/// as HOLDS_PER_TICK, about a second of deletes per tick.)
 const PRUNE_PER_TICK: i64 = 10_000;
 
 pub fn init_gucs() {

@@ -18,6 +18,15 @@ use serde_json::Value;
 /// below serde_json's recursion limit of 128.
 pub const MAX_DEPTH: usize = 32;
 
+/// Largest jsonb argument but a batch: prices, entitlements, usage data and costs (and
+/// metadata, which then has its own 16 KiB limit). (Origin: a product's whole price
+/// list with hundreds of dimensional values is tens of KiB; 1 MiB leaves room.)
+pub const MAX_BYTES: usize = 1 << 20;
+
+/// Largest batch of usage events (`record_usage(events jsonb)`). (Origin: MAX_BATCH
+/// events of a few KiB each.)
+pub const MAX_BATCH_BYTES: usize = 64 << 20;
+
 /// A jsonb argument, as the text Postgres prints for it.
 pub struct Json(String);
 

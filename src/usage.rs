@@ -814,14 +814,14 @@ fn record_usage(
             customer: validate::required("customer", customer)?,
             event_id: validate::key("event_id", event_id)?,
             event_type: self::event_type(event_type)?,
-            data: data_object(crate::json::optional("data", data, 1 << 20)?)?,
+            data: data_object(crate::json::optional("data", data, crate::json::MAX_BYTES)?)?,
             occurred_at: match occurred_at {
                 Some(t) if !t.is_finite() => return Err(CyError::invalid("occurred_at must be a finite timestamp")),
                 other => other,
             },
             subject: self::subject(subject)?,
             description: validate::optional_text("description", description)?,
-            costs: crate::json::optional("costs", costs, 1 << 20)?,
+            costs: crate::json::optional("costs", costs, crate::json::MAX_BYTES)?,
             hold_id,
         };
         Spi::connect_mut(|c| {
@@ -913,7 +913,8 @@ fn batch_event(c: &mut SpiClient<'_>, v: &Value) -> Result<Event> {
     })
 }
 
-/// At most this many events per batch call.
+/// At most this many events per batch call. (Origin: ten of SPEC §13's 1,000-event
+/// batches; the batch's arrays and its one transaction stay a few MB.)
 const MAX_BATCH: usize = 10_000;
 
 // The row type is spelled out again: pg_extern reads the signature's tokens, so a type
@@ -937,7 +938,7 @@ fn record_usage_batch(
 > {
     let outcomes = api(move || {
         // 10,000 events of up to a few KiB each
-        let events = crate::json::required("events", events, 64 << 20)?;
+        let events = crate::json::required("events", events, crate::json::MAX_BATCH_BYTES)?;
         let arr = match events {
             Value::Array(a) => a,
             _ => return Err(CyError::invalid("events must be a JSON array of events")),

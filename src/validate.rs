@@ -34,7 +34,7 @@ pub fn optional_key(param: &str, v: Option<String>) -> Result<Option<String>> {
 
 /// Metadata must be a JSON object (NULL means empty) of reasonable size.
 pub fn metadata(v: Option<crate::json::Json>) -> Result<serde_json::Value> {
-    let value = crate::json::optional("metadata", v, 1 << 20)?.unwrap_or_else(|| serde_json::json!({}));
+    let value = crate::json::optional("metadata", v, crate::json::MAX_BYTES)?.unwrap_or_else(|| serde_json::json!({}));
     if !value.is_object() {
         return Err(CyError::invalid("metadata must be a JSON object").hint("pass e.g. '{\"plan\": \"pro\"}'::jsonb"));
     }

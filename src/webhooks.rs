@@ -16,11 +16,13 @@ use pgrx::spi::SpiClient;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting};
 use serde_json::json;
 
-/// Most topic filters on one endpoint.
+/// Most topic filters on one endpoint. (Origin: above the number of event types, so
+/// any selection of them fits; each event matches every filter of every endpoint.)
 const MAX_TOPICS: usize = 64;
 
 /// How long a rotated-out secret still signs (a second signature), so receivers can
-/// switch to the new secret without dropping a delivery.
+/// switch to the new secret without dropping a delivery. (Origin: Stripe's and Svix's
+/// default expiry of a rolled secret is 24 hours.)
 const ROTATION_OVERLAP: &str = "24 hours";
 
 fn new_secret() -> Result<String> {

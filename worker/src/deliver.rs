@@ -72,10 +72,13 @@ pub fn client(timeout: Duration) -> Result<reqwest::Client, String> {
     reqwest::Client::builder()
         .dns_resolver(std::sync::Arc::new(PublicOnly))
         .timeout(timeout)
+        // (origin: a TCP connect to a live host takes milliseconds; 5 s is the first retry)
         .connect_timeout(timeout.min(Duration::from_secs(5)))
         // A redirect is not a delivery: the endpoint must answer 2xx itself.
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(concat!("credyt-worker/", env!("CARGO_PKG_VERSION")))
+        // (origin: twice the default --concurrency, so one busy endpoint keeps its
+        // connections alive between bursts)
         .pool_max_idle_per_host(64)
         .build()
         .map_err(|e| format!("cannot build the HTTP client: {e}"))

@@ -121,6 +121,8 @@ async fn run(cfg: Config) -> ExitCode {
     let (results_tx, mut results) = mpsc::unbounded_channel::<Outcome>();
     // Outcomes not yet recorded; they survive a lost session and are recorded by the next.
     let mut unrecorded: Vec<Outcome> = Vec::new();
+    // Reconnect backoff: 250 ms doubling to 30 s (origin: a restarting PostgreSQL is
+    // back within a second or two; a longer outage should not be hammered).
     let mut backoff = Duration::from_millis(250);
     loop {
         match session(&shared, &http, &slots, &results_tx, &mut results, &mut unrecorded).await {
