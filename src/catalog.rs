@@ -2,6 +2,7 @@
 //! subscriptions. Fiat currencies (ISO 4217) are usable without being created;
 //! custom units are created per account.
 
+use crate::assets::{fiat, resolve_asset};
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::money::{self, to_numeric};
@@ -13,39 +14,6 @@ use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
 use std::collections::BTreeSet;
-
-#[derive(Debug, Clone)]
-pub struct Asset {
-    pub code: String,
-    /// Minor units: bound payment and top-up amounts, never ledger arithmetic.
-    pub precision: u32,
-}
-
-fn fiat(code: &str) -> Option<Asset> {
-    credyt_core::fiat::minor_units(code).map(|precision| Asset { code: code.to_string(), precision })
-}
-
-/// Resolves an asset code for `account`: a fiat currency, or one of its custom units.
-pub fn resolve_asset(c: &mut SpiClient<'_>, account: &str, code: Option<&str>) -> Result<Asset> {
-    let code = code.ok_or_else(|| CyError::invalid("asset must not be NULL"))?;
-    if let Some(a) = fiat(code) {
-        return Ok(a);
-    }
-    if let Some(p) = one::<i32>(
-        c,
-        "SELECT precision FROM credyt.asset WHERE account_id = $1 AND code = $2",
-        &[account.into(), code.into()],
-    )? {
-        return Ok(Asset { code: code.to_string(), precision: p as u32 });
-    }
-    let upper = code.to_ascii_uppercase();
-    let e = CyError::not_found(format!("unknown asset {code}"));
-    Err(if fiat(&upper).is_some() {
-        e.hint(format!("fiat codes are uppercase ISO 4217 codes: did you mean {upper}?"))
-    } else {
-        e.hint("use an ISO 4217 currency code such as USD, or create the unit with credyt.create_asset()")
-    })
-}
 
 fn price_error(e: PriceError) -> CyError {
     CyError::invalid(format!("invalid price JSON: {e}")).hint("see the price shape in the README (SPEC §4)")

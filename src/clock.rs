@@ -14,36 +14,13 @@ use crate::plan_cache::{one, run};
 use crate::tenancy::{accounts_within, scope};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
+use pgrx::JsonB;
 use serde_json::json;
 
 /// Most holds expired per tick; the rest are due at the next one. (Origin: one hold's
 /// expiry is one UPDATE row and one event, about 0.1 ms, so 10,000 keep a tick near a
 /// second, well inside pg_cron's one-minute schedule.)
 const HOLDS_PER_TICK: i64 = 10_000;
-
-/// Most recurring grants issued, and most expired lots handled, per account per tick
-/// (`credyt.tick_limit`). Per account, so that one tenant with a flood of due work
-/// cannot stall the others; 1,000 was the old limit for all accounts together, so no
-/// account gets less per tick than before.
-pub static TICK_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1_000);
-
-pub fn init_gucs() {
-    GucRegistry::define_int_guc(
-        c"credyt.tick_limit",
-        c"Most recurring grants and expired lots that one tick() handles per account.",
-        c"The rest are due at the next tick; the limit is per account so that no tenant waits on another.",
-        &TICK_LIMIT,
-        1,
-        1_000_000,
-        GucContext::Suset,
-        GucFlags::default(),
-    );
-}
-
-pub fn tick_limit() -> i64 {
-    i64::from(TICK_LIMIT.get())
-}
 
 /// Marks the active holds that expired at or before `now` as expired, each exactly
 /// once however many ticks run at the same time (SKIP LOCKED), and emits

@@ -6,7 +6,7 @@
 //! stay apart from paid balance in the audit trail. A recurring grant issues a fresh
 //! lot each period, lasting one period; the clock issues the periods after the first.
 
-use crate::catalog::resolve_asset;
+use crate::assets::resolve_asset;
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::events;
@@ -18,9 +18,32 @@ use crate::wallet::{self, Book, Credit, WalletRef};
 use credyt_core::burndown::default_priority;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
-use pgrx::{AnyNumeric, JsonB};
+use pgrx::{AnyNumeric, GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
 use rust_decimal::Decimal;
 use serde_json::json;
+
+/// Most recurring grants issued, and most expired lots handled, per account per tick
+/// (`credyt.tick_limit`). Per account, so that one tenant with a flood of due work
+/// cannot stall the others; 1,000 was the old limit for all accounts together, so no
+/// account gets less per tick than before.
+pub static TICK_LIMIT: GucSetting<i32> = GucSetting::<i32>::new(1_000);
+
+pub fn init_gucs() {
+    GucRegistry::define_int_guc(
+        c"credyt.tick_limit",
+        c"Most recurring grants and expired lots that one tick() handles per account.",
+        c"The rest are due at the next tick; the limit is per account so that no tenant waits on another.",
+        &TICK_LIMIT,
+        1,
+        1_000_000,
+        GucContext::Suset,
+        GucFlags::default(),
+    );
+}
+
+pub fn tick_limit() -> i64 {
+    i64::from(TICK_LIMIT.get())
+}
 
 /// The system account a grant's lots are credited against, by purpose.
 fn counter_account(purpose: &str) -> &'static str {
@@ -407,7 +430,7 @@ pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: Timestam
                    SELECT x.id FROM credyt.credit_grant x WHERE x.account_id = a.id AND x.next_at <= $2 \
                    ORDER BY x.next_at LIMIT $3) d)) \
                  AND g.next_at <= $2 ORDER BY g.next_at, g.id FOR UPDATE SKIP LOCKED";
-    let t = run(c, sql, &[accounts.to_vec().into(), now.into(), crate::clock::tick_limit().into()])?;
+    let t = run(c, sql, &[accounts.to_vec().into(), now.into(), tick_limit().into()])?;
     let mut due = Vec::new();
     for row in t {
         due.push(grant_row(&row)?);
@@ -429,7 +452,7 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
         "SELECT DISTINCT l.account_id, l.customer_id, l.wallet_name, l.asset FROM unnest($1::text[]) AS a(id) \
          CROSS JOIN LATERAL (SELECT x.account_id, x.customer_id, x.wallet_name, x.asset FROM credyt.lot x \
            WHERE x.account_id = a.id AND x.expires_at <= $2 AND x.remaining > 0 ORDER BY x.expires_at LIMIT $3) l",
-        &[accounts.to_vec().into(), now.into(), crate::clock::tick_limit().into()],
+        &[accounts.to_vec().into(), now.into(), tick_limit().into()],
     )?;
     let mut wallets = Vec::new();
     for row in t {

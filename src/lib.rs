@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 
 pgrx::pg_module_magic!(name, version);
 
+mod assets;
 mod catalog;
 mod clock;
 mod credits;
@@ -39,7 +40,7 @@ extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
     events::init_gucs();
-    clock::init_gucs();
+    credits::init_gucs();
     webhooks::init_gucs();
 }
 

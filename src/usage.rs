@@ -8,7 +8,7 @@
 //! 3. capture the hold, if one is named;
 //! 4. charge each asset's total through the ledger (one transaction per event).
 
-use crate::catalog::resolve_asset;
+use crate::assets::resolve_asset;
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::holds;

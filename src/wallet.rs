@@ -13,7 +13,7 @@
 //! the debt part, so `lot.remaining = sum(entries of the lot)` and
 //! `debt = -sum(entries without a lot)` hold at all times; verify_ledger() checks them.
 
-use crate::catalog::{resolve_asset, Asset};
+use crate::assets::{resolve_asset, Asset};
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::money::{self, stored, to_numeric};

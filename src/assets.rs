@@ -1,0 +1,41 @@
+//! Assets as every domain names them (SPEC §1, §4): fiat codes, usable without being
+//! created, and the custom units an account creates (`catalog::create_asset`). A leaf:
+//! it imports no domain, so the catalog, credits, usage and the wallet can all use it.
+
+use crate::error::{CyError, Result};
+use crate::plan_cache::one;
+use pgrx::spi::SpiClient;
+
+#[derive(Debug, Clone)]
+pub struct Asset {
+    pub code: String,
+    /// Minor units: bound payment and top-up amounts, never ledger arithmetic.
+    pub precision: u32,
+}
+
+/// A fiat currency by its ISO 4217 code (uppercase), if it is one.
+pub fn fiat(code: &str) -> Option<Asset> {
+    credyt_core::fiat::minor_units(code).map(|precision| Asset { code: code.to_string(), precision })
+}
+
+/// Resolves an asset code for `account`: a fiat currency, or one of its custom units.
+pub fn resolve_asset(c: &mut SpiClient<'_>, account: &str, code: Option<&str>) -> Result<Asset> {
+    let code = code.ok_or_else(|| CyError::invalid("asset must not be NULL"))?;
+    if let Some(a) = fiat(code) {
+        return Ok(a);
+    }
+    if let Some(p) = one::<i32>(
+        c,
+        "SELECT precision FROM credyt.asset WHERE account_id = $1 AND code = $2",
+        &[account.into(), code.into()],
+    )? {
+        return Ok(Asset { code: code.to_string(), precision: p as u32 });
+    }
+    let upper = code.to_ascii_uppercase();
+    let e = CyError::not_found(format!("unknown asset {code}"));
+    Err(if fiat(&upper).is_some() {
+        e.hint(format!("fiat codes are uppercase ISO 4217 codes: did you mean {upper}?"))
+    } else {
+        e.hint("use an ISO 4217 currency code such as USD, or create the unit with credyt.create_asset()")
+    })
+}
