@@ -64,6 +64,8 @@ CREATE TABLE credyt.hold (
     UNIQUE (account_id, hold_key)
 );
 CREATE INDEX hold_wallet ON credyt.hold (customer_id, wallet_name, asset) WHERE status = 'active';
+-- the clock's expiry, per account (clock::expire_holds)
+CREATE INDEX hold_due ON credyt.hold (account_id, expires_at) WHERE status = 'active';
 
 CREATE VIEW credyt.usage WITH (security_invoker = true) AS
 SELECT event_id, customer_id, event_type, subject, model, input_tokens, output_tokens, status, charged, asset,

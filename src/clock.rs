@@ -17,9 +17,9 @@ use pgrx::spi::SpiClient;
 use pgrx::JsonB;
 use serde_json::json;
 
-/// Most holds expired per tick; the rest are due at the next one. (Origin: one hold's
-/// expiry is one UPDATE row and one event, about 0.1 ms, so 10,000 keep a tick near a
-/// second, well inside pg_cron's one-minute schedule.)
+/// Most holds expired per account per tick; the rest are due at the next one.
+/// (Origin: one hold's expiry is one UPDATE row and one event, about 0.1 ms, so 10,000
+/// keep an account's share of a tick near a second, well inside pg_cron's minute.)
 const HOLDS_PER_TICK: i64 = 10_000;
 
 /// Marks the active holds that expired at or before `now` as expired, each exactly
@@ -28,8 +28,13 @@ const HOLDS_PER_TICK: i64 = 10_000;
 fn expire_holds(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
     let t = run(
         c,
-        "WITH due AS (SELECT id FROM credyt.hold WHERE account_id = ANY($1) AND status = 'active' AND expires_at <= $2 \
-                      ORDER BY expires_at, id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+        // Per account (as credits::issue_recurring): one tenant's flood of expired
+        // holds does not hold back another's.
+        "WITH due AS (SELECT id FROM credyt.hold WHERE id = ANY (ARRAY( \
+                        SELECT x.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
+                          SELECT h.id FROM credyt.hold h WHERE h.account_id = a.id AND h.status = 'active' \
+                            AND h.expires_at <= $2 ORDER BY h.expires_at, h.id LIMIT $3) x)) \
+                      AND status = 'active' AND expires_at <= $2 ORDER BY expires_at, id FOR UPDATE SKIP LOCKED) \
          UPDATE credyt.hold h SET status = 'expired', closed_at = $2 FROM due WHERE h.id = due.id \
          RETURNING h.account_id, h.id, h.hold_key, h.customer_id, h.wallet_name || ':' || h.asset, h.amount::text, h.expires_at",
         &[accounts.to_vec().into(), now.into(), HOLDS_PER_TICK.into()],

@@ -16,8 +16,8 @@ use serde_json::Value;
 /// never pruned, so they can be replayed.
 pub static EVENT_RETENTION: GucSetting<i32> = GucSetting::<i32>::new(30 * 86_400);
 
-/// Most events pruned per tick; the rest go at the next one. (Origin: the same budget
-/// as HOLDS_PER_TICK, about a second of deletes per tick.)
+/// Most events pruned per account per tick; the rest go at the next one. (Origin: the
+/// same budget as the clock's HOLDS_PER_TICK, about a second of deletes.)
 const PRUNE_PER_TICK: i64 = 10_000;
 
 pub fn init_gucs() {
@@ -85,11 +85,15 @@ pub fn prune(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZ
     }
     let n = one::<i64>(
         c,
+        // Per account, oldest first, among the prunable ones only (an event still
+        // pending must not keep its account's share of the tick for ever).
         "WITH old AS ( \
-           SELECT e.id FROM credyt.event e \
-           WHERE e.account_id = ANY($1) AND e.created_at < $2 - $3 * interval '1 second' \
-             AND NOT EXISTS (SELECT 1 FROM credyt.delivery d WHERE d.event_id = e.id AND d.status <> 'delivered') \
-           LIMIT $4 FOR UPDATE SKIP LOCKED), \
+           SELECT e.id FROM credyt.event e WHERE e.id = ANY (ARRAY( \
+             SELECT x.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
+               SELECT v.id FROM credyt.event v WHERE v.account_id = a.id AND v.created_at < $2 - $3 * interval '1 second' \
+                 AND NOT EXISTS (SELECT 1 FROM credyt.delivery d WHERE d.event_id = v.id AND d.status <> 'delivered') \
+               ORDER BY v.created_at LIMIT $4) x)) \
+           FOR UPDATE SKIP LOCKED), \
          gone AS (DELETE FROM credyt.delivery d USING old WHERE d.event_id = old.id) \
          , pruned AS (DELETE FROM credyt.event e USING old WHERE e.id = old.id RETURNING 1) \
          SELECT count(*) FROM pruned",
