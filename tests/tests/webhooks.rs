@@ -392,6 +392,34 @@ fn a_killed_workers_claims_come_back_without_waiting_for_the_lease() {
     assert!(events.iter().all(|e| got.contains_key(e)), "an event was lost");
 }
 
+/// The worker checks destinations again at delivery: with credyt.webhook_allow_private
+/// off in its own session, endpoints created while it was on (an address, and a name
+/// that resolves to loopback, as a re-pointed public name would) receive nothing.
+#[test]
+fn the_worker_refuses_private_destinations_at_delivery_time() {
+    let (_g, mut admin, rx) = scene();
+    let (t, ip_hook, _) = endpoint(&mut admin, &rx, "/ip", "{*}");
+    let mut s = t.session();
+    let name_hook: String = s
+        .query_one("SELECT id FROM credyt.create_webhook($1)", &[&format!("http://localhost:{}/name", rx.addr.port())])
+        .unwrap()
+        .get(0);
+    let events = test_events(&mut s, 1);
+    let guarded = format!("{} options='-c credyt.webhook_allow_private=off'", url());
+    let _w = Worker::start(&guarded, &["--retry-schedule", "1h"]);
+    for hook in [&ip_hook, &name_hook] {
+        assert!(
+            wait_for_deliveries(&events, hook, "pending/1", Duration::from_secs(20)),
+            "{}",
+            delivery(&events[0], hook)
+        );
+        let error: String =
+            admin.query_one("SELECT last_error FROM credyt.deliveries WHERE webhook_id = $1", &[hook]).unwrap().get(0);
+        assert!(error.contains("private"), "{hook}: {error}");
+    }
+    assert!(rx.received().is_empty(), "a private destination was reached: {:?}", rx.received().len());
+}
+
 #[test]
 fn two_workers_deliver_500_events_once_each() {
     let (_g, mut admin, rx) = scene();
