@@ -280,11 +280,9 @@ fn subscribe(
                 parse_prices(&prices.0).map_err(|e| CyError::internal(format!("stored prices invalid: {e}")))?;
             let assets: BTreeSet<&str> = parsed.iter().flat_map(|p| p.assets()).collect();
             for asset in assets {
-                run(
+                crate::wallet::ensure(
                     c,
-                    "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) VALUES ($1, $2, 'default', $3) \
-                     ON CONFLICT (customer_id, name, asset) DO NOTHING",
-                    &[account.as_str().into(), customer.as_str().into(), asset.into()],
+                    &crate::wallet::WalletRef { account: &account, customer: &customer, name: "default", asset },
                 )?;
             }
             // Issue the version's entitlements: one grant each, recurring when it has

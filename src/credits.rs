@@ -100,17 +100,7 @@ fn issue(
     start: TimestampWithTimeZone,
     end: Option<TimestampWithTimeZone>,
 ) -> Result<String> {
-    let txn = crate::ids::new_id("txn")?;
-    run(
-        c,
-        "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload) VALUES ($1, $2, 'grant', $3, $4)",
-        &[
-            g.account.as_str().into(),
-            txn.as_str().into(),
-            g.customer.as_str().into(),
-            JsonB(json!({"grant": g.id})).into(),
-        ],
-    )?;
+    let txn = wallet::open_txn(c, &g.account, "grant", &g.customer, json!({"grant": g.id}), None)?;
     let w = WalletRef { account: &g.account, customer: &g.customer, name: &g.wallet_name, asset: &g.asset };
     let source = format!("grant:{}", g.id);
     let lot = wallet::credit(
@@ -495,12 +485,7 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
             // reserve: the whole remainder moves to the customer's reserve pool
             let reserved = if policy == "reserve" && name != wallet::RESERVE { remaining } else { Decimal::ZERO };
             let lost = remaining - kept - reserved;
-            let txn = crate::ids::new_id("txn")?;
-            run(
-                c,
-                "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload) VALUES ($1, $2, 'expiry', $3, $4)",
-                &[account.as_str().into(), txn.as_str().into(), customer.as_str().into(), JsonB(json!({"lot": lot_id})).into()],
-            )?;
+            let txn = wallet::open_txn(c, account, "expiry", customer, json!({"lot": lot_id}), None)?;
             let mut book = Book::new(&w, txn.clone());
             book.take(&lot_id, remaining);
             book.customer_leg(-remaining, Some(lot_id.clone()), "expiry");
@@ -652,19 +637,8 @@ fn complete_topup(
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset };
             let mut txn_id: Option<String> = None;
             if succeeded {
-                let txn = crate::ids::new_id("txn")?;
-                run(
-                    c,
-                    "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
-                     VALUES ($1, $2, 'topup', $3, $4, $5)",
-                    &[
-                        account.as_str().into(),
-                        txn.as_str().into(),
-                        customer.as_str().into(),
-                        JsonB(json!({"topup": id})).into(),
-                        reference.as_deref().into(),
-                    ],
-                )?;
+                let txn =
+                    wallet::open_txn(c, &account, "topup", &customer, json!({"topup": id}), reference.as_deref())?;
                 let source = format!("topup:{id}");
                 wallet::credit(
                     c,

@@ -229,6 +229,14 @@ impl<'w> Book<'w> {
 // ---------------------------------------------------------------------------------
 // Reading and locking
 
+/// A lot (aliased `l`) that a movement may draw now: effective, not expired, with
+/// something remaining. Written once, spliced into each statement with concat!.
+macro_rules! live_lot {
+    () => {
+        "l.remaining > 0 AND l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())"
+    };
+}
+
 /// The columns wallet_row() decodes, for every statement that locks wallet rows: the
 /// row's state and the sum of its active, unexpired holds.
 macro_rules! wallet_columns {
@@ -315,22 +323,51 @@ pub fn lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Wallet> {
     if let Some(wallet) = read_locked(c, w)? {
         return Ok(wallet);
     }
+    ensure(c, w)?;
+    read_locked(c, w)?.ok_or_else(|| CyError::internal("wallet account vanished after insert"))
+}
+
+/// Creates the wallet account if it does not exist yet (subscribe provisions them; a
+/// first movement creates its own).
+pub fn ensure(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<()> {
     run(
         c,
         "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) VALUES ($1, $2, $3, $4) \
          ON CONFLICT (customer_id, name, asset) DO NOTHING",
         &[w.account.into(), w.customer.into(), w.name.into(), w.asset.into()],
     )?;
-    read_locked(c, w)?.ok_or_else(|| CyError::internal("wallet account vanished after insert"))
+    Ok(())
+}
+
+/// Writes the header of a ledger transaction that no client key names (grants, expiry,
+/// top-ups); returns its `txn_…` id. (Client-keyed ones go through claim().)
+pub fn open_txn(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    kind: &str,
+    customer: &str,
+    payload: serde_json::Value,
+    description: Option<&str>,
+) -> Result<String> {
+    let txn = crate::ids::new_id("txn")?;
+    run(
+        c,
+        "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+        &[account.into(), txn.as_str().into(), kind.into(), customer.into(), JsonB(payload).into(), description.into()],
+    )?;
+    Ok(txn)
 }
 
 /// Lots that are effective and not expired now, with something remaining.
 pub fn live_lots(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Vec<LiveLot>> {
     let t = run(
         c,
-        "SELECT id, purpose, priority, expires_at, seq, remaining::text FROM credyt.lot \
-         WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 AND remaining > 0 \
-           AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())",
+        concat!(
+            "SELECT l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text FROM credyt.lot l \
+             WHERE l.customer_id = $1 AND l.wallet_name = $2 AND l.asset = $3 AND ",
+            live_lot!()
+        ),
         &[w.customer.into(), w.name.into(), w.asset.into()],
     )?;
     let mut lots = Vec::with_capacity(t.len());
@@ -707,10 +744,12 @@ pub fn lock_many(
     }
     let t = run_once(
         c,
-        "SELECT l.customer_id, l.asset, l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text \
-         FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
-           ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a \
-         WHERE l.remaining > 0 AND l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())",
+        concat!(
+            "SELECT l.customer_id, l.asset, l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text \
+             FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+               ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a WHERE ",
+            live_lot!()
+        ),
         &[customers.into(), assets.into()],
     )?;
     for row in t {
@@ -1200,13 +1239,16 @@ fn set_threshold(
 pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &str) -> Result<Decimal> {
     let v = one::<String>(
         c,
-        "SELECT (coalesce((SELECT sum(remaining) FROM credyt.lot \
-                   WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 AND remaining > 0 \
-                     AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())), 0) \
+        concat!(
+            "SELECT (coalesce((SELECT sum(l.remaining) FROM credyt.lot l \
+                   WHERE l.customer_id = $1 AND l.wallet_name = $2 AND l.asset = $3 AND ",
+            live_lot!(),
+            "), 0) \
                  - coalesce((SELECT debt FROM credyt.wallet_account \
                    WHERE customer_id = $1 AND name = $2 AND asset = $3), 0) \
                  - coalesce((SELECT sum(amount) FROM credyt.hold WHERE customer_id = $1 AND wallet_name = $2 \
-                   AND asset = $3 AND status = 'active' AND expires_at > now()), 0))::text",
+                   AND asset = $3 AND status = 'active' AND expires_at > now()), 0))::text"
+        ),
         &[customer.into(), name.into(), asset.into()],
     )?;
     stored(&v.unwrap_or_else(|| "0".into()))
@@ -1274,18 +1316,21 @@ fn wallet(
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let t = run(
                 c,
-                "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt - coalesce(h.held, 0))::text, \
+                concat!(
+                    "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt - coalesce(h.held, 0))::text, \
                         coalesce(h.held, 0)::text, coalesce(p.pending, 0)::text FROM credyt.wallet_account w \
-                 LEFT JOIN LATERAL (SELECT sum(remaining) AS live FROM credyt.lot \
-                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset AND remaining > 0 \
-                     AND effective_at <= now() AND (expires_at IS NULL OR expires_at > now())) l ON true \
+                 LEFT JOIN LATERAL (SELECT sum(l.remaining) AS live FROM credyt.lot l \
+                   WHERE l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset AND ",
+                    live_lot!(),
+                    ") l ON true \
                  LEFT JOIN LATERAL (SELECT sum(amount) AS held FROM credyt.hold \
                    WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
                      AND status = 'active' AND expires_at > now()) h ON true \
                  LEFT JOIN LATERAL (SELECT sum(amount) AS pending FROM credyt.topup \
                    WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
                      AND status = 'pending') p ON true \
-                 WHERE w.customer_id = $1 ORDER BY w.name, w.asset",
+                 WHERE w.customer_id = $1 ORDER BY w.name, w.asset"
+                ),
                 &[customer.as_str().into()],
             )?;
             let mut rows = Vec::new();
