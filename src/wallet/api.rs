@@ -1,0 +1,369 @@
+//! The ledger's SQL-facing functions (SPEC §5).
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// The API
+
+const REASONS: &str = "gift, external_topup, external_refund, other";
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn adjust(
+    customer: Option<String>,
+    transaction_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    reason: Option<String>,
+    account_name: default!(Option<String>, "'default'"),
+    description: default!(Option<String>, "NULL"),
+    effective_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    metadata: default!(Option<crate::json::Json>, "'{}'"),
+) -> String {
+    api(move || {
+        let key = validate::key("transaction_id", transaction_id)?;
+        let amount = money::non_zero("amount", amount)?;
+        let reason = validate::required("reason", reason)?;
+        let name = validate::wallet_name(account_name)?;
+        let description = validate::optional_text("description", description)?;
+        let metadata = validate::metadata(metadata)?;
+        check_time("effective_at", effective_at)?;
+        check_time("expires_at", expires_at)?;
+        let credit = amount > Decimal::ZERO;
+        match (reason.as_str(), credit) {
+            ("gift" | "external_topup", false) => {
+                return Err(CyError::invalid(format!("amount must be positive for reason {reason}"))
+                    .detail(format!("got {amount}")))
+            }
+            ("external_refund", true) => {
+                return Err(CyError::invalid("amount must be negative for reason external_refund")
+                    .detail(format!("got {amount}"))
+                    .hint(format!("pass the refund as a negative amount, e.g. -{amount}")))
+            }
+            ("gift" | "external_topup" | "external_refund" | "other", _) => {}
+            _ => return Err(CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {REASONS}"))),
+        }
+        if !credit && (effective_at.is_some() || expires_at.is_some()) {
+            return Err(CyError::invalid("effective_at and expires_at apply to credits only")
+                .hint("a negative adjustment draws existing lots; it creates none"));
+        }
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let asset: Asset = resolve_asset(c, &account, asset.as_deref())?;
+            if matches!(reason.as_str(), "external_topup" | "external_refund") {
+                credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
+                    CyError::invalid(format!("amount {}", e.describe()))
+                        .detail(format!("{} has {} decimal places", asset.code, asset.precision))
+                })?;
+            }
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let payload = json!({
+                "op": "adjust", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
+                "reason": reason, "account_name": name, "description": description,
+                "effective_at": micros(effective_at), "expires_at": micros(expires_at), "metadata": metadata,
+            });
+            let txn =
+                match claim(c, &account, "adjust", &key, &customer, payload, description.as_deref(), metadata.clone())?
+                {
+                    Claim::Replay(id) => return Ok(id),
+                    Claim::New(id) => id,
+                };
+            // Checked once the key is new, so that a replay after expires_at has passed
+            // returns the original; the error rolls the claim back.
+            if let Some(exp) = expires_at {
+                let ok = one::<bool>(
+                    c,
+                    "SELECT $1 > greatest(coalesce($2, now()), now())",
+                    &[exp.into(), effective_at.into()],
+                )?;
+                if ok != Some(true) {
+                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
+                }
+            }
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            let source = format!("adjust:{reason}");
+            match (reason.as_str(), credit) {
+                ("gift", _) => credit_lot(
+                    c,
+                    &w,
+                    &txn,
+                    amount,
+                    "promotion",
+                    effective_at,
+                    expires_at,
+                    &source,
+                    "promotions",
+                    "gift",
+                )?,
+                ("external_topup", _) => credit_lot(
+                    c,
+                    &w,
+                    &txn,
+                    amount,
+                    "paid",
+                    effective_at,
+                    expires_at,
+                    &source,
+                    "external",
+                    "external_topup",
+                )?,
+                ("other", true) => {
+                    credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "adjustments", "other")?
+                }
+                ("external_refund", _) => {
+                    debit(
+                        c,
+                        &w,
+                        &txn,
+                        Debit {
+                            amount: -amount,
+                            draw: DrawFrom::PaidOnly,
+                            system_account: "external",
+                            kind: "external_refund",
+                        },
+                    )?;
+                }
+                _ => {
+                    debit(
+                        c,
+                        &w,
+                        &txn,
+                        Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" },
+                    )?;
+                }
+            }
+            Ok(txn)
+        })
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+fn credit_lot(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    txn: &str,
+    amount: Decimal,
+    purpose: &str,
+    effective_at: Option<TimestampWithTimeZone>,
+    expires_at: Option<TimestampWithTimeZone>,
+    source: &str,
+    system_account: &str,
+    kind: &'static str,
+) -> Result<()> {
+    let priority = default_priority(purpose).ok_or_else(|| CyError::internal(format!("purpose {purpose}")))?;
+    credit(
+        c,
+        w,
+        txn,
+        Credit {
+            amount,
+            purpose,
+            priority,
+            effective_at,
+            expires_at,
+            on_expiry: "expire",
+            rollover_cap: None,
+            grant_id: None,
+            source,
+            system_account,
+            kind,
+        },
+    )?;
+    Ok(())
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn charge(
+    customer: Option<String>,
+    transaction_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+    description: default!(Option<String>, "NULL"),
+    metadata: default!(Option<crate::json::Json>, "'{}'"),
+) -> String {
+    api(move || {
+        let key = validate::key("transaction_id", transaction_id)?;
+        let amount = money::positive("amount", amount)?;
+        let name = validate::wallet_name(account_name)?;
+        let description = validate::optional_text("description", description)?;
+        let metadata = validate::metadata(metadata)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let payload = json!({
+                "op": "charge", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
+                "account_name": name, "description": description, "metadata": metadata,
+            });
+            let txn =
+                match claim(c, &account, "charge", &key, &customer, payload, description.as_deref(), metadata.clone())?
+                {
+                    Claim::Replay(id) => return Ok(id),
+                    Claim::New(id) => id,
+                };
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
+            debit(c, &w, &txn, Debit { amount, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "charge" })?;
+            Ok(txn)
+        })
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn set_overdraft(
+    customer: Option<String>,
+    asset: Option<String>,
+    limit: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+) {
+    api(move || {
+        let limit = money::optional_non_negative("limit", limit)?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let w = t.wallet(&name);
+            lock(c, &w)?;
+            run(
+                c,
+                "UPDATE credyt.wallet_account SET overdraft_limit = $4, updated_at = now() \
+                 WHERE customer_id = $1 AND name = $2 AND asset = $3",
+                &[w.customer.into(), w.name.into(), w.asset.into(), limit.map(to_numeric).into()],
+            )?;
+            Ok(())
+        })
+    })
+}
+
+/// Sets (or, with NULL, removes) the threshold below which available triggers one
+/// balance_threshold_hit per downward crossing. Set while already below, it fires at once.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn set_threshold(
+    customer: Option<String>,
+    asset: Option<String>,
+    threshold: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+) {
+    api(move || {
+        let threshold = money::optional_signed("threshold", threshold)?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let w = t.wallet(&name);
+            let wallet = lock(c, &w)?;
+            let lots = live_lots(c, &w)?;
+            let now = available(&lots, &wallet);
+            let armed = threshold.is_none_or(|t| now >= t);
+            run(
+                c,
+                "UPDATE credyt.wallet_account SET threshold = $4, threshold_armed = $5, updated_at = now() \
+                 WHERE customer_id = $1 AND name = $2 AND asset = $3",
+                &[w.customer.into(), w.name.into(), w.asset.into(), threshold.map(to_numeric).into(), armed.into()],
+            )?;
+            if let (Some(t), false) = (threshold, armed) {
+                threshold_hit(c, &w, now, t)?;
+            }
+            Ok(())
+        })
+    })
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn balance(
+    customer: Option<String>,
+    asset: default!(Option<String>, "'USD'"),
+    account_name: default!(Option<String>, "'default'"),
+) -> AnyNumeric {
+    api(move || {
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            Ok(to_numeric(available_of(c, &t.customer, &name, &t.asset.code)?))
+        })
+    })
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn balance_at(
+    customer: Option<String>,
+    asset: Option<String>,
+    at: Option<TimestampWithTimeZone>,
+    account_name: default!(Option<String>, "'default'"),
+) -> AnyNumeric {
+    api(move || {
+        let at = validate::required("at", at)?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let (customer, asset) = (t.customer, t.asset);
+            let v = one::<String>(
+                c,
+                "SELECT coalesce(sum(amount), 0)::text FROM credyt.entry \
+                 WHERE customer_id = $1 AND ledger_name = $2 AND asset = $3 AND NOT system AND created_at <= $4",
+                &[customer.as_str().into(), name.as_str().into(), asset.code.as_str().into(), at.into()],
+            )?;
+            Ok(to_numeric(stored(&v.unwrap_or_else(|| "0".into()))?))
+        })
+    })
+}
+
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn wallet(
+    customer: Option<String>,
+) -> TableIterator<
+    'static,
+    (
+        name!(account_id, String),
+        name!(name, String),
+        name!(asset, String),
+        name!(available, AnyNumeric),
+        name!(pending_in, AnyNumeric),
+        name!(pending_out, AnyNumeric),
+    ),
+> {
+    let rows = api(move || {
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            let t = run(
+                c,
+                concat!(
+                    "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt - coalesce(h.held, 0))::text, \
+                        coalesce(h.held, 0)::text, coalesce(p.pending, 0)::text FROM credyt.wallet_account w \
+                 LEFT JOIN LATERAL (SELECT sum(l.remaining) AS live FROM credyt.lot l \
+                   WHERE l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset AND ",
+                    live_lot!(),
+                    ") l ON true \
+                 LEFT JOIN LATERAL (SELECT sum(amount) AS held FROM credyt.hold \
+                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
+                     AND status = 'active' AND expires_at > now()) h ON true \
+                 LEFT JOIN LATERAL (SELECT sum(amount) AS pending FROM credyt.topup \
+                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
+                     AND status = 'pending') p ON true \
+                 WHERE w.customer_id = $1 ORDER BY w.name, w.asset"
+                ),
+                &[customer.as_str().into()],
+            )?;
+            let mut rows = Vec::new();
+            for row in t {
+                let name = row.get::<String>(1)?.unwrap_or_default();
+                let asset = row.get::<String>(2)?.unwrap_or_default();
+                let avail = stored(&row.get::<String>(3)?.unwrap_or_default())?;
+                let held = stored(&row.get::<String>(4)?.unwrap_or_default())?;
+                let pending_in = stored(&row.get::<String>(5)?.unwrap_or_default())?;
+                rows.push((format!("{name}:{asset}"), name, asset, avail, held, pending_in));
+            }
+            Ok(rows)
+        })
+    });
+    TableIterator::new(rows.into_iter().map(|(id, name, asset, avail, held, pending_in)| {
+        (id, name, asset, to_numeric(avail), to_numeric(pending_in), to_numeric(held))
+    }))
+}

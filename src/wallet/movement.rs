@@ -1,0 +1,225 @@
+//! Movements planned in memory: credits repay debt first, debits draw lots in
+//! burn-down order (core::burndown) and honour the overdraft limit.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// Movements
+
+/// Repays debt from live lots, in burn-down order ("the next credit repays first").
+fn settle_debt(lots: &mut [LiveLot], wallet: &mut Wallet, book: &mut Book) {
+    if wallet.debt <= Decimal::ZERO {
+        return;
+    }
+    let views: Vec<LotView> = lots.iter().map(|l| l.view.clone()).collect();
+    let alloc = allocate(&views, wallet.debt);
+    let mut repaid = Decimal::ZERO;
+    for (i, take) in alloc.takes {
+        lots[i].view.remaining -= take;
+        book.take(&lots[i].id, take);
+        book.customer_leg(-take, Some(lots[i].id.clone()), "debt_repayment");
+        repaid += take;
+    }
+    if repaid > Decimal::ZERO {
+        book.customer_leg(repaid, None, "debt_repayment");
+        wallet.debt -= repaid;
+    }
+}
+
+pub struct Credit<'a> {
+    pub amount: Decimal,
+    pub purpose: &'a str,
+    pub priority: i32,
+    pub effective_at: Option<TimestampWithTimeZone>,
+    pub expires_at: Option<TimestampWithTimeZone>,
+    /// expire | rollover | reserve, and the rollover cap
+    pub on_expiry: &'a str,
+    pub rollover_cap: Option<Decimal>,
+    pub grant_id: Option<&'a str>,
+    pub source: &'a str,
+    pub system_account: &'a str,
+    pub kind: &'static str,
+}
+
+/// Credits a new lot to the wallet; the lot repays any debt first. Returns its id.
+pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) -> Result<String> {
+    let mut wallet = lock(c, w)?;
+    let balance = wallet.balance + cr.amount;
+    if !balance_in_range(balance) {
+        return Err(CyError::invalid(format!("the balance of {}:{} would exceed 10^16", w.name, w.asset)));
+    }
+    let lot_id = crate::ids::new_id("lot")?;
+    run(
+        c,
+        "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
+           remaining, effective_at, expires_at, source, txn_id, on_expiry, rollover_cap, grant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, coalesce($9, now()), $10, $11, $12, $13, $14, $15)",
+        &[
+            w.account.into(),
+            lot_id.as_str().into(),
+            w.customer.into(),
+            w.name.into(),
+            w.asset.into(),
+            cr.purpose.into(),
+            cr.priority.into(),
+            to_numeric(cr.amount).into(),
+            cr.effective_at.into(),
+            cr.expires_at.into(),
+            cr.source.into(),
+            txn_id.into(),
+            cr.on_expiry.into(),
+            cr.rollover_cap.map(to_numeric).into(),
+            cr.grant_id.into(),
+        ],
+    )?;
+    let mut book = Book::new(w, txn_id.to_string());
+    book.customer_leg(cr.amount, Some(lot_id.clone()), cr.kind);
+    book.system_leg(cr.system_account, -cr.amount, cr.kind);
+    if wallet.debt > Decimal::ZERO {
+        let mut lots = live_lots(c, w)?; // includes the new lot when it is effective now
+        settle_debt(&mut lots, &mut wallet, &mut book);
+    }
+    wallet.balance = balance;
+    // Available after the credit (settling debt does not change it): it re-arms the
+    // threshold and goes out on credyt_balance, with the write.
+    let after = if wallet.threshold.is_some() || wallet.push.is_some() {
+        let a = available_of(c, w.customer, w.name, w.asset)?;
+        wallet.rearm(a);
+        Some(a)
+    } else {
+        None
+    };
+    write(c, &wallet, book, after)?;
+    Ok(lot_id)
+}
+
+/// Which lots a debit may draw from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum DrawFrom {
+    /// every live lot, in burn-down order; the shortfall becomes debt
+    AnyLot,
+    /// only `paid` lots, and never into debt (refunds of real money)
+    PaidOnly,
+}
+
+pub struct Debit<'a> {
+    pub amount: Decimal,
+    pub draw: DrawFrom,
+    pub system_account: &'a str,
+    pub kind: &'static str,
+}
+
+/// Draws an amount from the wallet in burn-down order, honouring the overdraft limit.
+/// Returns the available balance afterwards.
+pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Result<Decimal> {
+    let mut wallet = lock(c, w)?;
+    let mut lots = live_lots(c, w)?;
+    let mut book = Book::new(w, txn_id.to_string());
+    // The reserve pool is read (and locked) only when the wallet's own lots, after
+    // repaying debt, cannot cover the amount.
+    let own: Decimal = lots.iter().map(|l| l.view.remaining).sum();
+    let mut pool = if d.draw == DrawFrom::AnyLot && (own - wallet.debt).max(Decimal::ZERO) < d.amount {
+        reserve_pool(c, w)?
+    } else {
+        None
+    };
+    let after = plan_debit(&mut wallet, &mut lots, &mut book, &d, pool.as_mut())?;
+    let hit = wallet.cross_threshold(after);
+    write(c, &wallet, book, Some(after))?;
+    if let Some(p) = &pool {
+        save_pool(c, w, p.wallet.balance)?;
+        let r = WalletRef { account: w.account, customer: w.customer, name: RESERVE, asset: w.asset };
+        notify_balance(c, &p.wallet, &r, available(&p.lots, &p.wallet))?;
+    }
+    if let Some(t) = hit {
+        threshold_hit(c, w, after, t)?;
+    }
+    request_topup(c, w, &mut wallet, after)?;
+    Ok(after)
+}
+
+/// The in-memory part of a debit: settles debt, draws lots in burn-down order, checks
+/// the overdraft limit, and records the legs and lot takes in `book`. `wallet` and
+/// `lots` are updated, so several debits can be planned one after another on one
+/// locked wallet (the batch form of record_usage does). Returns available afterwards.
+pub fn plan_debit(
+    wallet: &mut Wallet,
+    lots: &mut [LiveLot],
+    book: &mut Book,
+    d: &Debit,
+    pool: Option<&mut Pool>,
+) -> Result<Decimal> {
+    let w = book.wallet_ref;
+    settle_debt(lots, wallet, book);
+    // The reserve pool is drawn after every lot of the wallet, before debt; its
+    // available balance counts toward the overdraft check.
+    let pool_available = pool.as_ref().map_or(Decimal::ZERO, |p| available(&p.lots, &p.wallet).max(Decimal::ZERO));
+    let own_before = available(lots, wallet);
+    let before = own_before + pool_available;
+
+    let candidates: Vec<usize> =
+        (0..lots.len()).filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid").collect();
+    let views: Vec<LotView> = candidates.iter().map(|&i| lots[i].view.clone()).collect();
+    let alloc = allocate(&views, d.amount);
+    if alloc.shortfall > Decimal::ZERO && d.draw == DrawFrom::PaidOnly {
+        let refundable = d.amount - alloc.shortfall;
+        return Err(CyError::insufficient(format!(
+            "refund of {} {} exceeds the refundable paid balance of {}:{}",
+            d.amount, w.asset, w.name, w.asset
+        ))
+        .detail(format!("refundable paid balance: {refundable}"))
+        .hint("only paid lots (top-ups) can be refunded; promotional credit cannot"));
+    }
+    let after = before - d.amount;
+    if let Some(limit) = wallet.limit {
+        if after < -limit {
+            return Err(CyError::insufficient(format!(
+                "insufficient funds in {}:{} of customer {}",
+                w.name, w.asset, w.customer
+            ))
+            .detail(format!("available {before}, requested {}, overdraft limit {limit}", d.amount))
+            .hint("top up the wallet, or raise the limit with credyt.set_overdraft()"));
+        }
+    }
+    // What the pool covers of the shortfall (planned here, written after the wallet's
+    // own lots so that the entries read in consumption order).
+    let mut shortfall = alloc.shortfall;
+    let mut pool_takes = Vec::new();
+    let mut from_pool = Decimal::ZERO;
+    if let (Some(p), true) = (pool.as_deref(), shortfall > Decimal::ZERO && d.draw == DrawFrom::AnyLot) {
+        let views: Vec<LotView> = p.lots.iter().map(|l| l.view.clone()).collect();
+        let pa = allocate(&views, shortfall);
+        from_pool = pa.takes.iter().map(|t| t.1).sum();
+        pool_takes = pa.takes;
+        shortfall = pa.shortfall;
+    }
+    let balance = wallet.balance - (d.amount - from_pool);
+    if !balance_in_range(balance) {
+        return Err(CyError::invalid(format!("the balance of {}:{} would fall below -10^16", w.name, w.asset)));
+    }
+    for (j, take) in alloc.takes {
+        let lot = &mut lots[candidates[j]];
+        lot.view.remaining -= take;
+        let id = lot.id.clone();
+        book.take(&id, take);
+        book.customer_leg(-take, Some(id), d.kind);
+    }
+    if let Some(p) = pool {
+        for (j, take) in pool_takes {
+            let lot = &mut p.lots[j];
+            lot.view.remaining -= take;
+            let id = lot.id.clone();
+            book.take(&id, take);
+            book.leg_on(RESERVE, -take, Some(id), d.kind);
+        }
+        p.wallet.balance -= from_pool;
+    }
+    if shortfall > Decimal::ZERO {
+        book.customer_leg(-shortfall, None, d.kind);
+        wallet.debt += shortfall;
+    }
+    book.system_leg(d.system_account, d.amount, d.kind);
+    wallet.balance = balance;
+    // The wallet account's own available (the pool is an account of its own).
+    Ok(own_before - (d.amount - from_pool))
+}

@@ -1,0 +1,247 @@
+//! Writing a planned book: one wallet in one statement, or a batch's wallets together.
+
+use super::*;
+
+/// Writes lot remainders, the entries and the wallet row in one statement, with the
+/// balance push when `notify` carries the available balance afterwards.
+///
+/// Lots are matched with `id = ANY(...)`, which a kept generic plan serves from the
+/// primary key (a join to unnest() would be planned as a scan of the lot table).
+pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<Decimal>) -> Result<()> {
+    let w = book.wallet_ref;
+    debug_assert!(
+        book.legs.iter().map(|l| l.amount).sum::<Decimal>().is_zero(),
+        "transaction {} does not sum to zero",
+        book.txn_id
+    );
+    debug_assert!(wallet.debt >= Decimal::ZERO);
+    let (take_ids, takes): (Vec<String>, Vec<AnyNumeric>) =
+        book.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+    let n_takes = take_ids.len() as i64;
+    let n_legs = book.legs.len() as i64;
+    let mut system = Vec::with_capacity(book.legs.len());
+    let mut names = Vec::with_capacity(book.legs.len());
+    let mut amounts = Vec::with_capacity(book.legs.len());
+    let mut lot_ids = Vec::with_capacity(book.legs.len());
+    let mut kinds = Vec::with_capacity(book.legs.len());
+    for leg in book.legs {
+        system.push(leg.system);
+        names.push(leg.ledger_name);
+        amounts.push(to_numeric(leg.amount));
+        lot_ids.push(leg.lot_id);
+        kinds.push(leg.kind.to_string());
+    }
+    let payload = match notify {
+        Some(available) if wallet.push.is_some() => Some(balance_payload(w, available)),
+        _ => None,
+    };
+    let t = run(
+        c,
+        "WITH drawn AS ( \
+           UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)] \
+           WHERE l.id = ANY($10::text[]) RETURNING 1), \
+         lines AS ( \
+           INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
+           SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
+           FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
+             AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1), \
+         saved AS ( \
+           UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, updated_at = now() \
+           WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
+         SELECT (SELECT count(*) FROM drawn), (SELECT count(*) FROM lines), (SELECT count(*) FROM saved), \
+                CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL",
+        &[
+            w.account.into(),
+            book.txn_id.as_str().into(),
+            w.customer.into(),
+            w.asset.into(),
+            system.into(),
+            names.into(),
+            amounts.into(),
+            lot_ids.into(),
+            kinds.into(),
+            take_ids.into(),
+            takes.into(),
+            to_numeric(wallet.balance).into(),
+            to_numeric(wallet.debt).into(),
+            w.name.into(),
+            payload.into(),
+            wallet.armed.into(),
+            wallet.push.as_deref().into(),
+        ],
+    )?;
+    let row = t.first();
+    let counts = (row.get::<i64>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?);
+    if counts != (Some(n_takes), Some(n_legs), Some(1)) {
+        return Err(CyError::internal(format!(
+            "ledger write touched {counts:?} rows, expected ({n_takes}, {n_legs}, 1)"
+        )));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------
+// Many wallets at once (the batch form of record_usage)
+
+type WalletKey = (String, String);
+
+/// Locks the `default` wallet accounts of `keys` (customer, asset), creating missing
+/// ones, in one sorted order, and reads their live lots: three statements in all.
+pub fn lock_many(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    keys: &std::collections::BTreeSet<WalletKey>,
+) -> Result<BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>> {
+    let mut state = BTreeMap::new();
+    if keys.is_empty() {
+        return Ok(state);
+    }
+    let customers: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
+    let assets: Vec<String> = keys.iter().map(|k| k.1.clone()).collect();
+    run_once(
+        c,
+        "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) \
+         SELECT $1, u.c, 'default', u.a FROM unnest($2::text[], $3::text[]) AS u(c, a) \
+         ON CONFLICT (customer_id, name, asset) DO NOTHING",
+        &[account.into(), customers.clone().into(), assets.clone().into()],
+    )?;
+    let t = run_once(
+        c,
+        concat!(
+            "SELECT w.customer_id, w.asset, ",
+            wallet_columns!(),
+            "FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+               ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
+             ORDER BY w.customer_id, w.asset FOR UPDATE OF w"
+        ),
+        &[customers.clone().into(), assets.clone().into()],
+    )?;
+    for row in t {
+        let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
+        let wallet = wallet_row(&row, 3)?;
+        state.insert(key, (wallet, Vec::new()));
+    }
+    let t = run_once(
+        c,
+        concat!(
+            "SELECT l.customer_id, l.asset, l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text \
+             FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+               ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a WHERE ",
+            live_lot!()
+        ),
+        &[customers.into(), assets.into()],
+    )?;
+    for row in t {
+        let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
+        let lot = live_lot_row(&row, 3)?;
+        if let Some(s) = state.get_mut(&key) {
+            s.1.push(lot);
+        }
+    }
+    if state.len() != keys.len() {
+        return Err(CyError::internal("a wallet account could not be locked"));
+    }
+    Ok(state)
+}
+
+/// The writes of many planned debits, made in one statement per table.
+#[derive(Default)]
+pub struct BulkWrite {
+    txn: Vec<String>,
+    customer: Vec<String>,
+    system: Vec<bool>,
+    name: Vec<String>,
+    asset: Vec<String>,
+    amount: Vec<AnyNumeric>,
+    lot: Vec<Option<String>>,
+    kind: Vec<String>,
+    takes: BTreeMap<String, Decimal>,
+    /// available after the last debit of each wallet, for the balance push
+    last: BTreeMap<WalletKey, Decimal>,
+}
+
+impl BulkWrite {
+    /// Adds a planned debit (its book) and the wallet's available balance after it.
+    pub fn add(&mut self, book: Book, after: Decimal) {
+        let w = book.wallet_ref;
+        debug_assert!(book.legs.iter().map(|l| l.amount).sum::<Decimal>().is_zero());
+        for leg in book.legs {
+            self.txn.push(book.txn_id.clone());
+            self.customer.push(w.customer.to_string());
+            self.system.push(leg.system);
+            self.name.push(leg.ledger_name);
+            self.asset.push(w.asset.to_string());
+            self.amount.push(to_numeric(leg.amount));
+            self.lot.push(leg.lot_id);
+            self.kind.push(leg.kind.to_string());
+        }
+        for (id, t) in book.takes {
+            *self.takes.entry(id).or_default() += t;
+        }
+        self.last.insert((w.customer.to_string(), w.asset.to_string()), after);
+    }
+
+    /// Writes lot remainders, entries and the final state of every wallet in `state`.
+    pub fn write(
+        self,
+        c: &mut SpiClient<'_>,
+        account: &str,
+        state: &BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>,
+    ) -> Result<()> {
+        if !self.takes.is_empty() {
+            let (ids, takes): (Vec<String>, Vec<AnyNumeric>) =
+                self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+            run_once(
+                c,
+                "UPDATE credyt.lot l SET remaining = l.remaining - u.take \
+                 FROM unnest($1::text[], $2::numeric[]) AS u(id, take) WHERE l.id = u.id",
+                &[ids.into(), takes.into()],
+            )?;
+        }
+        if !self.txn.is_empty() {
+            run_once(
+                c,
+                "INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
+                 SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::numeric[], \
+                                            $8::text[], $9::text[]) AS u",
+                &[account.into(), self.txn.into(), self.customer.into(), self.system.into(), self.name.into(),
+                  self.asset.into(), self.amount.into(), self.lot.into(), self.kind.into()],
+            )?;
+        }
+        if state.is_empty() {
+            return Ok(());
+        }
+        let mut cs = Vec::new();
+        let mut assets = Vec::new();
+        let mut balances = Vec::new();
+        let mut debts = Vec::new();
+        let mut armed = Vec::new();
+        // (one account's wallets: one channel)
+        let channel = state.values().find_map(|(wallet, _)| wallet.push.clone());
+        for ((cust, asset), (wallet, _)) in state {
+            cs.push(cust.clone());
+            assets.push(asset.clone());
+            balances.push(to_numeric(wallet.balance));
+            debts.push(to_numeric(wallet.debt));
+            armed.push(wallet.armed);
+        }
+        run_once(
+            c,
+            "UPDATE credyt.wallet_account w SET balance = u.b, debt = u.d, threshold_armed = u.armed, updated_at = now() \
+             FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::bool[]) AS u(c, a, b, d, armed) \
+             WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
+            &[cs.into(), assets.into(), balances.into(), debts.into(), armed.into()],
+        )?;
+        if let (Some(channel), false) = (channel, self.last.is_empty()) {
+            let payloads: Vec<String> = self
+                .last
+                .iter()
+                .map(|((customer, asset), available)| {
+                    balance_payload(&WalletRef { account, customer, name: "default", asset }, *available)
+                })
+                .collect();
+            run_once(c, "SELECT pg_notify($2, x) FROM unnest($1::text[]) AS x", &[payloads.into(), channel.into()])?;
+        }
+        Ok(())
+    }
+}
