@@ -1,0 +1,397 @@
+//! Preparing an event (fees, tokens, cost; no writes), claiming its id, charging.
+
+use super::*;
+
+// ---------------------------------------------------------------------------------
+// Preparing, claiming, charging
+
+/// An event with everything computed that it will write.
+struct Prepared {
+    ev: Event,
+    customer: String,
+    model: Option<String>,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+    status: &'static str,
+    fees: Value,
+    /// fee total per asset
+    totals: BTreeMap<String, Decimal>,
+    charged: Decimal,
+    asset: Option<String>,
+    cost: Option<Decimal>,
+    cost_currency: Option<String>,
+    revenue: Option<Decimal>,
+    txn_id: String,
+}
+
+/// Computes an event's fees, token detail and cost; writes nothing.
+/// `now` is the transaction's timestamp (Postgres microseconds), used when the event
+/// gives no occurred_at.
+fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> Result<Prepared> {
+    let customer = l.customer(c, &ev.customer)?;
+    let (model, input_tokens, output_tokens) = tokens(&ev.data)?;
+    let at = ev.occurred_at.map(|t| t.into_inner()).unwrap_or(now);
+
+    let mut fees = Vec::new();
+    let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
+    for sp in l.prices(c, &customer, &ev.event_type)? {
+        if sp.starts_at > at || sp.ends_at.is_some_and(|e| e <= at) {
+            continue; // the subscription was not active when the event occurred
+        }
+        let (product, version, position) = &sp.key;
+        let computed = usage_fees(&sp.price, &ev.data).map_err(|FeeError::Volume { field, problem }| {
+            CyError::invalid(format!("data.{field} {problem}"))
+                .detail(format!("required by price {position} of product {product} version {version}"))
+        })?;
+        for f in computed {
+            *totals.entry(f.asset.clone()).or_default() += f.amount;
+            let mut fee = json!({"product_id": product, "version": version, "price": position, "asset": f.asset, "amount": num(f.amount)});
+            if let Some(v) = f.volume {
+                fee["volume"] = num(v);
+            }
+            fees.push(fee);
+        }
+    }
+    let status = if fees.is_empty() {
+        "no_match"
+    } else if totals.values().all(|t| t.is_zero()) {
+        "free"
+    } else {
+        "charged"
+    };
+    let (charged, asset) = match totals.len() {
+        1 => totals.iter().next().map(|(a, t)| (*t, Some(a.clone()))).unwrap_or((Decimal::ZERO, None)),
+        _ => (Decimal::ZERO, None),
+    };
+
+    let (cost, cost_currency) = match (&ev.costs, &model) {
+        (Some(costs), _) => given_costs(costs)?,
+        (None, Some(m)) => {
+            let vendor = ev.data.get("vendor").or_else(|| ev.data.get("provider")).and_then(Value::as_str);
+            let costs = l.model_costs(c, m)?;
+            match costs.iter().find(|mc| vendor.is_none_or(|v| v == mc.vendor)) {
+                Some(mc) => {
+                    let million = Decimal::from(1_000_000);
+                    let cost = Decimal::from(input_tokens.unwrap_or(0)) * mc.input / million
+                        + Decimal::from(output_tokens.unwrap_or(0)) * mc.output / million;
+                    (Some(round_fee(cost)), Some(mc.currency.clone()))
+                }
+                None => (None, None),
+            }
+        }
+        (None, None) => (None, None),
+    };
+    let revenue = match (&asset, &cost_currency) {
+        (Some(a), Some(cur)) if a == cur => Some(charged),
+        (Some(a), Some(cur)) => l.rate(c, a, cur)?.map(|r| round_fee(charged * r)),
+        _ => None,
+    };
+    let fees = Value::Array(fees);
+    Ok(Prepared {
+        ev,
+        customer,
+        model,
+        input_tokens,
+        output_tokens,
+        status,
+        fees,
+        totals,
+        charged,
+        asset,
+        cost,
+        cost_currency,
+        revenue,
+        txn_id: crate::ids::new_id("txn")?,
+    })
+}
+
+/// Claims the event ids of `events` in one statement. Returns, per event, whether it
+/// was newly recorded; an id already taken (before, or earlier in this batch) is not.
+fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Vec<bool>> {
+    let mut first = std::collections::HashSet::new();
+    let mut fresh: Vec<&Prepared> = events.iter().filter(|p| first.insert(p.ev.event_id.as_str())).collect();
+    // Claim in event-id order: concurrent batches sharing ids then wait on each other
+    // in one order instead of deadlocking (wallets are locked after all claims, also
+    // in one order).
+    fresh.sort_by(|a, b| a.ev.event_id.cmp(&b.ev.event_id));
+    macro_rules! col {
+        ($f:expr) => {
+            fresh.iter().map($f).collect::<Vec<_>>()
+        };
+    }
+    let t = run(
+        c,
+        "INSERT INTO credyt.usage_event (account_id, event_id, customer_id, event_type, data, occurred_at, occurred_at_given, \
+           subject, description, model, input_tokens, output_tokens, status, fees, charged, asset, revenue, cost, \
+           cost_currency, costs, hold_id, txn_id) \
+         SELECT $1, u.event_id, u.customer_id, u.event_type, u.data, coalesce(u.occurred_at, now()), u.occurred_at IS NOT NULL, \
+           u.subject, u.description, u.model, u.input_tokens, u.output_tokens, u.status, u.fees, u.charged, u.asset, \
+           u.revenue, u.cost, u.cost_currency, u.costs, u.hold_id, u.txn_id \
+         FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
+                     $10::int8[], $11::int8[], $12::text[], $13::jsonb[], $14::numeric[], $15::text[], $16::numeric[], \
+                     $17::numeric[], $18::text[], $19::jsonb[], $20::text[], $21::text[]) \
+           AS u(event_id, customer_id, event_type, data, occurred_at, subject, description, model, input_tokens, \
+                output_tokens, status, fees, charged, asset, revenue, cost, cost_currency, costs, hold_id, txn_id) \
+         ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id",
+        &[
+            account.into(),
+            col!(|p| p.ev.event_id.clone()).into(),
+            col!(|p| p.customer.clone()).into(),
+            col!(|p| p.ev.event_type.clone()).into(),
+            col!(|p| JsonB(p.ev.data.clone())).into(),
+            col!(|p| p.ev.occurred_at).into(),
+            col!(|p| p.ev.subject.clone()).into(),
+            col!(|p| p.ev.description.clone()).into(),
+            col!(|p| p.model.clone()).into(),
+            col!(|p| p.input_tokens).into(),
+            col!(|p| p.output_tokens).into(),
+            col!(|p| p.status.to_string()).into(),
+            col!(|p| JsonB(p.fees.clone())).into(),
+            col!(|p| to_numeric(p.charged)).into(),
+            col!(|p| p.asset.clone()).into(),
+            col!(|p| p.revenue.map(to_numeric)).into(),
+            col!(|p| p.cost.map(to_numeric)).into(),
+            col!(|p| p.cost_currency.clone()).into(),
+            col!(|p| p.ev.costs.clone().map(JsonB)).into(),
+            col!(|p| p.ev.hold_id.clone()).into(),
+            col!(|p| (p.status == "charged").then(|| p.txn_id.clone())).into(),
+        ],
+    )?;
+    let mut inserted = std::collections::HashSet::new();
+    for row in t {
+        inserted.insert(row.get::<String>(1)?.unwrap_or_default());
+    }
+    // Only an id's first occurrence can have been the one inserted.
+    Ok(events.iter().map(|p| inserted.remove(&p.ev.event_id)).collect())
+}
+
+fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
+    Outcome {
+        event_id: p.ev.event_id,
+        duplicate: false,
+        status: p.status.into(),
+        fees: p.fees,
+        charged: p.charged,
+        asset: p.asset,
+        available,
+    }
+}
+
+const OPEN_USAGE_TXN: &str = "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
+     SELECT $1, u.id, 'usage', u.customer_id, jsonb_build_object('event_id', u.event_id), u.description \
+     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, customer_id, event_id, description)";
+
+/// Records one event for `account`. Everything is computed before the first write.
+pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome> {
+    let now = pgrx::datetime::now().into_inner();
+    let p = prepare(c, &mut Direct { account }, ev, now)?;
+    if !claim(c, account, std::slice::from_ref(&p))?[0] {
+        let mut o = replay(c, account, &p.customer, &p.ev)?;
+        if let Some(a) = &o.asset {
+            o.available = Some(wallet::available_of(c, &p.customer, "default", a)?);
+        }
+        return Ok(o);
+    }
+    // Capture the hold: it stops counting before the charge is checked against the
+    // limit, so a charge up to the held amount always fits.
+    if let Some(reference) = &p.ev.hold_id {
+        let hold = holds::find(c, account, reference)?;
+        if hold.customer != p.customer {
+            return Err(CyError::invalid(format!("hold {reference} belongs to another customer")));
+        }
+        holds::require_open(&hold, reference)?;
+        let captured = p.totals.get(&hold.asset).copied().unwrap_or_default();
+        holds::close(c, &hold, "captured", Some(captured), Some(&p.ev.event_id))?;
+    }
+    let mut available = None;
+    if p.status == "charged" {
+        run(
+            c,
+            OPEN_USAGE_TXN,
+            &[
+                account.into(),
+                vec![p.txn_id.clone()].into(),
+                vec![p.customer.clone()].into(),
+                vec![p.ev.event_id.clone()].into(),
+                vec![p.ev.description.clone()].into(),
+            ],
+        )?;
+        // Assets in sorted order: events charging several assets lock them in one order.
+        for (a, total) in &p.totals {
+            if total.is_zero() {
+                continue;
+            }
+            let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
+            let after = wallet::debit(
+                c,
+                &w,
+                &p.txn_id,
+                Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" },
+            )?;
+            if p.asset.as_deref() == Some(a.as_str()) {
+                available = Some(after);
+            }
+        }
+    } else if let Some(a) = &p.asset {
+        available = Some(wallet::available_of(c, &p.customer, "default", a)?);
+    }
+    Ok(outcome(p, available))
+}
+
+/// Records a batch: reads in a few statements, plans every charge in memory on the
+/// locked wallets, and writes lots, entries, transactions and wallets in one statement
+/// each. Events that name a hold take the one-event path.
+pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
+    let at = |i: usize| move |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e };
+    let now = pgrx::datetime::now().into_inner();
+    let mut pre = Preloaded::load(c, account, &events)?;
+    // Holds, and customers with a reserve pool (drawn after a wallet's lots), take the
+    // one-event path.
+    let ids: Vec<String> = pre.customers.values().cloned().collect();
+    let pooled = one::<bool>(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM credyt.wallet_account WHERE customer_id = ANY($1) AND name = 'reserve' AND balance > 0)",
+        &[ids.into()],
+    )?
+    .unwrap_or(false);
+    if pooled || events.iter().any(|e| e.hold_id.is_some()) {
+        return events.into_iter().enumerate().map(|(i, ev)| record(c, account, ev).map_err(at(i))).collect();
+    }
+    let mut prepared = Vec::with_capacity(events.len());
+    for (i, ev) in events.into_iter().enumerate() {
+        prepared.push(prepare(c, &mut pre, ev, now).map_err(at(i))?);
+    }
+    let fresh = claim(c, account, &prepared)?;
+
+    // Lock every wallet account the batch charges, in one sorted order, with its lots.
+    let mut keys = std::collections::BTreeSet::new();
+    for (p, _) in prepared.iter().zip(&fresh).filter(|(p, f)| **f && p.status == "charged") {
+        for (a, t) in &p.totals {
+            if !t.is_zero() {
+                keys.insert((p.customer.clone(), a.clone()));
+            }
+        }
+    }
+    let mut state = wallet::lock_many(c, account, &keys)?;
+
+    let mut bulk = wallet::BulkWrite::default();
+    let mut hits = Vec::new();
+    let mut topups = Vec::new();
+    let (mut txn_ids, mut txn_customers, mut txn_events, mut txn_descriptions) = (vec![], vec![], vec![], vec![]);
+    let mut out = Vec::with_capacity(prepared.len());
+    for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
+        // The balance as this batch has left it so far: the locked wallet in memory,
+        // else the table (which this batch has not written yet).
+        let now_available = |c: &mut SpiClient<'_>,
+                             state: &BTreeMap<(String, String), (wallet::Wallet, Vec<wallet::LiveLot>)>,
+                             asset: &str| {
+            match state.get(&(p.customer.clone(), asset.to_string())) {
+                Some((w, lots)) => Ok(wallet::available(lots, w)),
+                None => wallet::available_of(c, &p.customer, "default", asset),
+            }
+        };
+        if !fresh {
+            let customer = p.customer.clone();
+            let mut o = replay(c, account, &customer, &p.ev).map_err(at(i))?;
+            if let Some(a) = &o.asset {
+                o.available = Some(now_available(c, &state, a)?);
+            }
+            out.push(o);
+            continue;
+        }
+        let mut available = None;
+        if p.status == "charged" {
+            txn_ids.push(p.txn_id.clone());
+            txn_customers.push(p.customer.clone());
+            txn_events.push(p.ev.event_id.clone());
+            txn_descriptions.push(p.ev.description.clone());
+            for (a, total) in &p.totals {
+                if total.is_zero() {
+                    continue;
+                }
+                let key = (p.customer.clone(), a.clone());
+                let (wallet_state, lots) = state.get_mut(&key).ok_or_else(|| CyError::internal("wallet not locked"))?;
+                let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
+                let mut book = wallet::Book::new(&w, p.txn_id.clone());
+                let debit = Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" };
+                let after = wallet::plan_debit(wallet_state, lots, &mut book, &debit, None).map_err(at(i))?;
+                if let Some(t) = wallet_state.cross_threshold(after) {
+                    hits.push((p.customer.clone(), a.clone(), after, t));
+                }
+                if let Some((t, _)) = wallet_state.auto_topup {
+                    if wallet_state.pending_topup.is_none() && after < t {
+                        topups.push((p.customer.clone(), a.clone(), after));
+                    }
+                }
+                bulk.add(book, after);
+                if p.asset.as_deref() == Some(a.as_str()) {
+                    available = Some(after);
+                }
+            }
+        } else if let Some(a) = &p.asset {
+            available = Some(now_available(c, &state, a)?);
+        }
+        out.push(outcome(p, available));
+    }
+    if !txn_ids.is_empty() {
+        run_once(
+            c,
+            OPEN_USAGE_TXN,
+            &[account.into(), txn_ids.into(), txn_customers.into(), txn_events.into(), txn_descriptions.into()],
+        )?;
+    }
+    bulk.write(c, account, &state)?;
+    for (customer, asset, available, threshold) in hits {
+        let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
+        wallet::threshold_hit(c, &w, available, threshold)?;
+    }
+    // One request per wallet: the first debit below the threshold asks, later ones see it pending.
+    for (customer, asset, available) in topups {
+        let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
+        if let Some((wallet_state, _)) = state.get_mut(&(customer.clone(), asset.clone())) {
+            wallet::request_topup(c, &w, wallet_state, available)?;
+        }
+    }
+    Ok(out)
+}
+
+/// The event id is taken: the same request gets the original result; another payload
+/// is a conflict.
+fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> Result<Outcome> {
+    let t = run(
+        c,
+        "SELECT customer_id = $3 AND event_type = $4 AND data = $5 AND subject IS NOT DISTINCT FROM $6 \
+                AND ($7::timestamptz IS NULL OR NOT occurred_at_given OR occurred_at = $7), \
+                status, fees::text, charged::text, asset, \
+                jsonb_build_object('customer_id', customer_id, 'event_type', event_type, 'data', data, \
+                                   'subject', subject, 'occurred_at', occurred_at)::text \
+         FROM credyt.usage_event WHERE account_id = $1 AND event_id = $2",
+        &[
+            account.into(),
+            ev.event_id.as_str().into(),
+            customer.into(),
+            ev.event_type.as_str().into(),
+            JsonB(ev.data.clone()).into(),
+            ev.subject.as_deref().into(),
+            ev.occurred_at.into(),
+        ],
+    )?;
+    if t.is_empty() {
+        return Err(CyError::internal("event id conflicted but no row was found"));
+    }
+    let row = t.first();
+    if !row.get::<bool>(1)?.unwrap_or(false) {
+        return Err(CyError::conflict(format!(
+            "event_id {:?} was already recorded with a different payload",
+            ev.event_id
+        ))
+        .detail(format!("original event: {}", row.get::<String>(6)?.unwrap_or_default()))
+        .hint("replays must repeat the customer, event_type, data, occurred_at and subject exactly"));
+    }
+    let status = row.get::<String>(2)?.unwrap_or_default();
+    let fees: Value = serde_json::from_str(&row.get::<String>(3)?.unwrap_or_default()).map_err(CyError::internal)?;
+    let charged = stored(&row.get::<String>(4)?.unwrap_or_default())?;
+    let asset = row.get::<String>(5)?;
+    // `available` is the balance now: the caller fills it in from where it knows it.
+    Ok(Outcome { event_id: ev.event_id.clone(), duplicate: true, status, fees, charged, asset, available: None })
+}
