@@ -1,0 +1,210 @@
+//! The SQL-facing credit functions: grant(), set_auto_topup(), complete_topup().
+
+use super::*;
+
+#[pg_extern(security_definer, name = "grant")]
+#[search_path(@extschema@, pg_temp)]
+#[allow(clippy::too_many_arguments)]
+fn grant_credit(
+    customer: Option<String>,
+    grant_id: Option<String>,
+    asset: Option<String>,
+    amount: Option<AnyNumeric>,
+    purpose: default!(Option<String>, "'promotion'"),
+    priority: default!(Option<i32>, "NULL"),
+    effective_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    expires_at: default!(Option<TimestampWithTimeZone>, "NULL"),
+    every: default!(Option<Interval>, "NULL"),
+    on_expiry: default!(Option<String>, "'expire'"),
+    rollover_cap: default!(Option<AnyNumeric>, "NULL"),
+    account_name: default!(Option<String>, "'default'"),
+) -> String {
+    api(move || {
+        let key = validate::key("grant_id", grant_id)?;
+        let amount = money::positive("amount", amount)?;
+        let purpose = validate::required("purpose", purpose)?;
+        let default = default_priority(&purpose).ok_or_else(|| {
+            CyError::invalid(format!("unknown purpose {purpose:?}")).hint("purposes: promotion, bundled, paid")
+        })?;
+        let priority = match priority {
+            Some(p) if p < 0 => return Err(CyError::invalid("priority must not be negative")),
+            Some(p) => p,
+            None => default,
+        };
+        for (name, t) in [("effective_at", effective_at), ("expires_at", expires_at)] {
+            if t.is_some_and(|t| !t.is_finite()) {
+                return Err(CyError::invalid(format!("{name} must be a finite timestamp")));
+            }
+        }
+        let on_expiry = validate::required("on_expiry", on_expiry)?;
+        match on_expiry.as_str() {
+            "expire" | "rollover" | "reserve" => {}
+            other => {
+                return Err(CyError::invalid(format!("unknown on_expiry {other:?}"))
+                    .hint("policies: expire, rollover, reserve"))
+            }
+        }
+        let rollover_cap = money::optional_non_negative("rollover_cap", rollover_cap)?;
+        if rollover_cap.is_some() && on_expiry != "rollover" {
+            return Err(CyError::invalid("rollover_cap applies to on_expiry 'rollover' only"));
+        }
+        let name = validate::wallet_name(account_name)?;
+        if let Some(e) = every {
+            let period =
+                credyt_core::period::Period { months: e.months().into(), days: e.days().into(), micros: e.micros() };
+            period.check_recurring().map_err(|why| {
+                CyError::invalid(format!("every {why}"))
+                    .hint("recurring grants take a period from one hour to one year, e.g. '1 month' or '7 days'")
+            })?;
+        }
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let asset = resolve_asset(c, &account, asset.as_deref())?;
+            let customer = customers::resolve(c, &account, customer.as_deref())?;
+            create(
+                c,
+                &account,
+                &GrantSpec {
+                    key,
+                    customer,
+                    wallet_name: name,
+                    asset: asset.code,
+                    amount,
+                    purpose,
+                    priority,
+                    effective_at,
+                    expires_at,
+                    every,
+                    on_expiry,
+                    rollover_cap,
+                },
+            )
+        })
+    })
+}
+
+// ---------------------------------------------------------------------------------
+// Auto top-up (SPEC §8)
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn set_auto_topup(
+    customer: Option<String>,
+    asset: Option<String>,
+    threshold: Option<AnyNumeric>,
+    amount: Option<AnyNumeric>,
+    account_name: default!(Option<String>, "'default'"),
+    enabled: default!(Option<bool>, "true"),
+) {
+    api(move || {
+        let enabled = validate::required("enabled", enabled)?;
+        let threshold = money::optional_signed("threshold", threshold)?;
+        let amount = money::positive("amount", amount)?;
+        let threshold = threshold.ok_or_else(|| CyError::invalid("threshold must not be NULL"))?;
+        let name = validate::wallet_name(account_name)?;
+        Spi::connect_mut(|c| {
+            let t = wallet::Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            credyt_core::money::check_precision(amount, t.asset.precision).map_err(|e| {
+                CyError::invalid(format!("amount {}", e.describe()))
+                    .detail(format!("{} has {} decimal places", t.asset.code, t.asset.precision))
+            })?;
+            let w = t.wallet(&name);
+            let mut wallet = wallet::lock(c, &w)?;
+            run(
+                c,
+                "UPDATE credyt.wallet_account SET topup_enabled = $4, topup_threshold = $5, topup_amount = $6, updated_at = now() \
+                 WHERE customer_id = $1 AND name = $2 AND asset = $3",
+                &[w.customer.into(), w.name.into(), w.asset.into(), enabled.into(), to_numeric(threshold).into(), to_numeric(amount).into()],
+            )?;
+            // Already below: request one now rather than at the next charge.
+            wallet.auto_topup = enabled.then_some((threshold, amount));
+            let lots = wallet::live_lots(c, &w)?;
+            let now = wallet::available(&lots, &wallet);
+            wallet::request_topup(c, &w, &mut wallet, now)
+        })
+    })
+}
+
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn complete_topup(
+    topup_id: Option<String>,
+    succeeded: Option<bool>,
+    payment_reference: default!(Option<String>, "NULL"),
+) {
+    api(move || {
+        let id = validate::required("topup_id", topup_id)?;
+        let succeeded = validate::required("succeeded", succeeded)?;
+        let reference = validate::optional_text("payment_reference", payment_reference)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let t = run(
+                c,
+                "SELECT customer_id, wallet_name, asset, amount::text, status FROM credyt.topup \
+                 WHERE id = $1 AND account_id = $2 FOR UPDATE",
+                &[id.as_str().into(), account.as_str().into()],
+            )?;
+            if t.is_empty() {
+                return Err(CyError::not_found(format!("unknown top-up {id}")));
+            }
+            let row = t.first();
+            let customer = row.get::<String>(1)?.unwrap_or_default();
+            let name = row.get::<String>(2)?.unwrap_or_default();
+            let asset = row.get::<String>(3)?.unwrap_or_default();
+            let amount = stored(&row.get::<String>(4)?.unwrap_or_default())?;
+            let status = row.get::<String>(5)?.unwrap_or_default();
+            let outcome = if succeeded { "succeeded" } else { "failed" };
+            // Calling it twice is harmless; contradicting the recorded outcome is not.
+            match status.as_str() {
+                "pending" => {}
+                s if s == outcome => return Ok(()),
+                s => return Err(CyError::conflict(format!("top-up {id} already {s}"))),
+            }
+            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset };
+            let mut txn_id: Option<String> = None;
+            if succeeded {
+                let txn =
+                    wallet::open_txn(c, &account, "topup", &customer, json!({"topup": id}), reference.as_deref())?;
+                let source = format!("topup:{id}");
+                wallet::credit(
+                    c,
+                    &w,
+                    &txn,
+                    Credit {
+                        amount,
+                        purpose: "paid",
+                        priority: default_priority("paid").unwrap_or(100),
+                        effective_at: None,
+                        expires_at: None,
+                        on_expiry: "expire",
+                        rollover_cap: None,
+                        grant_id: None,
+                        source: &source,
+                        system_account: "external",
+                        kind: "topup",
+                    },
+                )?;
+                txn_id = Some(txn);
+            }
+            // (this UPDATE takes the wallet row's lock, after the top-up row's)
+            run(
+                c,
+                "WITH t AS (UPDATE credyt.topup SET status = $2, payment_reference = $3, txn_id = $4, completed_at = now() \
+                   WHERE id = $1) \
+                 UPDATE credyt.wallet_account SET pending_topup = NULL \
+                 WHERE customer_id = $5 AND name = $6 AND asset = $7 AND pending_topup = $1",
+                &[id.as_str().into(), outcome.into(), reference.as_deref().into(), txn_id.as_deref().into(),
+                  customer.as_str().into(), name.as_str().into(), asset.as_str().into()],
+            )?;
+            events::emit(
+                c,
+                &account,
+                if succeeded { "auto_topup.succeeded" } else { "auto_topup.failed" },
+                pgrx::datetime::now(),
+                json!({"topup_id": id, "customer_id": customer, "account_id": format!("{name}:{asset}"),
+                       "amount": num(amount), "payment_reference": reference}),
+            )?;
+            Ok(())
+        })
+    })
+}
