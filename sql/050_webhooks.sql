@@ -87,13 +87,18 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 SET enable_bitmapscan = off SET enable_seqscan = off AS $$
 BEGIN
     -- Claims whose session is gone are due again now. (pg_stat_activity lists every
-    -- backend; the in-flight claims are few and reached by delivery_claimed.)
+    -- backend; the in-flight claims are few and reached by delivery_claimed.) A
+    -- session counts as gone only when no backend has its pid, or the backend with
+    -- its pid started at another time: where the start time cannot be read (an owner
+    -- without pg_read_all_stats sees other roles' backend_start as NULL), the pid
+    -- alone keeps the claim, and its lease decides.
     UPDATE credyt.delivery d
     SET next_attempt_at = now(), claim = NULL, claimed_by = NULL, claimed_session = NULL
     WHERE d.claim IS NOT NULL AND d.status = 'pending'
-      AND d.claimed_session <> ALL (ARRAY(
-          SELECT a.pid || ':' || extract(epoch FROM a.backend_start) FROM pg_catalog.pg_stat_activity a
-          WHERE a.backend_start IS NOT NULL));
+      AND NOT EXISTS (
+          SELECT 1 FROM pg_catalog.pg_stat_activity a
+          WHERE a.pid::text = split_part(d.claimed_session, ':', 1)
+            AND (a.backend_start IS NULL OR a.pid || ':' || extract(epoch FROM a.backend_start) = d.claimed_session));
     RETURN QUERY
     WITH me AS (
         SELECT a.pid || ':' || extract(epoch FROM a.backend_start) AS session
