@@ -42,7 +42,7 @@ pub fn emit(
     data: Value,
 ) -> Result<String> {
     let id = write(c, account, event_type, occurred_at, data)?;
-    crate::webhooks::fan_out(c, &id, account, event_type)?;
+    crate::deliveries::fan_out(c, &id, account, event_type)?;
     Ok(id)
 }
 

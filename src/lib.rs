@@ -14,6 +14,7 @@ mod catalog;
 mod clock;
 mod credits;
 mod customers;
+mod deliveries;
 mod error;
 mod events;
 mod holds;

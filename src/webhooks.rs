@@ -1,8 +1,8 @@
-//! The SQL-facing webhook functions (SPEC §10): endpoints, test events, replays.
-//! They sit above the outbox (crate::events), which they write to; the outbox calls
-//! only the engine in the parent module.
+//! Webhook endpoints as SQL sees them (SPEC §10): create, update, delete, test events,
+//! replays, and the check that refuses private destinations. Above the outbox
+//! (crate::events), which they write to; the outbox calls only crate::deliveries.
 
-use super::{queue, subscribed};
+use crate::deliveries::{queue, subscribed};
 use crate::error::{api, CyError, Result};
 use crate::plan_cache::run;
 use crate::tenancy::{is_within, scope};

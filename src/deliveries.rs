@@ -1,22 +1,13 @@
-//! Webhook endpoints and their deliveries (SPEC §10).
-//!
-//! An endpoint receives its own account's events, or, with `connect = true`, the
-//! events of every account below its own (a platform's connected accounts). When an
-//! event is written, [`fan_out`] queues one delivery per endpoint that routes and
-//! subscribes to it, in the same transaction. credyt-worker does the sending.
-
-//!
-//! This module is the engine (routing and queueing, which the outbox calls for every
-//! event); `api` holds the SQL-facing functions, above the outbox.
-
-mod api;
+//! Deliveries (SPEC §10): which endpoints receive an event, and its delivery rows,
+//! queued in the event's own transaction. The outbox (crate::events) calls fan_out for
+//! every event it writes; the webhook functions (crate::webhooks) queue replays. An
+//! endpoint receives its own account's events, or, with `connect = true`, the events of
+//! every account below its own. credyt-worker does the sending.
 
 use crate::error::Result;
 use crate::plan_cache::{one, run};
 use credyt_core::webhook::topic_matches;
 use pgrx::spi::SpiClient;
-
-pub use api::init_gucs;
 
 /// The endpoints that receive events of `account`: its own plain endpoints, and the
 /// connect endpoints of the accounts above it. Enabled and not deleted only.
