@@ -9,10 +9,12 @@ CREATE TABLE credyt.credit_grant (
     wallet_name  text NOT NULL,
     asset        text NOT NULL,
     amount       numeric NOT NULL,
-    purpose      text NOT NULL,
+    -- (burndown::Purpose and ExpiryPolicy in Rust; grants are not on the charge path,
+    -- so their vocabularies are also checked here)
+    purpose      text NOT NULL CHECK (purpose IN ('promotion', 'bundled', 'paid')),
     priority     int NOT NULL,
     every        interval,               -- NULL: one-off
-    on_expiry    text NOT NULL,
+    on_expiry    text NOT NULL CHECK (on_expiry IN ('expire', 'rollover', 'reserve')),
     rollover_cap numeric,
     effective_at timestamptz NOT NULL,
     expires_at   timestamptz,            -- one-off: the lot's expiry; recurring: the grant's end
@@ -40,7 +42,7 @@ CREATE TABLE credyt.topup (
     wallet_name       text NOT NULL,
     asset             text NOT NULL,
     amount            numeric NOT NULL,
-    status            text NOT NULL,      -- pending | succeeded | failed
+    status            text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
     payment_reference text,
     txn_id            text,
     created_at        timestamptz NOT NULL DEFAULT now(),

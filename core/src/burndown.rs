@@ -59,14 +59,77 @@ pub fn allocate(lots: &[LotView], amount: Decimal) -> Allocation {
     Allocation { takes, shortfall: need }
 }
 
-/// Default priorities per lot purpose.
-pub fn default_priority(purpose: &str) -> Option<i32> {
-    match purpose {
-        "promotion" => Some(10),
-        "bundled" => Some(20),
-        "paid" => Some(100),
-        _ => None,
+/// What a lot is for (SPEC §1): a fixed vocabulary, parsed once where text enters
+/// (an argument, a JSON field, a column) so that a typo cannot compile.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Purpose {
+    Promotion,
+    Bundled,
+    Paid,
+}
+
+impl Purpose {
+    pub const NAMES: &'static str = "promotion, bundled, paid";
+
+    pub fn parse(s: &str) -> Option<Purpose> {
+        match s {
+            "promotion" => Some(Purpose::Promotion),
+            "bundled" => Some(Purpose::Bundled),
+            "paid" => Some(Purpose::Paid),
+            _ => None,
+        }
     }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Purpose::Promotion => "promotion",
+            Purpose::Bundled => "bundled",
+            Purpose::Paid => "paid",
+        }
+    }
+
+    /// The default priority (SPEC §5: promotion 10, bundled 20, paid 100).
+    pub fn default_priority(self) -> i32 {
+        match self {
+            Purpose::Promotion => 10,
+            Purpose::Bundled => 20,
+            Purpose::Paid => 100,
+        }
+    }
+}
+
+/// What happens to a lot's remainder when it expires (SPEC §7).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpiryPolicy {
+    Expire,
+    Rollover,
+    Reserve,
+}
+
+impl ExpiryPolicy {
+    pub const NAMES: &'static str = "expire, rollover, reserve";
+
+    pub fn parse(s: &str) -> Option<ExpiryPolicy> {
+        match s {
+            "expire" => Some(ExpiryPolicy::Expire),
+            "rollover" => Some(ExpiryPolicy::Rollover),
+            "reserve" => Some(ExpiryPolicy::Reserve),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExpiryPolicy::Expire => "expire",
+            ExpiryPolicy::Rollover => "rollover",
+            ExpiryPolicy::Reserve => "reserve",
+        }
+    }
+}
+
+/// Default priorities per lot purpose, from its text.
+pub fn default_priority(purpose: &str) -> Option<i32> {
+    Purpose::parse(purpose).map(Purpose::default_priority)
 }
 
 #[cfg(test)]
@@ -158,5 +221,12 @@ mod tests {
         assert_eq!(default_priority("bundled"), Some(20));
         assert_eq!(default_priority("paid"), Some(100));
         assert_eq!(default_priority("gift"), None);
+        for p in [Purpose::Promotion, Purpose::Bundled, Purpose::Paid] {
+            assert_eq!(Purpose::parse(p.as_str()), Some(p));
+        }
+        for e in [ExpiryPolicy::Expire, ExpiryPolicy::Rollover, ExpiryPolicy::Reserve] {
+            assert_eq!(ExpiryPolicy::parse(e.as_str()), Some(e));
+        }
+        assert_eq!(ExpiryPolicy::parse("keep"), None);
     }
 }

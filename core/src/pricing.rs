@@ -373,7 +373,7 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
         };
         let purpose = match o.get("purpose") {
             None | Some(Value::Null) => "bundled".to_string(),
-            Some(Value::String(p)) if matches!(p.as_str(), "promotion" | "bundled" | "paid") => p.clone(),
+            Some(Value::String(p)) if crate::burndown::Purpose::parse(p).is_some() => p.clone(),
             Some(_) => return err(&format!("{path}.purpose"), "must be one of promotion, bundled, paid"),
         };
         let priority = match o.get("priority") {
@@ -396,7 +396,7 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
         };
         let on_expiry = match o.get("on_expiry") {
             None | Some(Value::Null) => "expire".to_string(),
-            Some(Value::String(p)) if matches!(p.as_str(), "expire" | "rollover" | "reserve") => p.clone(),
+            Some(Value::String(p)) if crate::burndown::ExpiryPolicy::parse(p).is_some() => p.clone(),
             Some(_) => return err(&format!("{path}.on_expiry"), "must be one of expire, rollover, reserve"),
         };
         out.push(Entitlement { name, asset, amount, purpose, priority, every, on_expiry });

@@ -14,6 +14,7 @@ use crate::money::{self, to_numeric};
 use crate::plan_cache::{one, run};
 use crate::tenancy::scope;
 use crate::validate;
+use credyt_core::burndown::{ExpiryPolicy, Purpose};
 use credyt_core::pricing::{parse_entitlements, parse_prices, Price, PriceError};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;

@@ -64,7 +64,12 @@ fn subscribe(
                     Some(period) => one::<pgrx::datum::Interval>(c, "SELECT $1::interval", &[period.as_str().into()])?,
                     None => None,
                 };
-                let priority = e.priority.or_else(|| credyt_core::burndown::default_priority(&e.purpose)).unwrap_or(20);
+                // (parse_entitlements has checked both vocabularies)
+                let purpose = Purpose::parse(&e.purpose)
+                    .ok_or_else(|| CyError::internal(format!("stored entitlement purpose {:?}", e.purpose)))?;
+                let on_expiry = ExpiryPolicy::parse(&e.on_expiry)
+                    .ok_or_else(|| CyError::internal(format!("stored entitlement on_expiry {:?}", e.on_expiry)))?;
+                let priority = e.priority.unwrap_or(purpose.default_priority());
                 crate::credits::create(
                     c,
                     &account,
@@ -74,12 +79,12 @@ fn subscribe(
                         wallet_name: "default".into(),
                         asset: e.asset,
                         amount: e.amount,
-                        purpose: e.purpose,
+                        purpose,
                         priority,
                         effective_at: Some(starts_at),
                         expires_at: None,
                         every,
-                        on_expiry: e.on_expiry,
+                        on_expiry,
                         rollover_cap: None,
                     },
                 )?;

@@ -23,9 +23,10 @@ fn grant_credit(
         let key = validate::key("grant_id", grant_id)?;
         let amount = money::positive("amount", amount)?;
         let purpose = validate::required("purpose", purpose)?;
-        let default = default_priority(&purpose).ok_or_else(|| {
-            CyError::invalid(format!("unknown purpose {purpose:?}")).hint("purposes: promotion, bundled, paid")
+        let purpose = Purpose::parse(&purpose).ok_or_else(|| {
+            CyError::invalid(format!("unknown purpose {purpose:?}")).hint(format!("purposes: {}", Purpose::NAMES))
         })?;
+        let default = purpose.default_priority();
         let priority = match priority {
             Some(p) if p < 0 => return Err(CyError::invalid("priority must not be negative")),
             Some(p) => p,
@@ -37,15 +38,12 @@ fn grant_credit(
             }
         }
         let on_expiry = validate::required("on_expiry", on_expiry)?;
-        match on_expiry.as_str() {
-            "expire" | "rollover" | "reserve" => {}
-            other => {
-                return Err(CyError::invalid(format!("unknown on_expiry {other:?}"))
-                    .hint("policies: expire, rollover, reserve"))
-            }
-        }
+        let on_expiry = ExpiryPolicy::parse(&on_expiry).ok_or_else(|| {
+            CyError::invalid(format!("unknown on_expiry {on_expiry:?}"))
+                .hint(format!("policies: {}", ExpiryPolicy::NAMES))
+        })?;
         let rollover_cap = money::optional_non_negative("rollover_cap", rollover_cap)?;
-        if rollover_cap.is_some() && on_expiry != "rollover" {
+        if rollover_cap.is_some() && on_expiry != ExpiryPolicy::Rollover {
             return Err(CyError::invalid("rollover_cap applies to on_expiry 'rollover' only"));
         }
         let name = validate::wallet_name(account_name)?;
@@ -172,11 +170,11 @@ fn complete_topup(
                     &txn,
                     Credit {
                         amount,
-                        purpose: "paid",
-                        priority: default_priority("paid").unwrap_or(100),
+                        purpose: Purpose::Paid,
+                        priority: Purpose::Paid.default_priority(),
                         effective_at: None,
                         expires_at: None,
-                        on_expiry: "expire",
+                        on_expiry: ExpiryPolicy::Expire,
                         rollover_cap: None,
                         grant_id: None,
                         source: &source,

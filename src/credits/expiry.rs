@@ -40,7 +40,7 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
             lots.push((
                 row.get::<String>(1)?.unwrap_or_default(),
                 stored(&row.get::<String>(2)?.unwrap_or_default())?,
-                row.get::<String>(3)?.unwrap_or_default(),
+                crate::error::stored_vocab("lot.on_expiry", row.get::<String>(3)?, ExpiryPolicy::parse)?,
                 row.get::<String>(4)?.map(|s| stored(&s)).transpose()?,
                 row.get::<String>(5)?.unwrap_or_default(),
                 row.get::<i32>(6)?.unwrap_or_default(),
@@ -50,10 +50,14 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
         }
         let mut rolled_any = false;
         for (lot_id, remaining, policy, cap, purpose, priority, grant_id, expired_at) in lots {
-            let kept =
-                if policy == "rollover" { cap.map_or(remaining, |cap| remaining.min(cap)) } else { Decimal::ZERO };
+            let kept = if policy == ExpiryPolicy::Rollover {
+                cap.map_or(remaining, |cap| remaining.min(cap))
+            } else {
+                Decimal::ZERO
+            };
             // reserve: the whole remainder moves to the customer's reserve pool
-            let reserved = if policy == "reserve" && name != wallet::RESERVE { remaining } else { Decimal::ZERO };
+            let reserved =
+                if policy == ExpiryPolicy::Reserve && name != wallet::RESERVE { remaining } else { Decimal::ZERO };
             let lost = remaining - kept - reserved;
             let txn = wallet::open_txn(c, account, "expiry", customer, json!({"lot": lot_id}), None)?;
             let mut book = Book::new(&w, txn.clone());

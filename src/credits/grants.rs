@@ -12,9 +12,9 @@ struct Grant {
     wallet_name: String,
     asset: String,
     amount: Decimal,
-    purpose: String,
+    purpose: Purpose,
     priority: i32,
-    on_expiry: String,
+    on_expiry: ExpiryPolicy,
     rollover_cap: Option<Decimal>,
     recurring: bool,
 }
@@ -30,9 +30,9 @@ fn grant_row(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Result<Grant> {
         wallet_name: row.get::<String>(5)?.unwrap_or_default(),
         asset: row.get::<String>(6)?.unwrap_or_default(),
         amount: stored(&row.get::<String>(7)?.unwrap_or_default())?,
-        purpose: row.get::<String>(8)?.unwrap_or_default(),
+        purpose: crate::error::stored_vocab("credit_grant.purpose", row.get::<String>(8)?, Purpose::parse)?,
         priority: row.get::<i32>(9)?.unwrap_or_default(),
-        on_expiry: row.get::<String>(10)?.unwrap_or_default(),
+        on_expiry: crate::error::stored_vocab("credit_grant.on_expiry", row.get::<String>(10)?, ExpiryPolicy::parse)?,
         rollover_cap: row.get::<String>(11)?.map(|s| stored(&s)).transpose()?,
         recurring: row.get::<bool>(12)?.unwrap_or(false),
     })
@@ -54,15 +54,15 @@ fn issue(
         &txn,
         Credit {
             amount: g.amount,
-            purpose: &g.purpose,
+            purpose: g.purpose,
             priority: g.priority,
             effective_at: Some(start),
             expires_at: end,
-            on_expiry: &g.on_expiry,
+            on_expiry: g.on_expiry,
             rollover_cap: g.rollover_cap,
             grant_id: Some(&g.id),
             source: &source,
-            system_account: counter_account(&g.purpose),
+            system_account: counter_account(g.purpose),
             kind: "grant",
         },
     )?;
@@ -74,7 +74,7 @@ fn issue(
         json!({
             "grant_id": g.key, "id": g.id, "customer_id": g.customer,
             "account_id": format!("{}:{}", g.wallet_name, g.asset), "lot_id": lot,
-            "amount": num(g.amount), "purpose": g.purpose,
+            "amount": num(g.amount), "purpose": g.purpose.as_str(),
         }),
     )?;
     Ok(lot)
@@ -175,14 +175,14 @@ pub struct GrantSpec {
     pub wallet_name: String,
     pub asset: String,
     pub amount: Decimal,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub priority: i32,
     /// None: from now. Only a given time is part of the grant's replay identity, so
     /// a retry with the defaults is never a conflict.
     pub effective_at: Option<TimestampWithTimeZone>,
     pub expires_at: Option<TimestampWithTimeZone>,
     pub every: Option<pgrx::datum::Interval>,
-    pub on_expiry: String,
+    pub on_expiry: ExpiryPolicy,
     pub rollover_cap: Option<Decimal>,
 }
 
@@ -190,9 +190,9 @@ pub struct GrantSpec {
 pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<String> {
     let effective_at = g.effective_at.unwrap_or_else(pgrx::datetime::now);
     let payload = json!({
-        "customer": g.customer, "asset": g.asset, "amount": g.amount.normalize().to_string(), "purpose": g.purpose,
+        "customer": g.customer, "asset": g.asset, "amount": g.amount.normalize().to_string(), "purpose": g.purpose.as_str(),
         "priority": g.priority, "effective_at": g.effective_at.map(|t| t.into_inner()), "expires_at": g.expires_at.map(|t| t.into_inner()),
-        "on_expiry": g.on_expiry, "rollover_cap": g.rollover_cap.map(|d| d.normalize().to_string()), "account_name": g.wallet_name,
+        "on_expiry": g.on_expiry.as_str(), "rollover_cap": g.rollover_cap.map(|d| d.normalize().to_string()), "account_name": g.wallet_name,
     });
     let id = crate::ids::new_id("grt")?;
     let inserted = one::<String>(
@@ -245,9 +245,9 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
         wallet_name: g.wallet_name.clone(),
         asset: g.asset.clone(),
         amount: g.amount,
-        purpose: g.purpose.clone(),
+        purpose: g.purpose,
         priority: g.priority,
-        on_expiry: g.on_expiry.clone(),
+        on_expiry: g.on_expiry,
         rollover_cap: g.rollover_cap,
         recurring: g.every.is_some(),
     };

@@ -20,7 +20,7 @@ use crate::plan_cache::{one, run};
 use crate::tenancy::scope;
 use crate::validate;
 use crate::wallet::{self, Book, Credit, WalletRef};
-use credyt_core::burndown::default_priority;
+use credyt_core::burndown::{ExpiryPolicy, Purpose};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
@@ -58,11 +58,11 @@ pub fn tick_limit() -> i64 {
 }
 
 /// The system account a grant's lots are credited against, by purpose.
-fn counter_account(purpose: &str) -> &'static str {
+fn counter_account(purpose: Purpose) -> &'static str {
     match purpose {
-        "promotion" => "promotions",
-        "bundled" => "entitlements",
-        _ => "grants",
+        Purpose::Promotion => "promotions",
+        Purpose::Bundled => "entitlements",
+        Purpose::Paid => "grants",
     }
 }
 

@@ -90,7 +90,7 @@ fn adjust(
                     &w,
                     &txn,
                     amount,
-                    "promotion",
+                    Purpose::Promotion,
                     effective_at,
                     expires_at,
                     &source,
@@ -102,16 +102,25 @@ fn adjust(
                     &w,
                     &txn,
                     amount,
-                    "paid",
+                    Purpose::Paid,
                     effective_at,
                     expires_at,
                     &source,
                     "external",
                     "external_topup",
                 )?,
-                ("other", true) => {
-                    credit_lot(c, &w, &txn, amount, "paid", effective_at, expires_at, &source, "adjustments", "other")?
-                }
+                ("other", true) => credit_lot(
+                    c,
+                    &w,
+                    &txn,
+                    amount,
+                    Purpose::Paid,
+                    effective_at,
+                    expires_at,
+                    &source,
+                    "adjustments",
+                    "other",
+                )?,
                 ("external_refund", _) => {
                     debit(
                         c,
@@ -145,14 +154,14 @@ fn credit_lot(
     w: &WalletRef,
     txn: &str,
     amount: Decimal,
-    purpose: &str,
+    purpose: Purpose,
     effective_at: Option<TimestampWithTimeZone>,
     expires_at: Option<TimestampWithTimeZone>,
     source: &str,
     system_account: &str,
     kind: &'static str,
 ) -> Result<()> {
-    let priority = default_priority(purpose).ok_or_else(|| CyError::internal(format!("purpose {purpose}")))?;
+    let priority = purpose.default_priority();
     credit(
         c,
         w,
@@ -163,7 +172,7 @@ fn credit_lot(
             priority,
             effective_at,
             expires_at,
-            on_expiry: "expire",
+            on_expiry: ExpiryPolicy::Expire,
             rollover_cap: None,
             grant_id: None,
             source,

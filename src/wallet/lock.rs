@@ -32,7 +32,7 @@ pub(super) fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> 
 pub(super) fn live_lot_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<LiveLot> {
     Ok(LiveLot {
         id: row.get::<String>(from)?.unwrap_or_default(),
-        purpose: row.get::<String>(from + 1)?.unwrap_or_default(),
+        purpose: crate::error::stored_vocab("lot.purpose", row.get::<String>(from + 1)?, Purpose::parse)?,
         view: LotView {
             priority: row.get::<i32>(from + 2)?.unwrap_or_default(),
             expires_at: row.get::<TimestampWithTimeZone>(from + 3)?.map(|t| t.into_inner()),

@@ -26,7 +26,7 @@ use crate::money::{self, stored, to_numeric};
 use crate::plan_cache::{one, run, run_once};
 use crate::tenancy::scope;
 use crate::validate;
-use credyt_core::burndown::{allocate, default_priority, LotView};
+use credyt_core::burndown::{allocate, ExpiryPolicy, LotView, Purpose};
 use credyt_core::money::balance_in_range;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -223,7 +223,7 @@ pub fn save_pool(c: &mut SpiClient<'_>, w: &WalletRef, balance: Decimal) -> Resu
 #[derive(Clone)]
 pub struct LiveLot {
     pub id: String,
-    pub purpose: String,
+    pub purpose: Purpose,
     pub view: LotView,
 }
 

@@ -28,12 +28,12 @@ fn settle_debt(lots: &mut [LiveLot], wallet: &mut Wallet, book: &mut Book) {
 
 pub struct Credit<'a> {
     pub amount: Decimal,
-    pub purpose: &'a str,
+    pub purpose: Purpose,
     pub priority: i32,
     pub effective_at: Option<TimestampWithTimeZone>,
     pub expires_at: Option<TimestampWithTimeZone>,
     /// expire | rollover | reserve, and the rollover cap
-    pub on_expiry: &'a str,
+    pub on_expiry: ExpiryPolicy,
     pub rollover_cap: Option<Decimal>,
     pub grant_id: Option<&'a str>,
     pub source: &'a str,
@@ -60,14 +60,14 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
             w.customer.into(),
             w.name.into(),
             w.asset.into(),
-            cr.purpose.into(),
+            cr.purpose.as_str().into(),
             cr.priority.into(),
             to_numeric(cr.amount).into(),
             cr.effective_at.into(),
             cr.expires_at.into(),
             cr.source.into(),
             txn_id.into(),
-            cr.on_expiry.into(),
+            cr.on_expiry.as_str().into(),
             cr.rollover_cap.map(to_numeric).into(),
             cr.grant_id.into(),
         ],
@@ -158,7 +158,7 @@ pub fn plan_debit(
     let before = own_before + pool_available;
 
     let candidates: Vec<usize> =
-        (0..lots.len()).filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == "paid").collect();
+        (0..lots.len()).filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == Purpose::Paid).collect();
     let views: Vec<LotView> = candidates.iter().map(|&i| lots[i].view.clone()).collect();
     let alloc = allocate(&views, d.amount);
     if alloc.shortfall > Decimal::ZERO && d.draw == DrawFrom::PaidOnly {
