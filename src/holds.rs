@@ -13,13 +13,43 @@ use pgrx::spi::SpiClient;
 use pgrx::AnyNumeric;
 use rust_decimal::Decimal;
 
+/// Where a hold is in its life: parsed once from its column.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldStatus {
+    Active,
+    Captured,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn parse(s: &str) -> Option<HoldStatus> {
+        match s {
+            "active" => Some(HoldStatus::Active),
+            "captured" => Some(HoldStatus::Captured),
+            "released" => Some(HoldStatus::Released),
+            "expired" => Some(HoldStatus::Expired),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Active => "active",
+            HoldStatus::Captured => "captured",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+        }
+    }
+}
+
 /// A hold as stored.
 pub struct Hold {
     pub id: String,
     pub customer: String,
     pub wallet_name: String,
     pub asset: String,
-    pub status: String,
+    pub status: HoldStatus,
     pub expired: bool,
 }
 
@@ -42,7 +72,7 @@ pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hol
         customer: row.get::<String>(2)?.unwrap_or_default(),
         wallet_name: row.get::<String>(3)?.unwrap_or_default(),
         asset: row.get::<String>(4)?.unwrap_or_default(),
-        status: row.get::<String>(5)?.unwrap_or_default(),
+        status: crate::error::stored_vocab("hold.status", row.get::<String>(5)?, HoldStatus::parse)?,
         expired: row.get::<bool>(6)?.unwrap_or(false),
     })
 }
@@ -52,27 +82,27 @@ pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hol
 pub fn close(
     c: &mut SpiClient<'_>,
     hold: &Hold,
-    status: &str,
+    status: HoldStatus,
     captured: Option<Decimal>,
     event_id: Option<&str>,
 ) -> Result<()> {
     run(
         c,
         "UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() WHERE id = $1",
-        &[hold.id.as_str().into(), status.into(), captured.map(to_numeric).into(), event_id.into()],
+        &[hold.id.as_str().into(), status.as_str().into(), captured.map(to_numeric).into(), event_id.into()],
     )?;
     Ok(())
 }
 
 /// Checks that a hold can still be captured or released.
 pub fn require_open(hold: &Hold, reference: &str) -> Result<()> {
-    match (hold.status.as_str(), hold.expired) {
-        ("active", false) => Ok(()),
-        ("active", true) | ("expired", _) => {
+    match (hold.status, hold.expired) {
+        (HoldStatus::Active, false) => Ok(()),
+        (HoldStatus::Active, true) | (HoldStatus::Expired, _) => {
             Err(CyError::new(crate::error::Code::Gone, format!("hold {reference} has expired"))
                 .hint("authorize a new hold"))
         }
-        (status, _) => Err(CyError::conflict(format!("hold {reference} is already {status}"))),
+        (status, _) => Err(CyError::conflict(format!("hold {reference} is already {}", status.as_str()))),
     }
 }
 
@@ -166,12 +196,12 @@ fn release(hold_id: Option<String>) {
             };
             let mut wallet = wallet::lock(c, &w)?;
             let hold = find(c, &account, &reference)?; // re-read under the wallet lock
-            match (hold.status.as_str(), hold.expired) {
+            match (hold.status, hold.expired) {
                 // Releasing twice, or an expired hold, changes nothing.
-                ("released" | "expired", _) | ("active", true) => Ok(()),
-                ("captured", _) => Err(CyError::conflict(format!("hold {reference} was already captured"))),
-                _ => {
-                    close(c, &hold, "released", None, None)?;
+                (HoldStatus::Released | HoldStatus::Expired, _) | (HoldStatus::Active, true) => Ok(()),
+                (HoldStatus::Captured, _) => Err(CyError::conflict(format!("hold {reference} was already captured"))),
+                (HoldStatus::Active, false) => {
+                    close(c, &hold, HoldStatus::Released, None, None)?;
                     let now = wallet::available_of(c, w.customer, w.name, w.asset)?;
                     let was = wallet.armed;
                     wallet.rearm(now);

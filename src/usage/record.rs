@@ -201,7 +201,7 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
         }
         holds::require_open(&hold, reference)?;
         let captured = p.totals.get(&hold.asset).copied().unwrap_or_default();
-        holds::close(c, &hold, "captured", Some(captured), Some(&p.ev.event_id))?;
+        holds::close(c, &hold, holds::HoldStatus::Captured, Some(captured), Some(&p.ev.event_id))?;
     }
     let mut available = None;
     if p.status == "charged" {

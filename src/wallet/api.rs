@@ -5,7 +5,41 @@ use super::*;
 // ---------------------------------------------------------------------------------
 // The API
 
-const REASONS: &str = "gift, external_topup, external_refund, other";
+/// Why an adjustment is made (SPEC §5), parsed once from the argument.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reason {
+    /// a promotion lot
+    Gift,
+    /// a paid lot, money received elsewhere
+    ExternalTopup,
+    /// money given back: draws paid lots only
+    ExternalRefund,
+    /// a paid lot (positive) or a draw like a charge (negative)
+    Other,
+}
+
+impl Reason {
+    const NAMES: &'static str = "gift, external_topup, external_refund, other";
+
+    fn parse(s: &str) -> Option<Reason> {
+        match s {
+            "gift" => Some(Reason::Gift),
+            "external_topup" => Some(Reason::ExternalTopup),
+            "external_refund" => Some(Reason::ExternalRefund),
+            "other" => Some(Reason::Other),
+            _ => None,
+        }
+    }
+
+    fn as_str(self) -> &'static str {
+        match self {
+            Reason::Gift => "gift",
+            Reason::ExternalTopup => "external_topup",
+            Reason::ExternalRefund => "external_refund",
+            Reason::Other => "other",
+        }
+    }
+}
 
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
@@ -26,24 +60,26 @@ fn adjust(
         let key = validate::key("transaction_id", transaction_id)?;
         let amount = money::non_zero("amount", amount)?;
         let reason = validate::required("reason", reason)?;
+        let reason = Reason::parse(&reason).ok_or_else(|| {
+            CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {}", Reason::NAMES))
+        })?;
         let name = validate::wallet_name(account_name)?;
         let description = validate::optional_text("description", description)?;
         let metadata = validate::metadata(metadata)?;
         check_time("effective_at", effective_at)?;
         check_time("expires_at", expires_at)?;
         let credit = amount > Decimal::ZERO;
-        match (reason.as_str(), credit) {
-            ("gift" | "external_topup", false) => {
-                return Err(CyError::invalid(format!("amount must be positive for reason {reason}"))
+        match (reason, credit) {
+            (Reason::Gift | Reason::ExternalTopup, false) => {
+                return Err(CyError::invalid(format!("amount must be positive for reason {}", reason.as_str()))
                     .detail(format!("got {amount}")))
             }
-            ("external_refund", true) => {
+            (Reason::ExternalRefund, true) => {
                 return Err(CyError::invalid("amount must be negative for reason external_refund")
                     .detail(format!("got {amount}"))
                     .hint(format!("pass the refund as a negative amount, e.g. -{amount}")))
             }
-            ("gift" | "external_topup" | "external_refund" | "other", _) => {}
-            _ => return Err(CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {REASONS}"))),
+            _ => {}
         }
         if !credit && (effective_at.is_some() || expires_at.is_some()) {
             return Err(CyError::invalid("effective_at and expires_at apply to credits only")
@@ -52,7 +88,7 @@ fn adjust(
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let asset: Asset = resolve_asset(c, &account, asset.as_deref())?;
-            if matches!(reason.as_str(), "external_topup" | "external_refund") {
+            if matches!(reason, Reason::ExternalTopup | Reason::ExternalRefund) {
                 credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
                     CyError::invalid(format!("amount {}", e.describe()))
                         .detail(format!("{} has {} decimal places", asset.code, asset.precision))
@@ -61,7 +97,7 @@ fn adjust(
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let payload = json!({
                 "op": "adjust", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
-                "reason": reason, "account_name": name, "description": description,
+                "reason": reason.as_str(), "account_name": name, "description": description,
                 "effective_at": micros(effective_at), "expires_at": micros(expires_at), "metadata": metadata,
             });
             let txn =
@@ -83,9 +119,9 @@ fn adjust(
                 }
             }
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
-            let source = format!("adjust:{reason}");
-            match (reason.as_str(), credit) {
-                ("gift", _) => credit_lot(
+            let source = format!("adjust:{}", reason.as_str());
+            match (reason, credit) {
+                (Reason::Gift, _) => credit_lot(
                     c,
                     &w,
                     &txn,
@@ -97,7 +133,7 @@ fn adjust(
                     "promotions",
                     "gift",
                 )?,
-                ("external_topup", _) => credit_lot(
+                (Reason::ExternalTopup, _) => credit_lot(
                     c,
                     &w,
                     &txn,
@@ -109,7 +145,7 @@ fn adjust(
                     "external",
                     "external_topup",
                 )?,
-                ("other", true) => credit_lot(
+                (Reason::Other, true) => credit_lot(
                     c,
                     &w,
                     &txn,
@@ -121,7 +157,7 @@ fn adjust(
                     "adjustments",
                     "other",
                 )?,
-                ("external_refund", _) => {
+                (Reason::ExternalRefund, _) => {
                     debit(
                         c,
                         &w,
@@ -134,7 +170,7 @@ fn adjust(
                         },
                     )?;
                 }
-                _ => {
+                (Reason::Other, false) => {
                     debit(
                         c,
                         &w,
