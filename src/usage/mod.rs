@@ -41,6 +41,26 @@ mod record;
 use lookups::*;
 pub use record::*;
 
+/// What became of an event (SPEC §6) as preparing it decides: charged, matched but
+/// free (every fee zero), or matching no price. (The column and the returned row
+/// carry its text.)
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageStatus {
+    Charged,
+    Free,
+    NoMatch,
+}
+
+impl UsageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UsageStatus::Charged => "charged",
+            UsageStatus::Free => "free",
+            UsageStatus::NoMatch => "no_match",
+        }
+    }
+}
+
 /// One usage event, validated.
 pub struct Event {
     pub customer: String,

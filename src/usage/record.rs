@@ -12,7 +12,7 @@ struct Prepared {
     model: Option<String>,
     input_tokens: Option<i64>,
     output_tokens: Option<i64>,
-    status: &'static str,
+    status: UsageStatus,
     fees: Value,
     /// fee total per asset
     totals: BTreeMap<String, Decimal>,
@@ -53,11 +53,11 @@ fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> 
         }
     }
     let status = if fees.is_empty() {
-        "no_match"
+        UsageStatus::NoMatch
     } else if totals.values().all(|t| t.is_zero()) {
-        "free"
+        UsageStatus::Free
     } else {
-        "charged"
+        UsageStatus::Charged
     };
     let (charged, asset) = match totals.len() {
         1 => totals.iter().next().map(|(a, t)| (*t, Some(a.clone()))).unwrap_or((Decimal::ZERO, None)),
@@ -145,7 +145,7 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
             col!(|p| p.model.clone()).into(),
             col!(|p| p.input_tokens).into(),
             col!(|p| p.output_tokens).into(),
-            col!(|p| p.status.to_string()).into(),
+            col!(|p| p.status.as_str().to_string()).into(),
             col!(|p| JsonB(p.fees.clone())).into(),
             col!(|p| to_numeric(p.charged)).into(),
             col!(|p| p.asset.clone()).into(),
@@ -154,7 +154,7 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
             col!(|p| p.cost_currency.clone()).into(),
             col!(|p| p.ev.costs.clone().map(JsonB)).into(),
             col!(|p| p.ev.hold_id.clone()).into(),
-            col!(|p| (p.status == "charged").then(|| p.txn_id.clone())).into(),
+            col!(|p| (p.status == UsageStatus::Charged).then(|| p.txn_id.clone())).into(),
         ],
     )?;
     let mut inserted = std::collections::HashSet::new();
@@ -169,7 +169,7 @@ fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
     Outcome {
         event_id: p.ev.event_id,
         duplicate: false,
-        status: p.status.into(),
+        status: p.status.as_str().into(),
         fees: p.fees,
         charged: p.charged,
         asset: p.asset,
@@ -204,7 +204,7 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
         holds::close(c, &hold, holds::HoldStatus::Captured, Some(captured), Some(&p.ev.event_id))?;
     }
     let mut available = None;
-    if p.status == "charged" {
+    if p.status == UsageStatus::Charged {
         run(
             c,
             OPEN_USAGE_TXN,
@@ -265,7 +265,7 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
 
     // Lock every wallet account the batch charges, in one sorted order, with its lots.
     let mut keys = std::collections::BTreeSet::new();
-    for (p, _) in prepared.iter().zip(&fresh).filter(|(p, f)| **f && p.status == "charged") {
+    for (p, _) in prepared.iter().zip(&fresh).filter(|(p, f)| **f && p.status == UsageStatus::Charged) {
         for (a, t) in &p.totals {
             if !t.is_zero() {
                 keys.insert((p.customer.clone(), a.clone()));
@@ -300,7 +300,7 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
             continue;
         }
         let mut available = None;
-        if p.status == "charged" {
+        if p.status == UsageStatus::Charged {
             txn_ids.push(p.txn_id.clone());
             txn_customers.push(p.customer.clone());
             txn_events.push(p.ev.event_id.clone());
