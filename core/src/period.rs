@@ -31,6 +31,29 @@ impl Period {
             .saturating_add(self.micros)
     }
 
+    /// The most wall-clock time one period can span: a month of 31 days, a day of 25
+    /// hours (across a DST change). Counting k periods at this length cannot overshoot
+    /// where adding the period k times lands (the clock's catch-up relies on it).
+    pub fn longest_micros(&self) -> i64 {
+        self.months
+            .saturating_mul(31 * MICROS_PER_DAY)
+            .saturating_add(self.days.saturating_mul(25 * MICROS_PER_HOUR))
+            .saturating_add(self.micros)
+    }
+
+    /// How many whole periods can be skipped from `from` to `to` (microseconds) without
+    /// passing `to`, keeping the last one or two for the caller to walk: None when the
+    /// gap is too small to be worth a jump.
+    pub fn periods_to_skip(&self, from: i64, to: i64) -> Option<i64> {
+        let longest = self.longest_micros();
+        let behind = to.saturating_sub(from);
+        if longest < MICROS_PER_HOUR || behind <= 0 {
+            return None;
+        }
+        let k = behind / longest - 1;
+        (k >= 1).then_some(k)
+    }
+
     /// Recurring periods must last at least an hour and at most a year: a shorter one
     /// would make the clock issue a lot per tick for ever (issue 9), a longer one is a
     /// one-off grant with an expiry.
@@ -240,6 +263,20 @@ mod tests {
         ] {
             assert!(parse(bad).is_err(), "{bad:?} was accepted");
         }
+    }
+
+    #[test]
+    fn skipping_never_passes_the_target() {
+        let day = parse("1 day").unwrap();
+        assert_eq!(day.periods_to_skip(0, MICROS_PER_HOUR), None);
+        assert_eq!(day.periods_to_skip(0, 3 * MICROS_PER_DAY), Some(1)); // 72 h / 25 h = 2, minus one
+        let fifty_years = 50 * 366 * MICROS_PER_DAY;
+        let k = day.periods_to_skip(0, fifty_years).unwrap();
+        assert!(k * MICROS_PER_DAY <= fifty_years && k > 17_000, "{k}");
+        let month = parse("P1M").unwrap();
+        let k = month.periods_to_skip(0, fifty_years).unwrap();
+        assert!(k * 31 * MICROS_PER_DAY <= fifty_years && k > 580, "{k}");
+        assert_eq!(month.periods_to_skip(10, 5), None);
     }
 
     #[test]

@@ -48,8 +48,7 @@ fn grant_credit(
         }
         let name = validate::wallet_name(account_name)?;
         if let Some(e) = every {
-            let period =
-                credyt_core::period::Period { months: e.months().into(), days: e.days().into(), micros: e.micros() };
+            let period = period_of(&e);
             period.check_recurring().map_err(|why| {
                 CyError::invalid(format!("every {why}"))
                     .hint("recurring grants take a period from one hour to one year, e.g. '1 month' or '7 days'")

@@ -136,7 +136,6 @@ fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first
 /// statements, not 18,000. Periods wholly in the past issue nothing, so skipping them
 /// changes no balance.
 fn catch_up(c: &mut SpiClient<'_>, grant_id: &str, now: TimestampWithTimeZone) -> Result<()> {
-    const HOUR: i64 = 3_600_000_000;
     loop {
         let t = run(
             c,
@@ -150,16 +149,10 @@ fn catch_up(c: &mut SpiClient<'_>, grant_id: &str, now: TimestampWithTimeZone) -
         let (Some(next_at), Some(every)) = (row.get::<TimestampWithTimeZone>(1)?, row.get::<Interval>(2)?) else {
             return Ok(());
         };
-        let longest = i64::from(every.months()) * 31 * 24 * HOUR + i64::from(every.days()) * 25 * HOUR + every.micros();
-        let behind = now.into_inner().saturating_sub(next_at.into_inner());
-        if longest < HOUR || behind <= 0 {
+        // The last period or two are left for the period walk, which issues the current one.
+        let Some(k) = period_of(&every).periods_to_skip(next_at.into_inner(), now.into_inner()) else {
             return Ok(());
-        }
-        // Keep the last period or two for the period walk, which issues the current one.
-        let k = behind / longest - 1;
-        if k < 1 {
-            return Ok(());
-        }
+        };
         run(
             c,
             "UPDATE credyt.credit_grant SET next_at = next_at + every * $2 WHERE id = $1",

@@ -57,6 +57,11 @@ pub fn tick_limit() -> i64 {
     i64::from(TICK_LIMIT.get())
 }
 
+/// An interval as core's period arithmetic sees it.
+fn period_of(i: &Interval) -> credyt_core::period::Period {
+    credyt_core::period::Period { months: i.months().into(), days: i.days().into(), micros: i.micros() }
+}
+
 /// The system account a grant's lots are credited against, by purpose.
 fn counter_account(purpose: Purpose) -> &'static str {
     match purpose {
