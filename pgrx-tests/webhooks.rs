@@ -59,6 +59,22 @@ fn create_webhook_validates_and_returns_a_standard_secret() {
 }
 
 #[pg_test]
+fn every_topic_is_a_storable_event_type() {
+    // The table's CHECK and core's Topic name the same list: an event of each topic is
+    // written, and a type outside it is refused by the table itself.
+    fresh_account("Topics");
+    for topic in credyt_core::webhook::Topic::ALL {
+        let id = text(&format!("SELECT credyt.send_test_event('{}')", topic.as_str()));
+        assert_eq!(text(&format!("SELECT event_type FROM credyt.event WHERE id = '{id}'")), topic.as_str());
+    }
+    let refused = sqlstate_of(
+        "INSERT INTO credyt.event (account_id, id, event_type, occurred_at, data) \
+         SELECT account_id, 'whe_x', 'no.such', now(), '{}' FROM credyt.event LIMIT 1",
+    );
+    assert_eq!(refused.as_deref(), Some("23514"), "check_violation");
+}
+
+#[pg_test]
 fn events_route_by_account_topic_and_connect() {
     Spi::run("RESET credyt.account").unwrap();
     let platform_connect = webhook("https://platform.example/connect", "{*}", true);

@@ -4,7 +4,10 @@
 CREATE TABLE credyt.event (
     account_id  text NOT NULL,
     id          text PRIMARY KEY,
-    event_type  text NOT NULL,
+    -- core::webhook::Topic, the same list (a test sends one event of each)
+    event_type  text NOT NULL CHECK (event_type IN ('auto_topup.failed', 'auto_topup.requested',
+        'auto_topup.succeeded', 'balance_threshold_hit', 'grant.expired', 'grant.issued', 'hold.expired',
+        'outcome.reversed', 'seat.charged', 'subscription.activated', 'usage.limit_exceeded', 'webhook.test')),
     occurred_at timestamptz NOT NULL,
     data        jsonb NOT NULL,
     created_at  timestamptz NOT NULL DEFAULT now()

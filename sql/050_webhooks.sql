@@ -33,7 +33,7 @@ CREATE TABLE credyt.delivery (
     account_id      text NOT NULL,      -- the endpoint's account
     event_id        text NOT NULL,
     webhook_id      text NOT NULL,
-    status          text NOT NULL DEFAULT 'pending',   -- pending | delivered | failed
+    status          text NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'delivered', 'failed')),
     attempts        integer NOT NULL DEFAULT 0,
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
     last_error      text,

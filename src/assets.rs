@@ -3,7 +3,7 @@
 //! it imports no domain, so the catalog, credits, usage and the wallet can all use it.
 
 use crate::error::{CyError, Result};
-use crate::plan_cache::one;
+use crate::spi::one;
 use pgrx::spi::SpiClient;
 
 #[derive(Debug, Clone)]

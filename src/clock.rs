@@ -10,8 +10,8 @@
 
 use crate::error::{api, CyError, Result};
 use crate::events;
-use crate::plan_cache::{one, run};
-use crate::tenancy::{accounts_within, scope};
+use crate::scope::{accounts_within, scope};
+use crate::spi::{one, run, Row};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::JsonB;
@@ -36,26 +36,27 @@ fn expire_holds(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTi
                             AND h.expires_at <= $2 ORDER BY h.expires_at, h.id LIMIT $3) x)) \
                       AND status = 'active' AND expires_at <= $2 ORDER BY expires_at, id FOR UPDATE SKIP LOCKED) \
          UPDATE credyt.hold h SET status = 'expired', closed_at = $2 FROM due WHERE h.id = due.id \
-         RETURNING h.account_id, h.id, h.hold_key, h.customer_id, h.wallet_name || ':' || h.asset, h.amount::text, h.expires_at",
+         RETURNING h.account_id, h.id, h.hold_key, h.customer_id, h.wallet_name || ':' || h.asset AS wallet, \
+           h.amount::text AS amount, h.expires_at",
         &[accounts.to_vec().into(), now.into(), HOLDS_PER_TICK.into()],
     )?;
     let mut expired = Vec::new();
     for row in t {
         expired.push((
-            row.get::<String>(1)?.unwrap_or_default(),
+            row.req::<String>("account_id")?,
             json!({
-                "hold_id": row.get::<String>(3)?,
-                "id": row.get::<String>(2)?,
-                "customer_id": row.get::<String>(4)?,
-                "account_id": row.get::<String>(5)?,
-                "amount": serde_json::Number::from_string_unchecked(row.get::<String>(6)?.unwrap_or_default()),
+                "hold_id": row.opt::<String>("hold_key")?,
+                "id": row.req::<String>("id")?,
+                "customer_id": row.req::<String>("customer_id")?,
+                "account_id": row.req::<String>("wallet")?,
+                "amount": serde_json::Number::from_string_unchecked(row.req::<String>("amount")?),
             }),
-            row.get::<TimestampWithTimeZone>(7)?.unwrap_or(now),
+            row.req::<TimestampWithTimeZone>("expires_at")?,
         ));
     }
     let n = expired.len() as i64;
     for (account, data, at) in expired {
-        events::emit(c, &account, "hold.expired", at, data)?;
+        events::emit(c, &account, events::Topic::HoldExpired, at, data)?;
     }
     Ok(n)
 }
@@ -64,10 +65,7 @@ fn expire_holds(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTi
 #[search_path(@extschema@, pg_temp)]
 fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
     api(move || {
-        let now = now.ok_or_else(|| CyError::invalid("now must not be NULL"))?;
-        if !now.is_finite() {
-            return Err(CyError::invalid("now must be a finite timestamp"));
-        }
+        let now = crate::validate::required_time("now", now)?;
         Spi::connect_mut(|c| {
             let root = scope(c)?;
             let accounts = accounts_within(c, &root)?;

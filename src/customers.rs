@@ -2,8 +2,8 @@
 //! the tenant's own `external_id` may be given.
 
 use crate::error::{api, CyError, Result};
-use crate::plan_cache::one;
-use crate::tenancy::scope;
+use crate::scope::scope;
+use crate::spi::one;
 use crate::validate;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;

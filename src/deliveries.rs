@@ -5,7 +5,7 @@
 //! every account below its own. credyt-worker does the sending.
 
 use crate::error::Result;
-use crate::plan_cache::{one, run};
+use crate::spi::{one, run, Row};
 use credyt_core::webhook::topic_matches;
 use pgrx::spi::SpiClient;
 
@@ -28,12 +28,8 @@ pub fn routes(c: &mut SpiClient<'_>, account: &str) -> Result<Vec<(String, Strin
     )?;
     let mut out = Vec::new();
     for row in t {
-        let topics: Vec<Option<String>> = row.get(3)?.unwrap_or_default();
-        out.push((
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<String>(2)?.unwrap_or_default(),
-            topics.into_iter().flatten().collect(),
-        ));
+        let topics: Vec<Option<String>> = row.req("topics")?;
+        out.push((row.req::<String>("id")?, row.req::<String>("account_id")?, topics.into_iter().flatten().collect()));
     }
     Ok(out)
 }

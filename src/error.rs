@@ -153,13 +153,6 @@ pub fn api<T>(f: impl FnOnce() -> Result<T>) -> T {
     }
 }
 
-/// Parses a fixed vocabulary read from column `column`: stored text that is not in it
-/// is a bug (the API writes only parsed values), reported with the column's name.
-pub fn stored_vocab<T>(column: &str, text: Option<String>, parse: impl Fn(&str) -> Option<T>) -> Result<T> {
-    let text = text.ok_or_else(|| CyError::internal(format!("{column} is NULL")))?;
-    parse(&text).ok_or_else(|| CyError::internal(format!("{column} holds {text:?}, which is not a known value")))
-}
-
 impl From<pgrx::spi::SpiError> for CyError {
     fn from(e: pgrx::spi::SpiError) -> Self {
         CyError::internal(e)

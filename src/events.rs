@@ -5,7 +5,8 @@
 //! envelope. tick() prunes what is fully delivered after `credyt.event_retention`.
 
 use crate::error::{CyError, Result};
-use crate::plan_cache::{one, run};
+use crate::spi::{one, run};
+pub use credyt_core::webhook::Topic;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{GucContext, GucFlags, GucRegistry, GucSetting, JsonB};
@@ -37,12 +38,12 @@ pub fn init_gucs() {
 pub fn emit(
     c: &mut SpiClient<'_>,
     account: &str,
-    event_type: &str,
+    event_type: Topic,
     occurred_at: TimestampWithTimeZone,
     data: Value,
 ) -> Result<String> {
     let id = write(c, account, event_type, occurred_at, data)?;
-    crate::deliveries::fan_out(c, &id, account, event_type)?;
+    crate::deliveries::fan_out(c, &id, account, event_type.as_str())?;
     Ok(id)
 }
 
@@ -50,7 +51,7 @@ pub fn emit(
 pub fn write(
     c: &mut SpiClient<'_>,
     account: &str,
-    event_type: &str,
+    event_type: Topic,
     occurred_at: TimestampWithTimeZone,
     data: Value,
 ) -> Result<String> {
@@ -64,7 +65,7 @@ pub fn write(
          SELECT pg_notify('credyt_events_' || a.channel_key, e.id) IS NULL \
                 AND pg_notify(credyt._worker_channel(), '') IS NULL \
          FROM e JOIN credyt.account a ON a.id = $1",
-        &[account.into(), id.as_str().into(), event_type.into(), occurred_at.into(), JsonB(data).into()],
+        &[account.into(), id.as_str().into(), event_type.as_str().into(), occurred_at.into(), JsonB(data).into()],
     )?;
     Ok(id)
 }

@@ -4,8 +4,8 @@
 
 use crate::error::{api, CyError, Result};
 use crate::money::{self, to_numeric};
-use crate::plan_cache::run;
-use crate::tenancy::scope;
+use crate::scope::scope;
+use crate::spi::{run, Row};
 use crate::validate;
 use crate::wallet::{self, WalletRef};
 use pgrx::prelude::*;
@@ -55,10 +55,13 @@ pub struct Hold {
 
 /// Finds a hold by its `hld_…` id or the client's hold_id, locking its row.
 pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hold> {
-    const BY_ID: &str = "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() FROM credyt.hold \
-         WHERE id = $2 AND account_id = $1 FOR UPDATE";
-    const BY_KEY: &str = "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() FROM credyt.hold \
-         WHERE account_id = $1 AND hold_key = $2 FOR UPDATE";
+    macro_rules! hold_columns {
+        () => {
+            "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() AS expired FROM credyt.hold "
+        };
+    }
+    const BY_ID: &str = concat!(hold_columns!(), "WHERE id = $2 AND account_id = $1 FOR UPDATE");
+    const BY_KEY: &str = concat!(hold_columns!(), "WHERE account_id = $1 AND hold_key = $2 FOR UPDATE");
     let mut t = run(c, BY_ID, &[account.into(), reference.into()])?;
     if t.is_empty() {
         t = run(c, BY_KEY, &[account.into(), reference.into()])?;
@@ -68,12 +71,12 @@ pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hol
     }
     let row = t.first();
     Ok(Hold {
-        id: row.get::<String>(1)?.unwrap_or_default(),
-        customer: row.get::<String>(2)?.unwrap_or_default(),
-        wallet_name: row.get::<String>(3)?.unwrap_or_default(),
-        asset: row.get::<String>(4)?.unwrap_or_default(),
-        status: crate::error::stored_vocab("hold.status", row.get::<String>(5)?, HoldStatus::parse)?,
-        expired: row.get::<bool>(6)?.unwrap_or(false),
+        id: row.req::<String>("id")?,
+        customer: row.req::<String>("customer_id")?,
+        wallet_name: row.req::<String>("wallet_name")?,
+        asset: row.req::<String>("asset")?,
+        status: row.vocab("status", HoldStatus::parse)?,
+        expired: row.req::<bool>("expired")?,
     })
 }
 
@@ -106,6 +109,28 @@ pub fn require_open(hold: &Hold, reference: &str) -> Result<()> {
     }
 }
 
+/// The hold this hold_id already names, if it names one with the same customer,
+/// asset and amount; CY409 if it names another.
+fn existing(c: &mut SpiClient<'_>, w: &WalletRef, key: &str, amount: Decimal) -> Result<Option<String>> {
+    let t = run(
+        c,
+        "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold \
+         WHERE account_id = $1 AND hold_key = $2",
+        &[w.account.into(), key.into(), w.customer.into(), w.asset.into(), to_numeric(amount).into()],
+    )?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let row = t.first();
+    let id = row.req::<String>("id")?;
+    if row.req::<bool>("same")? {
+        Ok(Some(id))
+    } else {
+        Err(CyError::conflict(format!("hold_id {key:?} was already used with a different payload"))
+            .detail(format!("existing hold {id}")))
+    }
+}
+
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
 fn authorize(
@@ -120,7 +145,7 @@ fn authorize(
         let amount = money::positive("amount", amount)?;
         let expires_in = validate::required("expires_in", expires_in)?;
         Spi::connect_mut(|c| {
-            let ok = crate::plan_cache::one::<bool>(
+            let ok = crate::spi::one::<bool>(
                 c,
                 "SELECT $1 > interval '0' AND $1 <= interval '366 days'",
                 &[expires_in.into()],
@@ -133,20 +158,8 @@ fn authorize(
             let w = t.wallet("default");
             let mut wallet = wallet::lock(c, &w)?;
             // Idempotent by hold_id: the same request returns the same hold.
-            let t = run(
-                c,
-                "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 FROM credyt.hold WHERE account_id = $1 AND hold_key = $2",
-                &[account.as_str().into(), key.as_str().into(), customer.as_str().into(), asset.code.as_str().into(), to_numeric(amount).into()],
-            )?;
-            if !t.is_empty() {
-                let row = t.first();
-                let id = row.get::<String>(1)?.unwrap_or_default();
-                return if row.get::<bool>(2)?.unwrap_or(false) {
-                    Ok(id)
-                } else {
-                    Err(CyError::conflict(format!("hold_id {key:?} was already used with a different payload"))
-                        .detail(format!("existing hold {id}")))
-                };
+            if let Some(id) = existing(c, &w, &key, amount)? {
+                return Ok(id);
             }
             let lots = wallet::live_lots(c, &w)?;
             let before = wallet::available(&lots, &wallet);

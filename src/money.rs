@@ -51,6 +51,13 @@ pub fn stored(text: &str) -> Result<Decimal> {
 }
 
 pub fn to_numeric(d: Decimal) -> AnyNumeric {
-    // The text form of a Decimal is always a valid numeric literal.
-    AnyNumeric::try_from(d.normalize().to_string().as_str()).unwrap_or_default()
+    // The text form of a Decimal is always a valid numeric literal; were it not, the
+    // statement fails rather than write a zero.
+    AnyNumeric::try_from(d.normalize().to_string().as_str())
+        .unwrap_or_else(|e| CyError::internal(format!("amount {d} as numeric: {e}")).raise())
+}
+
+/// An amount as an exact JSON number (event payloads): its shortest decimal text.
+pub fn json_number(d: Decimal) -> serde_json::Value {
+    serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()))
 }

@@ -3,6 +3,7 @@
 
 use crate::error::{CyError, Result};
 use credyt_core::ids::check_client_key;
+use pgrx::datum::TimestampWithTimeZone;
 
 /// A required human-readable name: 1 to 200 characters.
 pub fn name(param: &str, v: Option<String>) -> Result<String> {
@@ -65,4 +66,38 @@ pub fn wallet_name(v: Option<String>) -> Result<String> {
             .hint("use 1 to 64 lowercase letters, digits, '_' or '-', e.g. 'default' or 'reserve'"));
     }
     Ok(v)
+}
+
+/// A timestamp argument, which must be finite when given.
+pub fn finite(param: &str, t: Option<TimestampWithTimeZone>) -> Result<Option<TimestampWithTimeZone>> {
+    match t {
+        Some(t) if !t.is_finite() => Err(CyError::invalid(format!("{param} must be a finite timestamp"))),
+        t => Ok(t),
+    }
+}
+
+/// A timestamp argument that must be given, and finite.
+pub fn required_time(param: &str, t: Option<TimestampWithTimeZone>) -> Result<TimestampWithTimeZone> {
+    let t = required(param, t)?;
+    finite(param, Some(t)).map(|_| t)
+}
+
+/// An argument from a fixed vocabulary (an enum's `parse`); `names` lists it for the hint.
+pub fn vocab<T>(param: &str, v: Option<String>, parse: impl Fn(&str) -> Option<T>, names: &str) -> Result<T> {
+    let v = required(param, v)?;
+    parse(&v).ok_or_else(|| CyError::invalid(format!("unknown {param} {v:?}")).hint(names.to_string()))
+}
+
+/// A credit's expires_at must be later than its effective_at (now when not given) and
+/// than now (the transaction's start, as SQL's now()).
+pub fn expiry_after(
+    effective_at: Option<TimestampWithTimeZone>,
+    expires_at: Option<TimestampWithTimeZone>,
+) -> Result<()> {
+    let Some(exp) = expires_at else { return Ok(()) };
+    let now = pgrx::datetime::now().into_inner();
+    if exp.into_inner() <= effective_at.map_or(now, |t| t.into_inner()).max(now) {
+        return Err(CyError::invalid("expires_at must be later than effective_at and now"));
+    }
+    Ok(())
 }

@@ -4,8 +4,8 @@
 
 use crate::deliveries::{queue, subscribed};
 use crate::error::{api, CyError, Result};
-use crate::plan_cache::run;
-use crate::tenancy::{is_within, scope};
+use crate::scope::{is_within, scope};
+use crate::spi::{run, Row};
 use credyt_core::webhook::{
     check_destination, check_topic, check_url, format_secret, is_private_name, url_host, SECRET_BYTES,
 };
@@ -114,9 +114,9 @@ fn endpoint(c: &mut SpiClient<'_>, id: &str, scope: &str) -> Result<Endpoint> {
     }
     let row = t.first();
     let e = Endpoint {
-        account: row.get::<String>(1)?.unwrap_or_default(),
-        connect: row.get::<bool>(2)?.unwrap_or(false),
-        enabled: row.get::<bool>(3)?.unwrap_or(false),
+        account: row.req::<String>("account_id")?,
+        connect: row.req::<bool>("connect")?,
+        enabled: row.req::<bool>("enabled")?,
     };
     // Another tenant's endpoint is unknown here, so ids reveal nothing.
     if !is_within(c, &e.account, scope)? {
@@ -247,23 +247,23 @@ fn send_test_event(
     api(move || {
         let topic = topic.ok_or_else(|| CyError::invalid("topic must not be NULL"))?;
         check_topic(&topic).map_err(CyError::invalid)?;
-        if topic.contains('*') {
+        let Some(topic) = crate::events::Topic::parse(&topic) else {
             return Err(CyError::invalid(format!("topic {topic:?} is a filter; a test event needs one event type"))
                 .hint("for example 'webhook.test' or 'balance_threshold_hit'"));
-        }
+        };
         Spi::connect_mut(|c| {
             let scope = scope(c)?;
             let now = pgrx::datetime::now();
             match webhook_id {
                 None => {
                     let data = json!({"test": true, "webhook_id": null});
-                    crate::events::emit(c, &scope, &topic, now, data)
+                    crate::events::emit(c, &scope, topic, now, data)
                 }
                 Some(wid) => {
                     let e = endpoint(c, &wid, &scope)?;
                     require_enabled(&wid, &e)?;
                     let data = json!({"test": true, "webhook_id": wid});
-                    let event = crate::events::write(c, &e.account, &topic, now, data)?;
+                    let event = crate::events::write(c, &e.account, topic, now, data)?;
                     queue(c, &event, vec![(wid, e.account)])?;
                     Ok(event)
                 }
@@ -295,8 +295,8 @@ fn replay_event(event_id: Option<String>, webhook_id: default!(Option<String>, "
                 return Err(unknown());
             }
             let row = t.first();
-            let account = row.get::<String>(1)?.unwrap_or_default();
-            let event_type = row.get::<String>(2)?.unwrap_or_default();
+            let account = row.req::<String>("account_id")?;
+            let event_type = row.req::<String>("event_type")?;
             if !is_within(c, &account, &scope)? {
                 return Err(unknown());
             }

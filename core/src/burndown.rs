@@ -127,6 +127,26 @@ impl ExpiryPolicy {
     }
 }
 
+/// Where an expiring lot's remainder goes (SPEC §7): kept in its wallet account as a
+/// new lot (rollover, up to the cap), moved to the customer's reserve pool (reserve,
+/// unless the lot is already in the pool), or lost. The three always sum to the
+/// remainder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpirySplit {
+    pub kept: Decimal,
+    pub reserved: Decimal,
+    pub lost: Decimal,
+}
+
+pub fn split_expiry(policy: ExpiryPolicy, remaining: Decimal, cap: Option<Decimal>, in_pool: bool) -> ExpirySplit {
+    let kept = match policy {
+        ExpiryPolicy::Rollover => cap.map_or(remaining, |cap| remaining.min(cap)),
+        _ => Decimal::ZERO,
+    };
+    let reserved = if policy == ExpiryPolicy::Reserve && !in_pool { remaining } else { Decimal::ZERO };
+    ExpirySplit { kept, reserved, lost: remaining - kept - reserved }
+}
+
 /// Default priorities per lot purpose, from its text.
 pub fn default_priority(purpose: &str) -> Option<i32> {
     Purpose::parse(purpose).map(Purpose::default_priority)
@@ -140,6 +160,19 @@ mod tests {
     fn d(s: &str) -> Decimal {
         Decimal::from_str(s).unwrap()
     }
+    #[test]
+    fn expiry_split_sums_to_the_remainder() {
+        let split = |p, r: &str, cap: Option<&str>, pool| split_expiry(p, d(r), cap.map(d), pool);
+        let s = |k: &str, r: &str, l: &str| ExpirySplit { kept: d(k), reserved: d(r), lost: d(l) };
+        assert_eq!(split(ExpiryPolicy::Expire, "7", None, false), s("0", "0", "7"));
+        assert_eq!(split(ExpiryPolicy::Rollover, "7", None, false), s("7", "0", "0"));
+        assert_eq!(split(ExpiryPolicy::Rollover, "7", Some("2.5"), false), s("2.5", "0", "4.5"));
+        assert_eq!(split(ExpiryPolicy::Rollover, "2", Some("5"), false), s("2", "0", "0"));
+        assert_eq!(split(ExpiryPolicy::Reserve, "7", None, false), s("0", "7", "0"));
+        // a lot already in the reserve pool has nowhere further to go
+        assert_eq!(split(ExpiryPolicy::Reserve, "7", None, true), s("0", "0", "7"));
+    }
+
     fn lot(priority: i32, expires_at: Option<i64>, seq: i64, remaining: &str) -> LotView {
         LotView { priority, expires_at, seq, remaining: d(remaining) }
     }

@@ -160,88 +160,103 @@ fn interval(o: &Map<String, Value>, path: &str) -> Result<Interval, PriceError> 
     }
 }
 
+/// A required, non-empty JSON array.
+fn nonempty_array<'v>(v: Option<&'v Value>, field: &str) -> Result<&'v Vec<Value>, PriceError> {
+    match v {
+        Some(Value::Array(a)) if !a.is_empty() => Ok(a),
+        Some(Value::Array(_)) => err(field, "must not be empty"),
+        Some(_) => err(field, "must be an array"),
+        None => err(field, "is required"),
+    }
+}
+
 fn parse_values(v: Option<&Value>, path: &str, kind: &PriceKind) -> Result<Vec<PriceValue>, PriceError> {
     let field = format!("{path}.values");
-    let arr = match v {
-        Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => return err(&field, "must not be empty"),
-        Some(_) => return err(&field, "must be an array"),
-        None => return err(&field, "is required"),
-    };
+    let arr = nonempty_array(v, &field)?;
+    let mut out = Vec::with_capacity(arr.len());
+    for (i, item) in arr.iter().enumerate() {
+        out.push(parse_value(item, &format!("{field}[{i}]"), kind)?);
+    }
+    Ok(out)
+}
+
+/// One entry of a pricing's `values`, at `vpath`.
+fn parse_value(item: &Value, vpath: &str, kind: &PriceKind) -> Result<PriceValue, PriceError> {
+    let o = object(item, vpath)?;
+    for key in o.keys() {
+        if !matches!(
+            key.as_str(),
+            "dimensions" | "unit_price" | "volume_rate" | "package_size" | "min_amount" | "max_amount" | "percent"
+        ) {
+            return err(&format!("{vpath}.{key}"), "is not a known field");
+        }
+    }
     let dims_allowed: &[String] = match kind {
         PriceKind::Usage { billable_dimensions, .. } => billable_dimensions,
         _ => &[],
     };
-    let mut out = Vec::with_capacity(arr.len());
-    for (i, item) in arr.iter().enumerate() {
-        let vpath = format!("{field}[{i}]");
-        let o = object(item, &vpath)?;
-        for key in o.keys() {
-            if !matches!(
-                key.as_str(),
-                "dimensions" | "unit_price" | "volume_rate" | "package_size" | "min_amount" | "max_amount" | "percent"
-            ) {
-                return err(&format!("{vpath}.{key}"), "is not a known field");
+    let mut dimensions = Vec::new();
+    if let Some(d) = o.get("dimensions") {
+        let dpath = format!("{vpath}.dimensions");
+        for (k, val) in object(d, &dpath)? {
+            if !dims_allowed.contains(k) {
+                return err(&format!("{dpath}.{k}"), "is not one of the price's billable_dimensions");
+            }
+            match val {
+                Value::String(s) => dimensions.push((k.clone(), s.clone())),
+                _ => return err(&format!("{dpath}.{k}"), "must be a string (\"*\" matches any value)"),
             }
         }
-        let mut dimensions = Vec::new();
-        if let Some(d) = o.get("dimensions") {
-            let dpath = format!("{vpath}.dimensions");
-            for (k, val) in object(d, &dpath)? {
-                if !dims_allowed.contains(k) {
-                    return err(&format!("{dpath}.{k}"), "is not one of the price's billable_dimensions");
-                }
-                match val {
-                    Value::String(s) => dimensions.push((k.clone(), s.clone())),
-                    _ => return err(&format!("{dpath}.{k}"), "must be a string (\"*\" matches any value)"),
-                }
-            }
-        }
-        let unit_price = amount(o, "unit_price", &vpath)?;
-        let volume_rate = amount(o, "volume_rate", &vpath)?;
-        let percent = amount(o, "percent", &vpath)?;
-        let package_size = amount(o, "package_size", &vpath)?.unwrap_or(Decimal::ONE);
-        if package_size.is_zero() {
-            return err(&format!("{vpath}.package_size"), "must be greater than zero");
-        }
-        let min_amount = amount(o, "min_amount", &vpath)?;
-        let max_amount = amount(o, "max_amount", &vpath)?;
-        if let (Some(lo), Some(hi)) = (min_amount, max_amount) {
-            if lo > hi {
-                return err(&format!("{vpath}.min_amount"), "must not exceed max_amount");
-            }
-        }
-        match kind {
-            PriceKind::Usage { usage_type, .. } => {
-                let needs_unit = matches!(usage_type, UsageType::Unit | UsageType::UnitAndVolume);
-                let needs_volume = matches!(usage_type, UsageType::Volume | UsageType::UnitAndVolume);
-                if needs_unit && unit_price.is_none() {
-                    return err(&format!("{vpath}.unit_price"), "is required by this usage_type");
-                }
-                if needs_volume && volume_rate.is_none() {
-                    return err(&format!("{vpath}.volume_rate"), "is required by this usage_type");
-                }
-                if percent.is_some() {
-                    return err(&format!("{vpath}.percent"), "applies to outcome prices only");
-                }
-            }
-            PriceKind::Fixed { .. } | PriceKind::Seat { .. } => {
-                if unit_price.is_none() {
-                    return err(&format!("{vpath}.unit_price"), "is required");
-                }
-            }
-            PriceKind::Outcome { .. } => {
-                if unit_price.is_none() && percent.is_none() {
-                    return err(&format!("{vpath}.unit_price"), "or percent is required");
-                }
-                if percent.is_some_and(|p| p > Decimal::ONE_HUNDRED) {
-                    return err(&format!("{vpath}.percent"), "must be at most 100");
-                }
-            }
-        }
-        out.push(PriceValue { dimensions, unit_price, volume_rate, package_size, min_amount, max_amount, percent });
     }
-    Ok(out)
+    // (read in this order, so that the first bad field is the one reported)
+    let (unit_price, volume_rate, percent) =
+        (amount(o, "unit_price", vpath)?, amount(o, "volume_rate", vpath)?, amount(o, "percent", vpath)?);
+    let package_size = amount(o, "package_size", vpath)?.unwrap_or(Decimal::ONE);
+    if package_size.is_zero() {
+        return err(&format!("{vpath}.package_size"), "must be greater than zero");
+    }
+    let (min_amount, max_amount) = (amount(o, "min_amount", vpath)?, amount(o, "max_amount", vpath)?);
+    let value = PriceValue { dimensions, unit_price, volume_rate, package_size, min_amount, max_amount, percent };
+    if let (Some(lo), Some(hi)) = (value.min_amount, value.max_amount) {
+        if lo > hi {
+            return err(&format!("{vpath}.min_amount"), "must not exceed max_amount");
+        }
+    }
+    check_value_fields(&value, vpath, kind)?;
+    Ok(value)
+}
+
+/// The fields each kind of price needs in a value, and those it refuses.
+fn check_value_fields(v: &PriceValue, vpath: &str, kind: &PriceKind) -> Result<(), PriceError> {
+    match kind {
+        PriceKind::Usage { usage_type, .. } => {
+            let needs_unit = matches!(usage_type, UsageType::Unit | UsageType::UnitAndVolume);
+            let needs_volume = matches!(usage_type, UsageType::Volume | UsageType::UnitAndVolume);
+            if needs_unit && v.unit_price.is_none() {
+                return err(&format!("{vpath}.unit_price"), "is required by this usage_type");
+            }
+            if needs_volume && v.volume_rate.is_none() {
+                return err(&format!("{vpath}.volume_rate"), "is required by this usage_type");
+            }
+            if v.percent.is_some() {
+                return err(&format!("{vpath}.percent"), "applies to outcome prices only");
+            }
+        }
+        PriceKind::Fixed { .. } | PriceKind::Seat { .. } => {
+            if v.unit_price.is_none() {
+                return err(&format!("{vpath}.unit_price"), "is required");
+            }
+        }
+        PriceKind::Outcome { .. } => {
+            if v.unit_price.is_none() && v.percent.is_none() {
+                return err(&format!("{vpath}.unit_price"), "or percent is required");
+            }
+            if v.percent.is_some_and(|p| p > Decimal::ONE_HUNDRED) {
+                return err(&format!("{vpath}.percent"), "must be at most 100");
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Validates one price. `path` names it in errors, e.g. `prices[0]`.
@@ -249,46 +264,7 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
     let o = object(v, path)?;
     let type_field = format!("{path}.type");
     let kind = match o.get("type").and_then(Value::as_str) {
-        Some("usage_based") => {
-            let uc_path = format!("{path}.usage_calculation");
-            let uc = object(o.get("usage_calculation").unwrap_or(&Value::Null), &uc_path)?;
-            let event_type = string(uc, "event_type", &uc_path)?;
-            let usage_type = match uc.get("usage_type").and_then(Value::as_str) {
-                Some("unit") => UsageType::Unit,
-                Some("volume") => UsageType::Volume,
-                Some("unit_and_volume") => UsageType::UnitAndVolume,
-                _ => return err(&format!("{uc_path}.usage_type"), "must be one of unit, volume, unit_and_volume"),
-            };
-            let volume_field = match uc.get("volume_field") {
-                None | Some(Value::Null) => None,
-                Some(_) => Some(string(uc, "volume_field", &uc_path)?),
-            };
-            if usage_type != UsageType::Unit && volume_field.is_none() {
-                return err(&format!("{uc_path}.volume_field"), "is required by this usage_type");
-            }
-            let billable_dimensions = match uc.get("billable_dimensions") {
-                None | Some(Value::Null) => Vec::new(),
-                Some(Value::Array(a)) => {
-                    let mut dims = Vec::new();
-                    for (i, d) in a.iter().enumerate() {
-                        match d.as_str() {
-                            Some(s) if !s.is_empty() && !dims.iter().any(|x: &String| x == s) => {
-                                dims.push(s.to_string())
-                            }
-                            _ => {
-                                return err(
-                                    &format!("{uc_path}.billable_dimensions[{i}]"),
-                                    "must be a distinct, non-empty string",
-                                )
-                            }
-                        }
-                    }
-                    dims
-                }
-                Some(_) => return err(&format!("{uc_path}.billable_dimensions"), "must be an array of strings"),
-            };
-            PriceKind::Usage { event_type, usage_type, volume_field, billable_dimensions }
-        }
+        Some("usage_based") => usage_calculation(o, path)?,
         Some("fixed") => PriceKind::Fixed { interval: interval(o, path)? },
         Some("seat") => PriceKind::Seat { interval: interval(o, path)? },
         Some("outcome") => {
@@ -305,12 +281,7 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
         None => return err(&type_field, "is required"),
     };
     let pricing_field = format!("{path}.pricing");
-    let arr = match o.get("pricing") {
-        Some(Value::Array(a)) if !a.is_empty() => a,
-        Some(Value::Array(_)) => return err(&pricing_field, "must not be empty"),
-        Some(_) => return err(&pricing_field, "must be an array"),
-        None => return err(&pricing_field, "is required"),
-    };
+    let arr = nonempty_array(o.get("pricing"), &pricing_field)?;
     let mut pricing = Vec::with_capacity(arr.len());
     for (i, p) in arr.iter().enumerate() {
         let ppath = format!("{pricing_field}[{i}]");
@@ -323,6 +294,46 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
         pricing.push(Pricing { asset, values });
     }
     Ok(Price { kind, pricing })
+}
+
+/// A usage-based price's `usage_calculation`.
+fn usage_calculation(o: &Map<String, Value>, path: &str) -> Result<PriceKind, PriceError> {
+    let uc_path = format!("{path}.usage_calculation");
+    let uc = object(o.get("usage_calculation").unwrap_or(&Value::Null), &uc_path)?;
+    let event_type = string(uc, "event_type", &uc_path)?;
+    let usage_type = match uc.get("usage_type").and_then(Value::as_str) {
+        Some("unit") => UsageType::Unit,
+        Some("volume") => UsageType::Volume,
+        Some("unit_and_volume") => UsageType::UnitAndVolume,
+        _ => return err(&format!("{uc_path}.usage_type"), "must be one of unit, volume, unit_and_volume"),
+    };
+    let volume_field = match uc.get("volume_field") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(string(uc, "volume_field", &uc_path)?),
+    };
+    if usage_type != UsageType::Unit && volume_field.is_none() {
+        return err(&format!("{uc_path}.volume_field"), "is required by this usage_type");
+    }
+    let billable_dimensions = match uc.get("billable_dimensions") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(a)) => {
+            let mut dims = Vec::new();
+            for (i, d) in a.iter().enumerate() {
+                match d.as_str() {
+                    Some(s) if !s.is_empty() && !dims.iter().any(|x: &String| x == s) => dims.push(s.to_string()),
+                    _ => {
+                        return err(
+                            &format!("{uc_path}.billable_dimensions[{i}]"),
+                            "must be a distinct, non-empty string",
+                        )
+                    }
+                }
+            }
+            dims
+        }
+        Some(_) => return err(&format!("{uc_path}.billable_dimensions"), "must be an array of strings"),
+    };
+    Ok(PriceKind::Usage { event_type, usage_type, volume_field, billable_dimensions })
 }
 
 /// Validates a product's price list.
@@ -341,12 +352,12 @@ pub struct Entitlement {
     pub name: String,
     pub asset: String,
     pub amount: Decimal,
-    pub purpose: String,
+    pub purpose: crate::burndown::Purpose,
     pub priority: Option<i32>,
     /// the period as Postgres interval text (parsed from ISO 8601 or interval text),
     /// or None for a one-off entitlement
     pub every: Option<String>,
-    pub on_expiry: String,
+    pub on_expiry: crate::burndown::ExpiryPolicy,
 }
 
 /// Validates a product's entitlements list.
@@ -372,9 +383,11 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
             None => return err(&format!("{path}.amount"), "is required"),
         };
         let purpose = match o.get("purpose") {
-            None | Some(Value::Null) => "bundled".to_string(),
-            Some(Value::String(p)) if crate::burndown::Purpose::parse(p).is_some() => p.clone(),
-            Some(_) => return err(&format!("{path}.purpose"), "must be one of promotion, bundled, paid"),
+            None | Some(Value::Null) => crate::burndown::Purpose::Bundled,
+            Some(v) => match v.as_str().and_then(crate::burndown::Purpose::parse) {
+                Some(p) => p,
+                None => return err(&format!("{path}.purpose"), "must be one of promotion, bundled, paid"),
+            },
         };
         let priority = match o.get("priority") {
             None | Some(Value::Null) => None,
@@ -395,9 +408,11 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
             Some(_) => return err(&format!("{path}.every"), "must be a period such as P1M or '1 month'"),
         };
         let on_expiry = match o.get("on_expiry") {
-            None | Some(Value::Null) => "expire".to_string(),
-            Some(Value::String(p)) if crate::burndown::ExpiryPolicy::parse(p).is_some() => p.clone(),
-            Some(_) => return err(&format!("{path}.on_expiry"), "must be one of expire, rollover, reserve"),
+            None | Some(Value::Null) => crate::burndown::ExpiryPolicy::Expire,
+            Some(v) => match v.as_str().and_then(crate::burndown::ExpiryPolicy::parse) {
+                Some(p) => p,
+                None => return err(&format!("{path}.on_expiry"), "must be one of expire, rollover, reserve"),
+            },
         };
         out.push(Entitlement { name, asset, amount, purpose, priority, every, on_expiry });
     }
@@ -530,6 +545,21 @@ pub fn usage_fees(price: &Price, data: &Value) -> Result<Vec<Fee>, FeeError> {
     Ok(fees)
 }
 
+/// What a model call cost the platform (SPEC §6): tokens at the model's price per
+/// million, input and output, rounded as fees are.
+pub fn token_cost(
+    input_tokens: i64,
+    output_tokens: i64,
+    input_per_million: Decimal,
+    output_per_million: Decimal,
+) -> Decimal {
+    let million = Decimal::from(1_000_000);
+    crate::money::round_fee(
+        Decimal::from(input_tokens) * input_per_million / million
+            + Decimal::from(output_tokens) * output_per_million / million,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,6 +581,18 @@ mod tests {
                                   "billable_dimensions": ["model", "tier"]},
             "pricing": [{"asset": "USD", "values": values}]
         }))
+    }
+
+    #[test]
+    fn token_cost_is_per_million_and_rounded() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(token_cost(1_000_000, 0, d("3"), d("15")), d("3"));
+        assert_eq!(token_cost(1200, 300, d("3"), d("15")), d("0.0081"));
+        assert_eq!(token_cost(0, 0, d("3"), d("15")), Decimal::ZERO);
+        // a third of a unit per token: rounded to the fee precision, not truncated
+        assert_eq!(token_cost(1, 0, d("333333.333333333333"), d("0")), d("0.333333333333"));
+        assert_eq!(token_cost(1, 0, d("0.0000005"), d("0")), Decimal::ZERO, "half to even at the 12th digit");
+        assert_eq!(token_cost(3, 0, d("0.0000005"), d("0")), d("0.000000000002"));
     }
 
     #[test]
@@ -711,7 +753,7 @@ mod tests {
                                             "every": "P1M", "on_expiry": "rollover"}]))
         .unwrap();
         assert_eq!(ok[0].amount, d("10.5"));
-        assert_eq!(ok[0].purpose, "bundled");
+        assert_eq!(ok[0].purpose.as_str(), "bundled");
         let bad = |v: Value| parse_entitlements(&v).unwrap_err().to_string();
         assert_eq!(bad(json!({})), "entitlements must be a JSON array");
         assert_eq!(bad(json!([{"name": "x", "asset": "USD"}])), "entitlements[0].amount is required");

@@ -15,23 +15,84 @@ pub const SECRET_PREFIX: &str = "whsec_";
 /// Bytes of key in a secret credyt generates (Standard Webhooks asks for 24 to 64).
 pub const SECRET_BYTES: usize = 32;
 
-/// Every event type credyt writes or the contract names, plus the test event.
-/// Topic filters are checked against this list, so a misspelt topic is an error
-/// rather than an endpoint that silently never fires.
-pub const EVENT_TYPES: &[&str] = &[
-    "auto_topup.failed",
-    "auto_topup.requested",
-    "auto_topup.succeeded",
-    "balance_threshold_hit",
-    "grant.expired",
-    "grant.issued",
-    "hold.expired",
-    "outcome.reversed",
-    "seat.charged",
-    "subscription.activated",
-    "usage.limit_exceeded",
-    "webhook.test",
-];
+/// Every event type credyt writes or the contract names, plus the test event: the
+/// topics of events. Topic filters are checked against this list, so a misspelt topic
+/// is an error rather than an endpoint that silently never fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Topic {
+    AutoTopupFailed,
+    AutoTopupRequested,
+    AutoTopupSucceeded,
+    BalanceThresholdHit,
+    GrantExpired,
+    GrantIssued,
+    HoldExpired,
+    OutcomeReversed,
+    SeatCharged,
+    SubscriptionActivated,
+    UsageLimitExceeded,
+    WebhookTest,
+}
+
+impl Topic {
+    pub const ALL: [Topic; 12] = [
+        Topic::AutoTopupFailed,
+        Topic::AutoTopupRequested,
+        Topic::AutoTopupSucceeded,
+        Topic::BalanceThresholdHit,
+        Topic::GrantExpired,
+        Topic::GrantIssued,
+        Topic::HoldExpired,
+        Topic::OutcomeReversed,
+        Topic::SeatCharged,
+        Topic::SubscriptionActivated,
+        Topic::UsageLimitExceeded,
+        Topic::WebhookTest,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Topic::AutoTopupFailed => "auto_topup.failed",
+            Topic::AutoTopupRequested => "auto_topup.requested",
+            Topic::AutoTopupSucceeded => "auto_topup.succeeded",
+            Topic::BalanceThresholdHit => "balance_threshold_hit",
+            Topic::GrantExpired => "grant.expired",
+            Topic::GrantIssued => "grant.issued",
+            Topic::HoldExpired => "hold.expired",
+            Topic::OutcomeReversed => "outcome.reversed",
+            Topic::SeatCharged => "seat.charged",
+            Topic::SubscriptionActivated => "subscription.activated",
+            Topic::UsageLimitExceeded => "usage.limit_exceeded",
+            Topic::WebhookTest => "webhook.test",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Topic> {
+        Topic::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// What one delivery attempt came to, as the worker records it
+/// (`credyt._worker_finish`, whose statement names the same three).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliveryOutcome {
+    /// The endpoint answered 2xx.
+    Delivered,
+    /// It did not; another attempt follows the retry schedule.
+    Retry,
+    /// It did not, and the schedule is spent.
+    Failed,
+}
+
+impl DeliveryOutcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeliveryOutcome::Delivered => "delivered",
+            DeliveryOutcome::Retry => "retry",
+            DeliveryOutcome::Failed => "failed",
+        }
+    }
+}
 
 /// The retry schedule of SPEC §10: the waits before the 2nd … 8th attempt. After the
 /// 8th failed attempt the delivery is failed.
@@ -106,17 +167,18 @@ pub fn signature_headers(keys: &[Vec<u8>], id: &str, timestamp: i64, body: &[u8]
 /// Checks one topic filter: an event type, `*`, or a prefix ending in `.*` that
 /// some event type has (`grant.*`).
 pub fn check_topic(topic: &str) -> Result<(), String> {
-    if topic == "*" || EVENT_TYPES.contains(&topic) {
+    if topic == "*" || Topic::parse(topic).is_some() {
         return Ok(());
     }
     if let Some(prefix) = topic.strip_suffix(".*") {
-        if EVENT_TYPES.iter().any(|t| t.strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))) {
+        if Topic::ALL.iter().any(|t| t.as_str().strip_prefix(prefix).is_some_and(|rest| rest.starts_with('.'))) {
             return Ok(());
         }
     }
+    let types: Vec<&str> = Topic::ALL.iter().map(|t| t.as_str()).collect();
     Err(format!(
         "unknown topic {topic:?}: a topic is '*', an event type, or a prefix such as 'grant.*'; event types: {}",
-        EVENT_TYPES.join(", ")
+        types.join(", ")
     ))
 }
 

@@ -11,10 +11,9 @@ use crate::assets::{fiat, resolve_asset};
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::money::{self, to_numeric};
-use crate::plan_cache::{one, run};
-use crate::tenancy::scope;
+use crate::scope::scope;
+use crate::spi::{one, run, Row};
 use crate::validate;
-use credyt_core::burndown::{ExpiryPolicy, Purpose};
 use credyt_core::pricing::{parse_entitlements, parse_prices, Price, PriceError};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -127,5 +126,5 @@ fn resolve_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) 
         );
     }
     let row = t.first();
-    Ok((row.get::<String>(1)?.unwrap_or_default(), row.get::<i32>(2)?.unwrap_or(1)))
+    Ok((row.req::<String>("id")?, row.req::<i32>("default_version")?))
 }

@@ -16,10 +16,7 @@ fn subscribe(
         if quantity < 1 {
             return Err(CyError::invalid("quantity must be at least 1").detail(format!("got {quantity}")));
         }
-        let starts_at = validate::required("starts_at", starts_at)?;
-        if !starts_at.is_finite() {
-            return Err(CyError::invalid("starts_at must be a finite timestamp"));
-        }
+        let starts_at = validate::required_time("starts_at", starts_at)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
@@ -34,8 +31,10 @@ fn subscribe(
                 return Err(CyError::not_found(format!("product {product_id} has no version {version}")));
             }
             let row = t.first();
-            let prices = row.get::<JsonB>(1)?.ok_or_else(|| CyError::internal("prices"))?;
-            let entitlements = row.get::<JsonB>(2)?.ok_or_else(|| CyError::internal("entitlements"))?;
+            let prices = parse_prices(&row.req::<JsonB>("prices")?.0)
+                .map_err(|e| CyError::internal(format!("stored prices invalid: {e}")))?;
+            let entitlements = parse_entitlements(&row.req::<JsonB>("entitlements")?.0)
+                .map_err(|e| CyError::internal(format!("stored entitlements invalid: {e}")))?;
             let id = crate::ids::new_id("sub")?;
             run(
                 c,
@@ -45,53 +44,52 @@ fn subscribe(
                   version.into(), quantity.into(), starts_at.into()],
             )?;
             // Provision the default wallet account of every asset the prices charge in.
-            let parsed =
-                parse_prices(&prices.0).map_err(|e| CyError::internal(format!("stored prices invalid: {e}")))?;
-            let assets: BTreeSet<&str> = parsed.iter().flat_map(|p| p.assets()).collect();
+            let assets: BTreeSet<&str> = prices.iter().flat_map(|p| p.assets()).collect();
             for asset in assets {
                 crate::wallet::ensure(
                     c,
                     &crate::wallet::WalletRef { account: &account, customer: &customer, name: "default", asset },
                 )?;
             }
-            // Issue the version's entitlements: one grant each, recurring when it has
-            // `every`, from the subscription's start; cancel_subscription ends them.
-            let ents = parse_entitlements(&entitlements.0)
-                .map_err(|e| CyError::internal(format!("stored entitlements invalid: {e}")))?;
-            for (i, e) in ents.into_iter().enumerate() {
-                let every = match &e.every {
-                    // (core's period parser has made it Postgres interval text)
-                    Some(period) => one::<pgrx::datum::Interval>(c, "SELECT $1::interval", &[period.as_str().into()])?,
-                    None => None,
-                };
-                // (parse_entitlements has checked both vocabularies)
-                let purpose = Purpose::parse(&e.purpose)
-                    .ok_or_else(|| CyError::internal(format!("stored entitlement purpose {:?}", e.purpose)))?;
-                let on_expiry = ExpiryPolicy::parse(&e.on_expiry)
-                    .ok_or_else(|| CyError::internal(format!("stored entitlement on_expiry {:?}", e.on_expiry)))?;
-                let priority = e.priority.unwrap_or(purpose.default_priority());
-                crate::credits::create(
-                    c,
-                    &account,
-                    &crate::credits::GrantSpec {
-                        key: format!("{id}:{i}:{}", e.name),
-                        customer: customer.clone(),
-                        wallet_name: "default".into(),
-                        asset: e.asset,
-                        amount: e.amount,
-                        purpose,
-                        priority,
-                        effective_at: Some(starts_at),
-                        expires_at: None,
-                        every,
-                        on_expiry,
-                        rollover_cap: None,
-                    },
-                )?;
-            }
+            issue_entitlements(c, &account, &id, &customer, entitlements, starts_at)?;
             Ok(id)
         })
     })
+}
+
+/// Issues a subscription's entitlements: one grant each, recurring when it has `every`,
+/// from the subscription's start; cancel_subscription ends them.
+fn issue_entitlements(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    subscription: &str,
+    customer: &str,
+    entitlements: Vec<credyt_core::pricing::Entitlement>,
+    starts_at: TimestampWithTimeZone,
+) -> Result<()> {
+    for (i, e) in entitlements.into_iter().enumerate() {
+        let every = match &e.every {
+            // (core's period parser has made it Postgres interval text)
+            Some(period) => one::<pgrx::datum::Interval>(c, "SELECT $1::interval", &[period.as_str().into()])?,
+            None => None,
+        };
+        let spec = crate::credits::GrantSpec {
+            key: format!("{subscription}:{i}:{}", e.name),
+            customer: customer.to_string(),
+            wallet_name: "default".into(),
+            asset: e.asset,
+            amount: e.amount,
+            purpose: e.purpose,
+            priority: e.priority.unwrap_or(e.purpose.default_priority()),
+            effective_at: Some(starts_at),
+            expires_at: None,
+            every,
+            on_expiry: e.on_expiry,
+            rollover_cap: None,
+        };
+        crate::credits::create(c, account, &spec)?;
+    }
+    Ok(())
 }
 
 #[pg_extern(security_definer)]
@@ -99,22 +97,19 @@ fn subscribe(
 fn cancel_subscription(subscription_id: Option<String>, at: default!(Option<TimestampWithTimeZone>, "now()")) {
     api(move || {
         let id = validate::required("subscription_id", subscription_id)?;
-        let at = validate::required("at", at)?;
-        if !at.is_finite() {
-            return Err(CyError::invalid("at must be a finite timestamp"));
-        }
+        let at = validate::required_time("at", at)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let t = run(
                 c,
-                "SELECT ends_at IS NOT NULL, starts_at <= $3 FROM credyt.subscription WHERE id = $1 AND account_id = $2 FOR UPDATE",
-                &[id.as_str().into(), account.as_str().into(), at.into()],
+                "SELECT ends_at IS NOT NULL AS ended FROM credyt.subscription WHERE id = $1 AND account_id = $2 FOR UPDATE",
+                &[id.as_str().into(), account.as_str().into()],
             )?;
             if t.is_empty() {
                 return Err(CyError::not_found(format!("unknown subscription {id}")));
             }
             let row = t.first();
-            if row.get::<bool>(1)?.unwrap_or(false) {
+            if row.req::<bool>("ended")? {
                 return Err(CyError::conflict(format!("subscription {id} is already cancelled")));
             }
             // Cancelling before the start simply ends it at its start.

@@ -22,26 +22,17 @@ fn grant_credit(
     api(move || {
         let key = validate::key("grant_id", grant_id)?;
         let amount = money::positive("amount", amount)?;
-        let purpose = validate::required("purpose", purpose)?;
-        let purpose = Purpose::parse(&purpose).ok_or_else(|| {
-            CyError::invalid(format!("unknown purpose {purpose:?}")).hint(format!("purposes: {}", Purpose::NAMES))
-        })?;
+        let purpose = validate::vocab("purpose", purpose, Purpose::parse, &format!("purposes: {}", Purpose::NAMES))?;
         let default = purpose.default_priority();
         let priority = match priority {
             Some(p) if p < 0 => return Err(CyError::invalid("priority must not be negative")),
             Some(p) => p,
             None => default,
         };
-        for (name, t) in [("effective_at", effective_at), ("expires_at", expires_at)] {
-            if t.is_some_and(|t| !t.is_finite()) {
-                return Err(CyError::invalid(format!("{name} must be a finite timestamp")));
-            }
-        }
-        let on_expiry = validate::required("on_expiry", on_expiry)?;
-        let on_expiry = ExpiryPolicy::parse(&on_expiry).ok_or_else(|| {
-            CyError::invalid(format!("unknown on_expiry {on_expiry:?}"))
-                .hint(format!("policies: {}", ExpiryPolicy::NAMES))
-        })?;
+        let effective_at = validate::finite("effective_at", effective_at)?;
+        let expires_at = validate::finite("expires_at", expires_at)?;
+        let policies = format!("policies: {}", ExpiryPolicy::NAMES);
+        let on_expiry = validate::vocab("on_expiry", on_expiry, ExpiryPolicy::parse, &policies)?;
         let rollover_cap = money::optional_non_negative("rollover_cap", rollover_cap)?;
         if rollover_cap.is_some() && on_expiry != ExpiryPolicy::Rollover {
             return Err(CyError::invalid("rollover_cap applies to on_expiry 'rollover' only"));
@@ -131,58 +122,17 @@ fn complete_topup(
 ) {
     api(move || {
         let id = validate::required("topup_id", topup_id)?;
-        let succeeded = validate::required("succeeded", succeeded)?;
+        let outcome =
+            if validate::required("succeeded", succeeded)? { TopupStatus::Succeeded } else { TopupStatus::Failed };
         let reference = validate::optional_text("payment_reference", payment_reference)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
-            let t = run(
-                c,
-                "SELECT customer_id, wallet_name, asset, amount::text, status FROM credyt.topup \
-                 WHERE id = $1 AND account_id = $2 FOR UPDATE",
-                &[id.as_str().into(), account.as_str().into()],
-            )?;
-            if t.is_empty() {
-                return Err(CyError::not_found(format!("unknown top-up {id}")));
-            }
-            let row = t.first();
-            let customer = row.get::<String>(1)?.unwrap_or_default();
-            let name = row.get::<String>(2)?.unwrap_or_default();
-            let asset = row.get::<String>(3)?.unwrap_or_default();
-            let amount = stored(&row.get::<String>(4)?.unwrap_or_default())?;
-            let status = row.get::<String>(5)?.unwrap_or_default();
-            let outcome = if succeeded { "succeeded" } else { "failed" };
-            // Calling it twice is harmless; contradicting the recorded outcome is not.
-            match status.as_str() {
-                "pending" => {}
-                s if s == outcome => return Ok(()),
-                s => return Err(CyError::conflict(format!("top-up {id} already {s}"))),
-            }
-            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset };
-            let mut txn_id: Option<String> = None;
-            if succeeded {
-                let txn =
-                    wallet::open_txn(c, &account, "topup", &customer, json!({"topup": id}), reference.as_deref())?;
-                let source = format!("topup:{id}");
-                wallet::credit(
-                    c,
-                    &w,
-                    &txn,
-                    Credit {
-                        amount,
-                        purpose: Purpose::Paid,
-                        priority: Purpose::Paid.default_priority(),
-                        effective_at: None,
-                        expires_at: None,
-                        on_expiry: ExpiryPolicy::Expire,
-                        rollover_cap: None,
-                        grant_id: None,
-                        source: &source,
-                        system_account: "external",
-                        kind: "topup",
-                    },
-                )?;
-                txn_id = Some(txn);
-            }
+            let Some(topup) = pending_topup(c, &account, &id, outcome)? else { return Ok(()) };
+            let w = WalletRef { account: &account, customer: &topup.customer, name: &topup.name, asset: &topup.asset };
+            let txn_id = match outcome {
+                TopupStatus::Succeeded => Some(credit_topup(c, &w, &id, topup.amount, reference.as_deref())?),
+                _ => None,
+            };
             // (this UPDATE takes the wallet row's lock, after the top-up row's)
             run(
                 c,
@@ -190,18 +140,110 @@ fn complete_topup(
                    WHERE id = $1) \
                  UPDATE credyt.wallet_account SET pending_topup = NULL \
                  WHERE customer_id = $5 AND name = $6 AND asset = $7 AND pending_topup = $1",
-                &[id.as_str().into(), outcome.into(), reference.as_deref().into(), txn_id.as_deref().into(),
-                  customer.as_str().into(), name.as_str().into(), asset.as_str().into()],
+                &[id.as_str().into(), outcome.as_str().into(), reference.as_deref().into(), txn_id.as_deref().into(),
+                  w.customer.into(), w.name.into(), w.asset.into()],
             )?;
+            let topic = if outcome == TopupStatus::Succeeded {
+                events::Topic::AutoTopupSucceeded
+            } else {
+                events::Topic::AutoTopupFailed
+            };
             events::emit(
                 c,
                 &account,
-                if succeeded { "auto_topup.succeeded" } else { "auto_topup.failed" },
+                topic,
                 pgrx::datetime::now(),
-                json!({"topup_id": id, "customer_id": customer, "account_id": format!("{name}:{asset}"),
-                       "amount": num(amount), "payment_reference": reference}),
+                json!({"topup_id": id, "customer_id": w.customer, "account_id": format!("{}:{}", w.name, w.asset),
+                       "amount": num(topup.amount), "payment_reference": reference}),
             )?;
             Ok(())
         })
     })
+}
+
+/// A top-up's status (SPEC §7); the table's CHECK holds the same list.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum TopupStatus {
+    Pending,
+    Succeeded,
+    Failed,
+}
+
+impl TopupStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            TopupStatus::Pending => "pending",
+            TopupStatus::Succeeded => "succeeded",
+            TopupStatus::Failed => "failed",
+        }
+    }
+
+    fn parse(s: &str) -> Option<Self> {
+        [TopupStatus::Pending, TopupStatus::Succeeded, TopupStatus::Failed].into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+/// A pending top-up, locked.
+struct PendingTopup {
+    customer: String,
+    name: String,
+    asset: String,
+    amount: Decimal,
+}
+
+/// Locks the top-up and returns it while it is pending; None when it already has this
+/// outcome (calling complete_topup twice is harmless), CY409 when it has the other.
+fn pending_topup(c: &mut SpiClient<'_>, account: &str, id: &str, outcome: TopupStatus) -> Result<Option<PendingTopup>> {
+    let t = run(
+        c,
+        "SELECT customer_id, wallet_name, asset, amount::text AS amount, status FROM credyt.topup \
+         WHERE id = $1 AND account_id = $2 FOR UPDATE",
+        &[id.into(), account.into()],
+    )?;
+    if t.is_empty() {
+        return Err(CyError::not_found(format!("unknown top-up {id}")));
+    }
+    let row = t.first();
+    match row.vocab("status", TopupStatus::parse)? {
+        TopupStatus::Pending => {}
+        s if s == outcome => return Ok(None),
+        s => return Err(CyError::conflict(format!("top-up {id} already {}", s.as_str()))),
+    }
+    Ok(Some(PendingTopup {
+        customer: row.req::<String>("customer_id")?,
+        name: row.req::<String>("wallet_name")?,
+        asset: row.req::<String>("asset")?,
+        amount: stored(&row.req::<String>("amount")?)?,
+    }))
+}
+
+/// Credits a succeeded top-up as a `paid` lot; returns its ledger transaction.
+fn credit_topup(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    id: &str,
+    amount: Decimal,
+    reference: Option<&str>,
+) -> Result<String> {
+    let txn = wallet::open_txn(c, w.account, "topup", w.customer, json!({"topup": id}), reference)?;
+    let source = format!("topup:{id}");
+    wallet::credit(
+        c,
+        w,
+        &txn,
+        Credit {
+            amount,
+            purpose: Purpose::Paid,
+            priority: Purpose::Paid.default_priority(),
+            effective_at: None,
+            expires_at: None,
+            on_expiry: ExpiryPolicy::Expire,
+            rollover_cap: None,
+            grant_id: None,
+            source: &source,
+            system_account: "external",
+            kind: "topup",
+        },
+    )?;
+    Ok(txn)
 }

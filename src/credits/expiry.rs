@@ -1,6 +1,7 @@
 //! Lot expiry at the clock: expire, rollover or reserve, per lot's on_expiry.
 
 use super::*;
+use credyt_core::burndown::{split_expiry, ExpirySplit};
 
 /// Clock: applies the on_expiry policy of every lot that expired at or before `now`
 /// with something left. A wallet another transaction holds is left for the next tick
@@ -17,116 +18,169 @@ pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWit
     let mut wallets = Vec::new();
     for row in t {
         wallets.push((
-            row.get::<String>(1)?.unwrap_or_default(),
-            row.get::<String>(2)?.unwrap_or_default(),
-            row.get::<String>(3)?.unwrap_or_default(),
-            row.get::<String>(4)?.unwrap_or_default(),
+            row.req::<String>("account_id")?,
+            row.req::<String>("customer_id")?,
+            row.req::<String>("wallet_name")?,
+            row.req::<String>("asset")?,
         ));
     }
     let mut expired = 0;
     for (account, customer, name, asset) in &wallets {
-        let w = WalletRef { account, customer, name, asset };
-        let Some(mut wallet) = wallet::try_lock(c, &w)? else { continue };
-        // Re-read under the lock: another tick may have just expired them.
-        let t = run(
-            c,
-            "SELECT id, remaining::text, on_expiry, rollover_cap::text, purpose, priority, grant_id, expires_at \
-             FROM credyt.lot WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 \
-               AND expires_at <= $4 AND remaining > 0 ORDER BY expires_at, seq",
-            &[customer.as_str().into(), name.as_str().into(), asset.as_str().into(), now.into()],
-        )?;
-        let mut lots = Vec::new();
-        for row in t {
-            lots.push((
-                row.get::<String>(1)?.unwrap_or_default(),
-                stored(&row.get::<String>(2)?.unwrap_or_default())?,
-                crate::error::stored_vocab("lot.on_expiry", row.get::<String>(3)?, ExpiryPolicy::parse)?,
-                row.get::<String>(4)?.map(|s| stored(&s)).transpose()?,
-                row.get::<String>(5)?.unwrap_or_default(),
-                row.get::<i32>(6)?.unwrap_or_default(),
-                row.get::<String>(7)?,
-                row.get::<TimestampWithTimeZone>(8)?.unwrap_or(now),
-            ));
-        }
-        let mut rolled_any = false;
-        for (lot_id, remaining, policy, cap, purpose, priority, grant_id, expired_at) in lots {
-            let kept = if policy == ExpiryPolicy::Rollover {
-                cap.map_or(remaining, |cap| remaining.min(cap))
-            } else {
-                Decimal::ZERO
-            };
-            // reserve: the whole remainder moves to the customer's reserve pool
-            let reserved =
-                if policy == ExpiryPolicy::Reserve && name != wallet::RESERVE { remaining } else { Decimal::ZERO };
-            let lost = remaining - kept - reserved;
-            let txn = wallet::open_txn(c, account, "expiry", customer, json!({"lot": lot_id}), None)?;
-            let mut book = Book::new(&w, txn.clone());
-            book.take(&lot_id, remaining);
-            book.customer_leg(-remaining, Some(lot_id.clone()), "expiry");
-            // A new lot of the same purpose and priority, without expiry, effective from the
-            // expiry: a time of the clock's (at or before the `now` this tick was given),
-            // never the wall clock's, so a tick run for another time dates lots by it.
-            let carry = |c: &mut SpiClient<'_>, wallet_name: &str, amount: Decimal, source: String| -> Result<String> {
-                let id = crate::ids::new_id("lot")?;
-                run(
-                    c,
-                    "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
-                       remaining, effective_at, expires_at, source, txn_id, grant_id) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, $10, $11, $12)",
-                    &[
-                        account.as_str().into(), id.as_str().into(), customer.as_str().into(), wallet_name.into(),
-                        asset.as_str().into(), purpose.as_str().into(), priority.into(), to_numeric(amount).into(),
-                        expired_at.into(), source.as_str().into(), txn.as_str().into(), grant_id.as_deref().into(),
-                    ],
-                )?;
-                Ok(id)
-            };
-            let mut new_lot = None;
-            if kept > Decimal::ZERO {
-                // rollover: the carried-over remainder stays in this wallet account
-                let id = carry(c, name, kept, format!("rollover:{lot_id}"))?;
-                book.customer_leg(kept, Some(id.clone()), "rollover");
-                new_lot = Some(id);
-                rolled_any = true;
-            }
-            if reserved > Decimal::ZERO {
-                // reserve: into the customer's pool, locked after the wallet as every movement does
-                let r = WalletRef { account, customer, name: wallet::RESERVE, asset };
-                let pool = wallet::lock(c, &r)?;
-                let id = carry(c, wallet::RESERVE, reserved, format!("reserve:{lot_id}"))?;
-                book.leg_on(wallet::RESERVE, reserved, Some(id.clone()), "reserve");
-                new_lot = Some(id);
-                wallet::save_pool(c, &r, pool.balance + reserved)?;
-            }
-            if lost > Decimal::ZERO {
-                book.system_leg("expired", lost, "expiry");
-            }
-            wallet.balance -= lost + reserved;
-            wallet::write(c, &wallet, book, None)?;
-            if let Some(gid) = grant_id {
-                let key = one::<String>(
-                    c,
-                    "SELECT grant_key FROM credyt.credit_grant WHERE id = $1",
-                    &[gid.as_str().into()],
-                )?;
-                events::emit(
-                    c,
-                    account,
-                    "grant.expired",
-                    expired_at,
-                    json!({
-                        "grant_id": key, "id": gid, "customer_id": customer, "account_id": format!("{name}:{asset}"),
-                        "lot_id": lot_id, "expired": num(lost), "rolled_over": num(kept), "reserved": num(reserved),
-                        "new_lot_id": new_lot,
-                    }),
-                )?;
-            }
-            expired += 1;
-        }
-        if rolled_any {
-            let now_available = wallet::available_of(c, customer, name, asset)?;
-            wallet::notify_balance(c, &wallet, &w, now_available)?;
-        }
+        expired += expire_wallet(c, &WalletRef { account, customer, name, asset }, now)?;
     }
     Ok(expired)
+}
+
+/// A lot past its expiry with something left, as the expiry reads it (one row of DUE).
+struct ExpiredLot {
+    id: String,
+    remaining: Decimal,
+    policy: ExpiryPolicy,
+    cap: Option<Decimal>,
+    purpose: Purpose,
+    priority: i32,
+    grant_id: Option<String>,
+    expired_at: TimestampWithTimeZone,
+}
+
+impl ExpiredLot {
+    fn from_row(row: &impl Row) -> Result<ExpiredLot> {
+        Ok(ExpiredLot {
+            id: row.req::<String>("id")?,
+            remaining: stored(&row.req::<String>("remaining")?)?,
+            policy: row.vocab("on_expiry", ExpiryPolicy::parse)?,
+            cap: row.opt::<String>("cap")?.map(|s| stored(&s)).transpose()?,
+            purpose: row.vocab("purpose", Purpose::parse)?,
+            priority: row.req::<i32>("priority")?,
+            grant_id: row.opt::<String>("grant_id")?,
+            expired_at: row.req::<TimestampWithTimeZone>("expires_at")?,
+        })
+    }
+}
+
+/// Expires the due lots of one wallet account, unless another transaction holds it.
+fn expire_wallet(c: &mut SpiClient<'_>, w: &WalletRef, now: TimestampWithTimeZone) -> Result<i64> {
+    let Some(mut wallet) = wallet::try_lock(c, w)? else { return Ok(0) };
+    // Re-read under the lock: another tick may have just expired them.
+    const DUE: &str = "SELECT id, remaining::text AS remaining, on_expiry, rollover_cap::text AS cap, purpose, \
+           priority, grant_id, expires_at FROM credyt.lot WHERE customer_id = $1 AND wallet_name = $2 AND asset = $3 \
+           AND expires_at <= $4 AND remaining > 0 ORDER BY expires_at, seq";
+    let t = run(c, DUE, &[w.customer.into(), w.name.into(), w.asset.into(), now.into()])?;
+    let mut lots = Vec::new();
+    for row in t {
+        lots.push(ExpiredLot::from_row(&row)?);
+    }
+    let mut rolled_any = false;
+    for lot in &lots {
+        let split = split_expiry(lot.policy, lot.remaining, lot.cap, w.name == wallet::RESERVE);
+        let new_lot = expire_one(c, w, &mut wallet, lot, split)?;
+        rolled_any |= split.kept > Decimal::ZERO;
+        if let Some(gid) = &lot.grant_id {
+            emit_expired(c, w, lot, gid, split, new_lot)?;
+        }
+    }
+    if rolled_any {
+        let now_available = wallet::available_of(c, w.customer, w.name, w.asset)?;
+        wallet::notify_balance(c, &wallet, w, now_available)?;
+    }
+    Ok(lots.len() as i64)
+}
+
+/// Writes one lot's expiry as a ledger transaction: the remainder leaves the lot, the
+/// kept part comes back as a new lot in the wallet account, the reserved part as a new
+/// lot in the reserve pool, the rest goes to the `expired` system account. Returns the
+/// new lot, if any.
+fn expire_one(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    wallet: &mut Wallet,
+    lot: &ExpiredLot,
+    split: ExpirySplit,
+) -> Result<Option<String>> {
+    let txn = wallet::open_txn(c, w.account, "expiry", w.customer, json!({"lot": lot.id}), None)?;
+    let mut book = Book::new(w, txn.clone());
+    book.take(&lot.id, lot.remaining);
+    book.customer_leg(-lot.remaining, Some(lot.id.clone()), "expiry");
+    let mut new_lot = None;
+    if split.kept > Decimal::ZERO {
+        // rollover: the carried-over remainder stays in this wallet account
+        let id = carry(c, w, w.name, lot, split.kept, &format!("rollover:{}", lot.id), &txn)?;
+        book.customer_leg(split.kept, Some(id.clone()), "rollover");
+        new_lot = Some(id);
+    }
+    if split.reserved > Decimal::ZERO {
+        // reserve: into the customer's pool, locked after the wallet as every movement does
+        let r = WalletRef { account: w.account, customer: w.customer, name: wallet::RESERVE, asset: w.asset };
+        let pool = wallet::lock(c, &r)?;
+        let id = carry(c, w, wallet::RESERVE, lot, split.reserved, &format!("reserve:{}", lot.id), &txn)?;
+        book.leg_on(wallet::RESERVE, split.reserved, Some(id.clone()), "reserve");
+        new_lot = Some(id);
+        wallet::save_pool(c, &r, pool.balance + split.reserved)?;
+    }
+    if split.lost > Decimal::ZERO {
+        book.system_leg("expired", split.lost, "expiry");
+    }
+    wallet.balance -= split.lost + split.reserved;
+    wallet::write(c, wallet, book, None)?;
+    Ok(new_lot)
+}
+
+/// A new lot of the expired lot's purpose and priority, without expiry, effective from
+/// the expiry: a time of the clock's (at or before the `now` this tick was given), never
+/// the wall clock's, so a tick run for another time dates lots by it.
+fn carry(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    wallet_name: &str,
+    lot: &ExpiredLot,
+    amount: Decimal,
+    source: &str,
+    txn: &str,
+) -> Result<String> {
+    let id = crate::ids::new_id("lot")?;
+    run(
+        c,
+        "INSERT INTO credyt.lot (account_id, id, customer_id, wallet_name, asset, purpose, priority, amount, \
+           remaining, effective_at, expires_at, source, txn_id, grant_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8, $9, NULL, $10, $11, $12)",
+        &[
+            w.account.into(),
+            id.as_str().into(),
+            w.customer.into(),
+            wallet_name.into(),
+            w.asset.into(),
+            lot.purpose.as_str().into(),
+            lot.priority.into(),
+            to_numeric(amount).into(),
+            lot.expired_at.into(),
+            source.into(),
+            txn.into(),
+            lot.grant_id.as_deref().into(),
+        ],
+    )?;
+    Ok(id)
+}
+
+/// grant.expired for a lot that a grant issued.
+fn emit_expired(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    lot: &ExpiredLot,
+    grant_id: &str,
+    split: ExpirySplit,
+    new_lot: Option<String>,
+) -> Result<()> {
+    let key = one::<String>(c, "SELECT grant_key FROM credyt.credit_grant WHERE id = $1", &[grant_id.into()])?;
+    events::emit(
+        c,
+        w.account,
+        events::Topic::GrantExpired,
+        lot.expired_at,
+        json!({
+            "grant_id": key, "id": grant_id, "customer_id": w.customer,
+            "account_id": format!("{}:{}", w.name, w.asset), "lot_id": lot.id, "expired": num(split.lost),
+            "rolled_over": num(split.kept), "reserved": num(split.reserved), "new_lot_id": new_lot,
+        }),
+    )?;
+    Ok(())
 }

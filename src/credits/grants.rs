@@ -19,22 +19,22 @@ struct Grant {
     recurring: bool,
 }
 
-/// Decodes (account_id, id, grant_key, customer_id, wallet_name, asset, amount,
-/// purpose, priority, on_expiry, rollover_cap, every IS NOT NULL).
-fn grant_row(row: &pgrx::spi::SpiHeapTupleData<'_>) -> Result<Grant> {
+/// Decodes a credit_grant row selected as `SELECT g.*, g.amount::text AS amount_text,
+/// g.rollover_cap::text AS rollover_cap_text`.
+fn grant_row(row: &impl Row) -> Result<Grant> {
     Ok(Grant {
-        account: row.get::<String>(1)?.unwrap_or_default(),
-        id: row.get::<String>(2)?.unwrap_or_default(),
-        key: row.get::<String>(3)?.unwrap_or_default(),
-        customer: row.get::<String>(4)?.unwrap_or_default(),
-        wallet_name: row.get::<String>(5)?.unwrap_or_default(),
-        asset: row.get::<String>(6)?.unwrap_or_default(),
-        amount: stored(&row.get::<String>(7)?.unwrap_or_default())?,
-        purpose: crate::error::stored_vocab("credit_grant.purpose", row.get::<String>(8)?, Purpose::parse)?,
-        priority: row.get::<i32>(9)?.unwrap_or_default(),
-        on_expiry: crate::error::stored_vocab("credit_grant.on_expiry", row.get::<String>(10)?, ExpiryPolicy::parse)?,
-        rollover_cap: row.get::<String>(11)?.map(|s| stored(&s)).transpose()?,
-        recurring: row.get::<bool>(12)?.unwrap_or(false),
+        account: row.req::<String>("account_id")?,
+        id: row.req::<String>("id")?,
+        key: row.req::<String>("grant_key")?,
+        customer: row.req::<String>("customer_id")?,
+        wallet_name: row.req::<String>("wallet_name")?,
+        asset: row.req::<String>("asset")?,
+        amount: stored(&row.req::<String>("amount_text")?)?,
+        purpose: row.vocab("purpose", Purpose::parse)?,
+        priority: row.req::<i32>("priority")?,
+        on_expiry: row.vocab("on_expiry", ExpiryPolicy::parse)?,
+        rollover_cap: row.opt::<String>("rollover_cap_text")?.map(|s| stored(&s)).transpose()?,
+        recurring: row.opt::<Interval>("every")?.is_some(),
     })
 }
 
@@ -69,7 +69,7 @@ fn issue(
     events::emit(
         c,
         &g.account,
-        "grant.issued",
+        events::Topic::GrantIssued,
         start,
         json!({
             "grant_id": g.key, "id": g.id, "customer_id": g.customer,
@@ -92,9 +92,10 @@ fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first
         // (start, end of the period capped by the grant's end, next start, start <= now, end > now)
         let t = run(
             c,
-            "SELECT next_at, least(next_at + every, coalesce(expires_at, 'infinity')), next_at + every, \
-                    next_at <= $2, least(next_at + every, coalesce(expires_at, 'infinity')) > $2, \
-                    next_at + every < coalesce(expires_at, 'infinity') \
+            "SELECT next_at AS start, least(next_at + every, coalesce(expires_at, 'infinity')) AS end, \
+                    next_at + every AS next, next_at <= $2 AS started, \
+                    least(next_at + every, coalesce(expires_at, 'infinity')) > $2 AS current, \
+                    next_at + every < coalesce(expires_at, 'infinity') AS more \
              FROM credyt.credit_grant WHERE id = $1 AND next_at IS NOT NULL",
             &[g.id.as_str().into(), now.into()],
         )?;
@@ -102,12 +103,12 @@ fn issue_due(c: &mut SpiClient<'_>, g: &Grant, now: TimestampWithTimeZone, first
             return Ok(issued);
         }
         let row = t.first();
-        let start = row.get::<TimestampWithTimeZone>(1)?.ok_or_else(|| CyError::internal("next_at"))?;
-        let end = row.get::<TimestampWithTimeZone>(2)?;
-        let next = row.get::<TimestampWithTimeZone>(3)?;
-        let started = row.get::<bool>(4)?.unwrap_or(false);
-        let current = row.get::<bool>(5)?.unwrap_or(false);
-        let more = row.get::<bool>(6)?.unwrap_or(false);
+        let start = row.req::<TimestampWithTimeZone>("start")?;
+        let end = row.opt::<TimestampWithTimeZone>("end")?;
+        let next = row.opt::<TimestampWithTimeZone>("next")?;
+        let started = row.req::<bool>("started")?;
+        let current = row.req::<bool>("current")?;
+        let more = row.req::<bool>("more")?;
         if !started && !first {
             return Ok(issued);
         }
@@ -146,9 +147,7 @@ fn catch_up(c: &mut SpiClient<'_>, grant_id: &str, now: TimestampWithTimeZone) -
             return Ok(());
         }
         let row = t.first();
-        let (Some(next_at), Some(every)) = (row.get::<TimestampWithTimeZone>(1)?, row.get::<Interval>(2)?) else {
-            return Ok(());
-        };
+        let (next_at, every) = (row.req::<TimestampWithTimeZone>("next_at")?, row.req::<Interval>("every")?);
         // The last period or two are left for the period walk, which issues the current one.
         let Some(k) = period_of(&every).periods_to_skip(next_at.into_inner(), now.into_inner()) else {
             return Ok(());
@@ -202,34 +201,11 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
         ],
     )?;
     if inserted.is_none() {
-        // Idempotent by grant_id (every is compared as an interval: '1 month' = '1 mon');
-        // effective_at counts only when both calls gave one.
-        let t = run(
-            c,
-            "SELECT id, payload - 'effective_at' = $3 - 'effective_at' \
-                      AND (payload->'effective_at' = 'null' OR $3->'effective_at' = 'null' \
-                           OR payload->'effective_at' = $3->'effective_at') \
-                      AND every IS NOT DISTINCT FROM $4, payload::text FROM credyt.credit_grant \
-             WHERE account_id = $1 AND grant_key = $2",
-            &[account.into(), g.key.as_str().into(), JsonB(payload).into(), g.every.into()],
-        )?;
-        let row = t.first();
-        let existing = row.get::<String>(1)?.unwrap_or_default();
-        return if row.get::<bool>(2)?.unwrap_or(false) {
-            Ok(existing)
-        } else {
-            Err(CyError::conflict(format!("grant_id {:?} was already used with a different payload", g.key))
-                .detail(format!("original grant {existing}: {}", row.get::<String>(3)?.unwrap_or_default())))
-        };
+        return replayed(c, account, g, payload);
     }
     // Checked once the key is known to be new: a replay after expires_at has passed
     // still returns the original grant. (An error here rolls the insert back.)
-    if let Some(exp) = g.expires_at {
-        let ok = one::<bool>(c, "SELECT $1 > $2 AND $1 > now()", &[exp.into(), effective_at.into()])?;
-        if ok != Some(true) {
-            return Err(CyError::invalid("expires_at must be later than effective_at and now"));
-        }
-    }
+    crate::validate::expiry_after(Some(effective_at), g.expires_at)?;
     let grant = Grant {
         account: account.to_string(),
         id: id.clone(),
@@ -252,6 +228,29 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
     Ok(id)
 }
 
+/// The grant_id is taken: the same request gets the original grant, another is CY409.
+/// (every is compared as an interval: '1 month' = '1 mon'; effective_at counts only
+/// when both calls gave one.)
+fn replayed(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec, payload: serde_json::Value) -> Result<String> {
+    let t = run(
+        c,
+        "SELECT id, payload - 'effective_at' = $3 - 'effective_at' \
+                  AND (payload->'effective_at' = 'null' OR $3->'effective_at' = 'null' \
+                       OR payload->'effective_at' = $3->'effective_at') \
+                  AND every IS NOT DISTINCT FROM $4 AS same, payload::text AS payload FROM credyt.credit_grant \
+         WHERE account_id = $1 AND grant_key = $2",
+        &[account.into(), g.key.as_str().into(), JsonB(payload).into(), g.every.into()],
+    )?;
+    let row = t.first();
+    let existing = row.req::<String>("id")?;
+    if row.req::<bool>("same")? {
+        Ok(existing)
+    } else {
+        Err(CyError::conflict(format!("grant_id {:?} was already used with a different payload", g.key))
+            .detail(format!("original grant {existing}: {}", row.req::<String>("payload")?)))
+    }
+}
+
 /// Ends the recurring grants whose keys start with `prefix` at `at`: no period starts
 /// at or after it (a cancelled subscription's entitlements).
 pub fn end_grants(c: &mut SpiClient<'_>, account: &str, prefix: &str, at: TimestampWithTimeZone) -> Result<()> {
@@ -271,8 +270,7 @@ pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: Timestam
     // At most tick_limit() grants of each account, oldest due first, so that one
     // account with a flood of due grants cannot crowd out the others.
     let sql =
-        "SELECT g.account_id, g.id, g.grant_key, g.customer_id, g.wallet_name, g.asset, g.amount::text, g.purpose, \
-                 g.priority, g.on_expiry, g.rollover_cap::text, g.every IS NOT NULL FROM credyt.credit_grant g \
+        "SELECT g.*, g.amount::text AS amount_text, g.rollover_cap::text AS rollover_cap_text FROM credyt.credit_grant g \
                WHERE g.id = ANY (ARRAY(SELECT d.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
                    SELECT x.id FROM credyt.credit_grant x WHERE x.account_id = a.id AND x.next_at <= $2 \
                    ORDER BY x.next_at LIMIT $3) d)) \

@@ -16,10 +16,10 @@ use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::events;
 use crate::money::{self, stored, to_numeric};
-use crate::plan_cache::{one, run};
-use crate::tenancy::scope;
+use crate::scope::scope;
+use crate::spi::{one, run, Row};
 use crate::validate;
-use crate::wallet::{self, Book, Credit, WalletRef};
+use crate::wallet::{self, Book, Credit, Wallet, WalletRef};
 use credyt_core::burndown::{ExpiryPolicy, Purpose};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -71,6 +71,4 @@ fn counter_account(purpose: Purpose) -> &'static str {
     }
 }
 
-fn num(d: Decimal) -> serde_json::Value {
-    serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()))
-}
+use money::json_number as num;

@@ -40,7 +40,15 @@ type UsageRow = (
 );
 
 fn row(o: Outcome) -> UsageRow {
-    (o.event_id, o.duplicate, o.status, JsonB(o.fees), to_numeric(o.charged), o.asset, o.available.map(to_numeric))
+    (
+        o.event_id,
+        o.duplicate,
+        o.status.as_str().to_string(),
+        JsonB(o.fees),
+        to_numeric(o.charged),
+        o.asset,
+        o.available.map(to_numeric),
+    )
 }
 
 #[pg_extern(security_definer, name = "record_usage")]
@@ -74,10 +82,7 @@ fn record_usage(
             event_id: validate::key("event_id", event_id)?,
             event_type: self::event_type(event_type)?,
             data: data_object(crate::json::optional("data", data, crate::json::MAX_BYTES)?)?,
-            occurred_at: match occurred_at {
-                Some(t) if !t.is_finite() => return Err(CyError::invalid("occurred_at must be a finite timestamp")),
-                other => other,
-            },
+            occurred_at: validate::finite("occurred_at", occurred_at)?,
             subject: self::subject(subject)?,
             description: validate::optional_text("description", description)?,
             costs: crate::json::optional("costs", costs, crate::json::MAX_BYTES)?,

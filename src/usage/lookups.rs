@@ -53,26 +53,36 @@ fn price_of(key: &PriceKey, definition: &str) -> Result<Rc<Price>> {
     Ok(price)
 }
 
-/// Reads a row of (product_id, version, position, starts_at, ends_at, definition)
-/// starting at column `from`.
-fn subscribed_price(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Rc<SubscribedPrice>> {
-    let key = (
-        row.get::<String>(from)?.unwrap_or_default(),
-        row.get::<i32>(from + 1)?.unwrap_or_default(),
-        row.get::<i32>(from + 2)?.unwrap_or_default(),
-    );
-    let starts_at = row.get::<TimestampWithTimeZone>(from + 3)?.map(|t| t.into_inner()).unwrap_or_default();
-    let ends_at = row.get::<TimestampWithTimeZone>(from + 4)?.map(|t| t.into_inner());
-    let price = price_of(&key, &row.get::<String>(from + 5)?.unwrap_or_default())?;
+/// The columns subscribed_price() decodes, from a subscription `s` and its price `p`.
+macro_rules! price_columns {
+    () => {
+        "p.product_id, p.version, p.position, s.starts_at, s.ends_at, p.definition::text AS definition "
+    };
+}
+
+/// Decodes the columns of price_columns!().
+fn subscribed_price(row: &impl Row) -> Result<Rc<SubscribedPrice>> {
+    let key = (row.req::<String>("product_id")?, row.req::<i32>("version")?, row.req::<i32>("position")?);
+    let starts_at = row.req::<TimestampWithTimeZone>("starts_at")?.into_inner();
+    let ends_at = row.opt::<TimestampWithTimeZone>("ends_at")?.map(|t| t.into_inner());
+    let price = price_of(&key, &row.req::<String>("definition")?)?;
     Ok(Rc::new(SubscribedPrice { key, starts_at, ends_at, price }))
 }
 
-fn model_cost_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Rc<ModelCost>> {
+/// The columns model_cost_row() decodes, from credyt.model_cost.
+macro_rules! model_cost_columns {
+    () => {
+        "vendor, input_per_million::text AS input, output_per_million::text AS output, currency "
+    };
+}
+
+/// Decodes the columns of model_cost_columns!().
+fn model_cost_row(row: &impl Row) -> Result<Rc<ModelCost>> {
     Ok(Rc::new(ModelCost {
-        vendor: row.get::<String>(from)?.unwrap_or_default(),
-        input: stored(&row.get::<String>(from + 1)?.unwrap_or_default())?,
-        output: stored(&row.get::<String>(from + 2)?.unwrap_or_default())?,
-        currency: row.get::<String>(from + 3)?.unwrap_or_default(),
+        vendor: row.req::<String>("vendor")?,
+        input: stored(&row.req::<String>("input")?)?,
+        output: stored(&row.req::<String>("output")?)?,
+        currency: row.req::<String>("currency")?,
     }))
 }
 
@@ -88,28 +98,34 @@ impl Lookups for Direct<'_> {
     fn prices(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Vec<Rc<SubscribedPrice>>> {
         let t = run(
             c,
-            "SELECT p.product_id, p.version, p.position, s.starts_at, s.ends_at, p.definition::text \
-             FROM credyt.subscription s JOIN credyt.price p \
-               ON p.product_id = s.product_id AND p.version = s.version AND p.event_type = $2 \
-             WHERE s.customer_id = $1 ORDER BY s.id, p.position",
+            concat!(
+                "SELECT ",
+                price_columns!(),
+                "FROM credyt.subscription s JOIN credyt.price p \
+                   ON p.product_id = s.product_id AND p.version = s.version AND p.event_type = $2 \
+                 WHERE s.customer_id = $1 ORDER BY s.id, p.position"
+            ),
             &[customer.into(), event_type.into()],
         )?;
         let mut out = Vec::new();
         for row in t {
-            out.push(subscribed_price(&row, 1)?);
+            out.push(subscribed_price(&row)?);
         }
         Ok(out)
     }
     fn model_costs(&mut self, c: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>> {
         let t = run(
             c,
-            "SELECT vendor, input_per_million::text, output_per_million::text, currency FROM credyt.model_cost \
-             WHERE account_id = $1 AND model = $2 ORDER BY updated_at DESC",
+            concat!(
+                "SELECT ",
+                model_cost_columns!(),
+                "FROM credyt.model_cost WHERE account_id = $1 AND model = $2 ORDER BY updated_at DESC"
+            ),
             &[self.account.into(), model.into()],
         )?;
         let mut out = Vec::new();
         for row in t {
-            out.push(model_cost_row(&row, 1)?);
+            out.push(model_cost_row(&row)?);
         }
         Ok(out)
     }
@@ -124,32 +140,49 @@ impl Lookups for Direct<'_> {
     }
 }
 
+/// Subscribed prices by (customer id, event type).
+type PricesByType = HashMap<(String, String), Vec<Rc<SubscribedPrice>>>;
+
 /// A batch: everything its events need, read in four statements up front.
 pub(super) struct Preloaded {
     account: String,
     pub(super) customers: HashMap<String, String>,
-    prices: HashMap<(String, String), Vec<Rc<SubscribedPrice>>>,
+    prices: PricesByType,
     model_costs: HashMap<String, Vec<Rc<ModelCost>>>,
     rates: HashMap<(String, String), Decimal>,
 }
 
 impl Preloaded {
     pub(super) fn load(c: &mut SpiClient<'_>, account: &str, events: &[Event]) -> Result<Preloaded> {
+        let customers = Self::customers(c, account, events)?;
+        let prices = Self::prices(c, &customers, events)?;
+        let model_costs = Self::model_costs(c, account, events)?;
+        let rates = Self::rates(c, account)?;
+        Ok(Preloaded { account: account.to_string(), customers, prices, model_costs, rates })
+    }
+
+    /// Customer id by each reference the events use (id or external_id).
+    fn customers(c: &mut SpiClient<'_>, account: &str, events: &[Event]) -> Result<HashMap<String, String>> {
         let refs: Vec<String> =
             events.iter().map(|e| e.customer.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let mut customers = HashMap::new();
         let t = run_once(
             c,
-            "SELECT r.ref, coalesce(i.id, e.id) FROM unnest($2::text[]) r(ref) \
+            "SELECT r.ref, coalesce(i.id, e.id) AS id FROM unnest($2::text[]) r(ref) \
              LEFT JOIN credyt.customer i ON i.id = r.ref AND i.account_id = $1 \
              LEFT JOIN credyt.customer e ON e.account_id = $1 AND e.external_id = r.ref",
             &[account.into(), refs.into()],
         )?;
         for row in t {
-            if let (Some(r), Some(id)) = (row.get::<String>(1)?, row.get::<String>(2)?) {
+            if let (Some(r), Some(id)) = (row.opt::<String>("ref")?, row.opt::<String>("id")?) {
                 customers.insert(r, id);
             }
         }
+        Ok(customers)
+    }
+
+    /// The subscribed prices of those customers for the events' types.
+    fn prices(c: &mut SpiClient<'_>, customers: &HashMap<String, String>, events: &[Event]) -> Result<PricesByType> {
         let ids: Vec<String> =
             customers.values().cloned().collect::<std::collections::BTreeSet<_>>().into_iter().collect();
         let types: Vec<String> = events
@@ -158,19 +191,30 @@ impl Preloaded {
             .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .collect();
-        let mut prices: HashMap<(String, String), Vec<Rc<SubscribedPrice>>> = HashMap::new();
+        let mut prices: PricesByType = HashMap::new();
         let t = run_once(
             c,
-            "SELECT s.customer_id, p.event_type, p.product_id, p.version, p.position, s.starts_at, s.ends_at, \
-                    p.definition::text \
-             FROM credyt.subscription s JOIN credyt.price p ON p.product_id = s.product_id AND p.version = s.version \
-             WHERE s.customer_id = ANY($1) AND p.event_type = ANY($2) ORDER BY s.id, p.position",
+            concat!(
+                "SELECT s.customer_id, p.event_type, ",
+                price_columns!(),
+                "FROM credyt.subscription s JOIN credyt.price p ON p.product_id = s.product_id AND p.version = s.version \
+             WHERE s.customer_id = ANY($1) AND p.event_type = ANY($2) ORDER BY s.id, p.position"
+            ),
             &[ids.into(), types.into()],
         )?;
         for row in t {
-            let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
-            prices.entry(key).or_default().push(subscribed_price(&row, 3)?);
+            let key = (row.req::<String>("customer_id")?, row.req::<String>("event_type")?);
+            prices.entry(key).or_default().push(subscribed_price(&row)?);
         }
+        Ok(prices)
+    }
+
+    /// The costs of the models the events name (and give no costs for).
+    fn model_costs(
+        c: &mut SpiClient<'_>,
+        account: &str,
+        events: &[Event],
+    ) -> Result<HashMap<String, Vec<Rc<ModelCost>>>> {
         let models: Vec<String> = events
             .iter()
             .filter(|e| e.costs.is_none())
@@ -182,30 +226,35 @@ impl Preloaded {
         if !models.is_empty() {
             let t = run_once(
                 c,
-                "SELECT model, vendor, input_per_million::text, output_per_million::text, currency FROM credyt.model_cost \
-                 WHERE account_id = $1 AND model = ANY($2) ORDER BY updated_at DESC",
+                concat!(
+                    "SELECT model, ",
+                    model_cost_columns!(),
+                    "FROM credyt.model_cost WHERE account_id = $1 AND model = ANY($2) ORDER BY updated_at DESC"
+                ),
                 &[account.into(), models.into()],
             )?;
             for row in t {
-                model_costs
-                    .entry(row.get::<String>(1)?.unwrap_or_default())
-                    .or_default()
-                    .push(model_cost_row(&row, 2)?);
+                model_costs.entry(row.req::<String>("model")?).or_default().push(model_cost_row(&row)?);
             }
         }
+        Ok(model_costs)
+    }
+
+    /// The account's asset rates, by (asset, currency).
+    fn rates(c: &mut SpiClient<'_>, account: &str) -> Result<HashMap<(String, String), Decimal>> {
         let mut rates = HashMap::new();
         let t = run(
             c,
-            "SELECT code, rate_currency, rate::text FROM credyt.asset WHERE account_id = $1 AND rate IS NOT NULL",
+            "SELECT code, rate_currency, rate::text AS rate FROM credyt.asset WHERE account_id = $1 AND rate IS NOT NULL",
             &[account.into()],
         )?;
         for row in t {
             rates.insert(
-                (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()),
-                stored(&row.get::<String>(3)?.unwrap_or_default())?,
+                (row.req::<String>("code")?, row.req::<String>("rate_currency")?),
+                stored(&row.req::<String>("rate")?)?,
             );
         }
-        Ok(Preloaded { account: account.to_string(), customers, prices, model_costs, rates })
+        Ok(rates)
     }
 }
 

@@ -19,12 +19,12 @@ use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::holds;
 use crate::money::{self, stored, to_numeric};
-use crate::plan_cache::{one, run, run_once};
-use crate::tenancy::scope;
+use crate::scope::scope;
+use crate::spi::{one, run, run_once, Row};
 use crate::validate;
 use crate::wallet::{self, Debit, DrawFrom, WalletRef};
 use credyt_core::money::round_fee;
-use credyt_core::pricing::{exact_number, usage_fees, FeeError, Price};
+use credyt_core::pricing::{exact_number, token_cost, usage_fees, FeeError, Price};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -59,6 +59,10 @@ impl UsageStatus {
             UsageStatus::NoMatch => "no_match",
         }
     }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [UsageStatus::Charged, UsageStatus::Free, UsageStatus::NoMatch].into_iter().find(|v| v.as_str() == s)
+    }
 }
 
 /// One usage event, validated.
@@ -77,16 +81,14 @@ pub struct Event {
 pub struct Outcome {
     pub event_id: String,
     pub duplicate: bool,
-    pub status: String,
+    pub status: UsageStatus,
     pub fees: Value,
     pub charged: Decimal,
     pub asset: Option<String>,
     pub available: Option<Decimal>,
 }
 
-fn num(d: Decimal) -> Value {
-    Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()))
-}
+use money::json_number as num;
 
 /// Token detail from the event's data: model, input/prompt and output/completion tokens.
 fn tokens(data: &Value) -> Result<(Option<String>, Option<i64>, Option<i64>)> {

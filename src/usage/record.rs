@@ -31,10 +31,58 @@ fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> 
     let customer = l.customer(c, &ev.customer)?;
     let (model, input_tokens, output_tokens) = tokens(&ev.data)?;
     let at = ev.occurred_at.map(|t| t.into_inner()).unwrap_or(now);
+    let (fees, totals) = fees_of(c, l, &customer, &ev, at)?;
+    let status = if fees.is_empty() {
+        UsageStatus::NoMatch
+    } else if totals.values().all(|t| t.is_zero()) {
+        UsageStatus::Free
+    } else {
+        UsageStatus::Charged
+    };
+    let (charged, asset) = match totals.len() {
+        1 => totals.iter().next().map(|(a, t)| (*t, Some(a.clone()))).unwrap_or((Decimal::ZERO, None)),
+        _ => (Decimal::ZERO, None),
+    };
+    let (cost, cost_currency) = match (&ev.costs, &model) {
+        (Some(costs), _) => given_costs(costs)?,
+        (None, Some(m)) => model_cost(c, l, &ev, m, input_tokens, output_tokens)?,
+        (None, None) => (None, None),
+    };
+    let revenue = match (&asset, &cost_currency) {
+        (Some(a), Some(cur)) if a == cur => Some(charged),
+        (Some(a), Some(cur)) => l.rate(c, a, cur)?.map(|r| round_fee(charged * r)),
+        _ => None,
+    };
+    Ok(Prepared {
+        ev,
+        customer,
+        model,
+        input_tokens,
+        output_tokens,
+        status,
+        fees: Value::Array(fees),
+        totals,
+        charged,
+        asset,
+        cost,
+        cost_currency,
+        revenue,
+        txn_id: crate::ids::new_id("txn")?,
+    })
+}
 
+/// The fees of every price of the customer's subscriptions that were active when the
+/// event occurred (`at`), and their totals per asset.
+fn fees_of(
+    c: &mut SpiClient<'_>,
+    l: &mut impl Lookups,
+    customer: &str,
+    ev: &Event,
+    at: i64,
+) -> Result<(Vec<Value>, BTreeMap<String, Decimal>)> {
     let mut fees = Vec::new();
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
-    for sp in l.prices(c, &customer, &ev.event_type)? {
+    for sp in l.prices(c, customer, &ev.event_type)? {
         if sp.starts_at > at || sp.ends_at.is_some_and(|e| e <= at) {
             continue; // the subscription was not active when the event occurred
         }
@@ -52,56 +100,27 @@ fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> 
             fees.push(fee);
         }
     }
-    let status = if fees.is_empty() {
-        UsageStatus::NoMatch
-    } else if totals.values().all(|t| t.is_zero()) {
-        UsageStatus::Free
-    } else {
-        UsageStatus::Charged
-    };
-    let (charged, asset) = match totals.len() {
-        1 => totals.iter().next().map(|(a, t)| (*t, Some(a.clone()))).unwrap_or((Decimal::ZERO, None)),
-        _ => (Decimal::ZERO, None),
-    };
+    Ok((fees, totals))
+}
 
-    let (cost, cost_currency) = match (&ev.costs, &model) {
-        (Some(costs), _) => given_costs(costs)?,
-        (None, Some(m)) => {
-            let vendor = ev.data.get("vendor").or_else(|| ev.data.get("provider")).and_then(Value::as_str);
-            let costs = l.model_costs(c, m)?;
-            match costs.iter().find(|mc| vendor.is_none_or(|v| v == mc.vendor)) {
-                Some(mc) => {
-                    let million = Decimal::from(1_000_000);
-                    let cost = Decimal::from(input_tokens.unwrap_or(0)) * mc.input / million
-                        + Decimal::from(output_tokens.unwrap_or(0)) * mc.output / million;
-                    (Some(round_fee(cost)), Some(mc.currency.clone()))
-                }
-                None => (None, None),
-            }
+/// The platform's cost of a model call, from the model's costs (of the vendor the
+/// event names, if it names one): (cost, currency), or none when the model has none.
+fn model_cost(
+    c: &mut SpiClient<'_>,
+    l: &mut impl Lookups,
+    ev: &Event,
+    model: &str,
+    input_tokens: Option<i64>,
+    output_tokens: Option<i64>,
+) -> Result<(Option<Decimal>, Option<String>)> {
+    let vendor = ev.data.get("vendor").or_else(|| ev.data.get("provider")).and_then(Value::as_str);
+    let costs = l.model_costs(c, model)?;
+    Ok(match costs.iter().find(|mc| vendor.is_none_or(|v| v == mc.vendor)) {
+        Some(mc) => {
+            let cost = token_cost(input_tokens.unwrap_or(0), output_tokens.unwrap_or(0), mc.input, mc.output);
+            (Some(cost), Some(mc.currency.clone()))
         }
-        (None, None) => (None, None),
-    };
-    let revenue = match (&asset, &cost_currency) {
-        (Some(a), Some(cur)) if a == cur => Some(charged),
-        (Some(a), Some(cur)) => l.rate(c, a, cur)?.map(|r| round_fee(charged * r)),
-        _ => None,
-    };
-    let fees = Value::Array(fees);
-    Ok(Prepared {
-        ev,
-        customer,
-        model,
-        input_tokens,
-        output_tokens,
-        status,
-        fees,
-        totals,
-        charged,
-        asset,
-        cost,
-        cost_currency,
-        revenue,
-        txn_id: crate::ids::new_id("txn")?,
+        None => (None, None),
     })
 }
 
@@ -159,7 +178,7 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
     )?;
     let mut inserted = std::collections::HashSet::new();
     for row in t {
-        inserted.insert(row.get::<String>(1)?.unwrap_or_default());
+        inserted.insert(row.req::<String>("event_id")?);
     }
     // Only an id's first occurrence can have been the one inserted.
     Ok(events.iter().map(|p| inserted.remove(&p.ev.event_id)).collect())
@@ -169,7 +188,7 @@ fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
     Outcome {
         event_id: p.ev.event_id,
         duplicate: false,
-        status: p.status.as_str().into(),
+        status: p.status,
         fees: p.fees,
         charged: p.charged,
         asset: p.asset,
@@ -177,9 +196,11 @@ fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
     }
 }
 
-const OPEN_USAGE_TXN: &str = "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
-     SELECT $1, u.id, 'usage', u.customer_id, jsonb_build_object('event_id', u.event_id), u.description \
-     FROM unnest($2::text[], $3::text[], $4::text[], $5::text[]) AS u(id, customer_id, event_id, description)";
+/// Adds the ledger transaction header of a charged event.
+fn usage_header(headers: &mut wallet::Headers, p: &Prepared) {
+    let payload = json!({"event_id": p.ev.event_id});
+    headers.push(p.txn_id.clone(), None, &p.customer, &payload, p.ev.description.as_deref(), None);
+}
 
 /// Records one event for `account`. Everything is computed before the first write.
 pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome> {
@@ -205,17 +226,9 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
     }
     let mut available = None;
     if p.status == UsageStatus::Charged {
-        run(
-            c,
-            OPEN_USAGE_TXN,
-            &[
-                account.into(),
-                vec![p.txn_id.clone()].into(),
-                vec![p.customer.clone()].into(),
-                vec![p.ev.event_id.clone()].into(),
-                vec![p.ev.description.clone()].into(),
-            ],
-        )?;
+        let mut header = wallet::Headers::default();
+        usage_header(&mut header, &p);
+        header.write(c, account, "usage", wallet::Plan::Kept)?;
         // Assets in sorted order: events charging several assets lock them in one order.
         for (a, total) in &p.totals {
             if total.is_zero() {
@@ -242,19 +255,9 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
 /// locked wallets, and writes lots, entries, transactions and wallets in one statement
 /// each. Events that name a hold take the one-event path.
 pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
-    let at = |i: usize| move |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e };
     let now = pgrx::datetime::now().into_inner();
     let mut pre = Preloaded::load(c, account, &events)?;
-    // Holds, and customers with a reserve pool (drawn after a wallet's lots), take the
-    // one-event path.
-    let ids: Vec<String> = pre.customers.values().cloned().collect();
-    let pooled = one::<bool>(
-        c,
-        "SELECT EXISTS (SELECT 1 FROM credyt.wallet_account WHERE customer_id = ANY($1) AND name = 'reserve' AND balance > 0)",
-        &[ids.into()],
-    )?
-    .unwrap_or(false);
-    if pooled || events.iter().any(|e| e.hold_id.is_some()) {
+    if needs_single_path(c, &pre, &events)? {
         return events.into_iter().enumerate().map(|(i, ev)| record(c, account, ev).map_err(at(i))).collect();
     }
     let mut prepared = Vec::with_capacity(events.len());
@@ -262,97 +265,133 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
         prepared.push(prepare(c, &mut pre, ev, now).map_err(at(i))?);
     }
     let fresh = claim(c, account, &prepared)?;
+    let mut plan = BatchPlan {
+        account,
+        state: wallet::lock_many(c, account, &charged_wallets(&prepared, &fresh))?,
+        ..Default::default()
+    };
+    let mut out = Vec::with_capacity(prepared.len());
+    for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
+        if !fresh {
+            let mut o = replay(c, account, &p.customer, &p.ev).map_err(at(i))?;
+            if let Some(a) = &o.asset {
+                o.available = Some(plan.available_now(c, &p.customer, a)?);
+            }
+            out.push(o);
+            continue;
+        }
+        let available = match (&p.status, &p.asset) {
+            (UsageStatus::Charged, _) => plan.charge(&p).map_err(at(i))?,
+            (_, Some(a)) => Some(plan.available_now(c, &p.customer, a)?),
+            (_, None) => None,
+        };
+        out.push(outcome(p, available));
+    }
+    plan.write(c)?;
+    Ok(out)
+}
 
-    // Lock every wallet account the batch charges, in one sorted order, with its lots.
+/// Prefixes an error with the position of the event it is about.
+fn at(i: usize) -> impl Fn(CyError) -> CyError {
+    move |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e }
+}
+
+/// Holds, and customers with a reserve pool (drawn after a wallet's lots), take the
+/// one-event path.
+fn needs_single_path(c: &mut SpiClient<'_>, pre: &Preloaded, events: &[Event]) -> Result<bool> {
+    if events.iter().any(|e| e.hold_id.is_some()) {
+        return Ok(true);
+    }
+    let ids: Vec<String> = pre.customers.values().cloned().collect();
+    Ok(one::<bool>(
+        c,
+        "SELECT EXISTS (SELECT 1 FROM credyt.wallet_account WHERE customer_id = ANY($1) AND name = 'reserve' AND balance > 0)",
+        &[ids.into()],
+    )?
+    .unwrap_or(false))
+}
+
+/// Every wallet account the batch's new charged events debit, in one sorted order.
+fn charged_wallets(prepared: &[Prepared], fresh: &[bool]) -> std::collections::BTreeSet<wallet::WalletKey> {
     let mut keys = std::collections::BTreeSet::new();
-    for (p, _) in prepared.iter().zip(&fresh).filter(|(p, f)| **f && p.status == UsageStatus::Charged) {
+    for (p, _) in prepared.iter().zip(fresh).filter(|(p, f)| **f && p.status == UsageStatus::Charged) {
         for (a, t) in &p.totals {
             if !t.is_zero() {
                 keys.insert((p.customer.clone(), a.clone()));
             }
         }
     }
-    let mut state = wallet::lock_many(c, account, &keys)?;
+    keys
+}
 
-    let mut bulk = wallet::BulkWrite::default();
-    let mut hits = Vec::new();
-    let mut topups = Vec::new();
-    let (mut txn_ids, mut txn_customers, mut txn_events, mut txn_descriptions) = (vec![], vec![], vec![], vec![]);
-    let mut out = Vec::with_capacity(prepared.len());
-    for (i, (p, fresh)) in prepared.into_iter().zip(fresh).enumerate() {
-        // The balance as this batch has left it so far: the locked wallet in memory,
-        // else the table (which this batch has not written yet).
-        let now_available = |c: &mut SpiClient<'_>,
-                             state: &BTreeMap<(String, String), (wallet::Wallet, Vec<wallet::LiveLot>)>,
-                             asset: &str| {
-            match state.get(&(p.customer.clone(), asset.to_string())) {
-                Some((w, lots)) => Ok(wallet::available(lots, w)),
-                None => wallet::available_of(c, &p.customer, "default", asset),
-            }
-        };
-        if !fresh {
-            let customer = p.customer.clone();
-            let mut o = replay(c, account, &customer, &p.ev).map_err(at(i))?;
-            if let Some(a) = &o.asset {
-                o.available = Some(now_available(c, &state, a)?);
-            }
-            out.push(o);
-            continue;
+/// A batch's charges, planned on its locked wallets in memory, and what they write.
+#[derive(Default)]
+struct BatchPlan<'a> {
+    account: &'a str,
+    state: BTreeMap<wallet::WalletKey, (wallet::Wallet, Vec<wallet::LiveLot>)>,
+    bulk: wallet::BulkWrite,
+    headers: wallet::Headers,
+    /// (customer, asset, available, threshold) of each downward threshold crossing
+    hits: Vec<(String, String, Decimal, Decimal)>,
+    /// (customer, asset, available) of each debit below the auto top-up threshold
+    topups: Vec<(String, String, Decimal)>,
+}
+
+impl BatchPlan<'_> {
+    /// The balance as this batch has left it so far: the locked wallet in memory, else
+    /// the table (which this batch has not written yet).
+    fn available_now(&self, c: &mut SpiClient<'_>, customer: &str, asset: &str) -> Result<Decimal> {
+        match self.state.get(&(customer.to_string(), asset.to_string())) {
+            Some((w, lots)) => Ok(wallet::available(lots, w)),
+            None => wallet::available_of(c, customer, "default", asset),
         }
+    }
+
+    /// Plans the debits of one charged event; returns available in its asset after them.
+    fn charge(&mut self, p: &Prepared) -> Result<Option<Decimal>> {
+        usage_header(&mut self.headers, p);
         let mut available = None;
-        if p.status == UsageStatus::Charged {
-            txn_ids.push(p.txn_id.clone());
-            txn_customers.push(p.customer.clone());
-            txn_events.push(p.ev.event_id.clone());
-            txn_descriptions.push(p.ev.description.clone());
-            for (a, total) in &p.totals {
-                if total.is_zero() {
-                    continue;
-                }
-                let key = (p.customer.clone(), a.clone());
-                let (wallet_state, lots) = state.get_mut(&key).ok_or_else(|| CyError::internal("wallet not locked"))?;
-                let w = WalletRef { account, customer: &p.customer, name: "default", asset: a };
-                let mut book = wallet::Book::new(&w, p.txn_id.clone());
-                let debit = Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" };
-                let after = wallet::plan_debit(wallet_state, lots, &mut book, &debit, None).map_err(at(i))?;
-                if let Some(t) = wallet_state.cross_threshold(after) {
-                    hits.push((p.customer.clone(), a.clone(), after, t));
-                }
-                if let Some((t, _)) = wallet_state.auto_topup {
-                    if wallet_state.pending_topup.is_none() && after < t {
-                        topups.push((p.customer.clone(), a.clone(), after));
-                    }
-                }
-                bulk.add(book, after);
-                if p.asset.as_deref() == Some(a.as_str()) {
-                    available = Some(after);
-                }
+        for (a, total) in p.totals.iter().filter(|(_, t)| !t.is_zero()) {
+            let key = (p.customer.clone(), a.clone());
+            let (state, lots) = self.state.get_mut(&key).ok_or_else(|| CyError::internal("wallet not locked"))?;
+            let w = WalletRef { account: self.account, customer: &p.customer, name: "default", asset: a };
+            let mut book = wallet::Book::new(&w, p.txn_id.clone());
+            let debit = Debit { amount: *total, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "usage" };
+            let after = wallet::plan_debit(state, lots, &mut book, &debit, None)?;
+            if let Some(t) = state.cross_threshold(after) {
+                self.hits.push((p.customer.clone(), a.clone(), after, t));
             }
-        } else if let Some(a) = &p.asset {
-            available = Some(now_available(c, &state, a)?);
+            if state.auto_topup.is_some_and(|(t, _)| state.pending_topup.is_none() && after < t) {
+                self.topups.push((p.customer.clone(), a.clone(), after));
+            }
+            self.bulk.add(book, after);
+            if p.asset.as_deref() == Some(a.as_str()) {
+                available = Some(after);
+            }
         }
-        out.push(outcome(p, available));
+        Ok(available)
     }
-    if !txn_ids.is_empty() {
-        run_once(
-            c,
-            OPEN_USAGE_TXN,
-            &[account.into(), txn_ids.into(), txn_customers.into(), txn_events.into(), txn_descriptions.into()],
-        )?;
-    }
-    bulk.write(c, account, &state)?;
-    for (customer, asset, available, threshold) in hits {
-        let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
-        wallet::threshold_hit(c, &w, available, threshold)?;
-    }
-    // One request per wallet: the first debit below the threshold asks, later ones see it pending.
-    for (customer, asset, available) in topups {
-        let w = WalletRef { account, customer: &customer, name: "default", asset: &asset };
-        if let Some((wallet_state, _)) = state.get_mut(&(customer.clone(), asset.clone())) {
-            wallet::request_topup(c, &w, wallet_state, available)?;
+
+    /// The writes: headers, then lots, entries and wallets, then the events.
+    fn write(mut self, c: &mut SpiClient<'_>) -> Result<()> {
+        let account = self.account;
+        if !self.headers.is_empty() {
+            std::mem::take(&mut self.headers).write(c, account, "usage", wallet::Plan::Once)?;
         }
+        std::mem::take(&mut self.bulk).write(c, account, &self.state)?;
+        for (customer, asset, available, threshold) in &self.hits {
+            let w = WalletRef { account, customer, name: "default", asset };
+            wallet::threshold_hit(c, &w, *available, *threshold)?;
+        }
+        // One request per wallet: the first debit below the threshold asks, later ones see it pending.
+        for (customer, asset, available) in &self.topups {
+            let w = WalletRef { account, customer, name: "default", asset };
+            if let Some((state, _)) = self.state.get_mut(&(customer.clone(), asset.clone())) {
+                wallet::request_topup(c, &w, state, *available)?;
+            }
+        }
+        Ok(())
     }
-    Ok(out)
 }
 
 /// The event id is taken: the same request gets the original result; another payload
@@ -361,10 +400,10 @@ fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> R
     let t = run(
         c,
         "SELECT customer_id = $3 AND event_type = $4 AND data = $5 AND subject IS NOT DISTINCT FROM $6 \
-                AND ($7::timestamptz IS NULL OR NOT occurred_at_given OR occurred_at = $7), \
-                status, fees::text, charged::text, asset, \
+                AND ($7::timestamptz IS NULL OR NOT occurred_at_given OR occurred_at = $7) AS same, \
+                status, fees::text AS fees, charged::text AS charged, asset, \
                 jsonb_build_object('customer_id', customer_id, 'event_type', event_type, 'data', data, \
-                                   'subject', subject, 'occurred_at', occurred_at)::text \
+                                   'subject', subject, 'occurred_at', occurred_at)::text AS original \
          FROM credyt.usage_event WHERE account_id = $1 AND event_id = $2",
         &[
             account.into(),
@@ -380,18 +419,18 @@ fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> R
         return Err(CyError::internal("event id conflicted but no row was found"));
     }
     let row = t.first();
-    if !row.get::<bool>(1)?.unwrap_or(false) {
+    if !row.req::<bool>("same")? {
         return Err(CyError::conflict(format!(
             "event_id {:?} was already recorded with a different payload",
             ev.event_id
         ))
-        .detail(format!("original event: {}", row.get::<String>(6)?.unwrap_or_default()))
+        .detail(format!("original event: {}", row.req::<String>("original")?))
         .hint("replays must repeat the customer, event_type, data, occurred_at and subject exactly"));
     }
-    let status = row.get::<String>(2)?.unwrap_or_default();
-    let fees: Value = serde_json::from_str(&row.get::<String>(3)?.unwrap_or_default()).map_err(CyError::internal)?;
-    let charged = stored(&row.get::<String>(4)?.unwrap_or_default())?;
-    let asset = row.get::<String>(5)?;
+    let status = row.vocab("status", UsageStatus::parse)?;
+    let fees: Value = serde_json::from_str(&row.req::<String>("fees")?).map_err(CyError::internal)?;
+    let charged = stored(&row.req::<String>("charged")?)?;
+    let asset = row.opt::<String>("asset")?;
     // `available` is the balance now: the caller fills it in from where it knows it.
     Ok(Outcome { event_id: ev.event_id.clone(), duplicate: true, status, fees, charged, asset, available: None })
 }

@@ -41,6 +41,70 @@ impl Reason {
     }
 }
 
+impl Reason {
+    fn from_arg(reason: Option<String>) -> Result<Reason> {
+        validate::vocab("reason", reason, Reason::parse, &format!("reasons: {}", Reason::NAMES))
+    }
+
+    /// What an adjustment of this reason and sign does: its lot or its draw, and the
+    /// system account on the other side (SPEC §5).
+    fn movement(self, amount: Decimal) -> Movement {
+        let credit = |purpose, system_account, kind| Movement::Credit { purpose, system_account, kind };
+        let debit = |draw, system_account, kind| Movement::Debit(Debit { amount: -amount, draw, system_account, kind });
+        match (self, amount > Decimal::ZERO) {
+            (Reason::Gift, _) => credit(Purpose::Promotion, "promotions", "gift"),
+            (Reason::ExternalTopup, _) => credit(Purpose::Paid, "external", "external_topup"),
+            (Reason::Other, true) => credit(Purpose::Paid, "adjustments", "other"),
+            (Reason::ExternalRefund, _) => debit(DrawFrom::PaidOnly, "external", "external_refund"),
+            (Reason::Other, false) => debit(DrawFrom::AnyLot, "adjustments", "other"),
+        }
+    }
+
+    /// The sign each reason allows, and the dates only credits take.
+    fn check(
+        self,
+        amount: Decimal,
+        effective_at: Option<TimestampWithTimeZone>,
+        expires_at: Option<TimestampWithTimeZone>,
+    ) -> Result<()> {
+        let credit = amount > Decimal::ZERO;
+        match (self, credit) {
+            (Reason::Gift | Reason::ExternalTopup, false) => {
+                return Err(CyError::invalid(format!("amount must be positive for reason {}", self.as_str()))
+                    .detail(format!("got {amount}")))
+            }
+            (Reason::ExternalRefund, true) => {
+                return Err(CyError::invalid("amount must be negative for reason external_refund")
+                    .detail(format!("got {amount}"))
+                    .hint(format!("pass the refund as a negative amount, e.g. -{amount}")))
+            }
+            _ => {}
+        }
+        if !credit && (effective_at.is_some() || expires_at.is_some()) {
+            return Err(CyError::invalid("effective_at and expires_at apply to credits only")
+                .hint("a negative adjustment draws existing lots; it creates none"));
+        }
+        Ok(())
+    }
+
+    /// Money that moved outside credyt is counted in the asset's precision.
+    fn check_precision(self, amount: Decimal, asset: &Asset) -> Result<()> {
+        if matches!(self, Reason::ExternalTopup | Reason::ExternalRefund) {
+            credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
+                CyError::invalid(format!("amount {}", e.describe()))
+                    .detail(format!("{} has {} decimal places", asset.code, asset.precision))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// What an adjustment writes.
+enum Movement {
+    Credit { purpose: Purpose, system_account: &'static str, kind: &'static str },
+    Debit(Debit<'static>),
+}
+
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
 #[allow(clippy::too_many_arguments)]
@@ -59,41 +123,17 @@ fn adjust(
     api(move || {
         let key = validate::key("transaction_id", transaction_id)?;
         let amount = money::non_zero("amount", amount)?;
-        let reason = validate::required("reason", reason)?;
-        let reason = Reason::parse(&reason).ok_or_else(|| {
-            CyError::invalid(format!("unknown reason {reason:?}")).hint(format!("reasons: {}", Reason::NAMES))
-        })?;
+        let reason = Reason::from_arg(reason)?;
         let name = validate::wallet_name(account_name)?;
         let description = validate::optional_text("description", description)?;
         let metadata = validate::metadata(metadata)?;
-        check_time("effective_at", effective_at)?;
-        check_time("expires_at", expires_at)?;
-        let credit = amount > Decimal::ZERO;
-        match (reason, credit) {
-            (Reason::Gift | Reason::ExternalTopup, false) => {
-                return Err(CyError::invalid(format!("amount must be positive for reason {}", reason.as_str()))
-                    .detail(format!("got {amount}")))
-            }
-            (Reason::ExternalRefund, true) => {
-                return Err(CyError::invalid("amount must be negative for reason external_refund")
-                    .detail(format!("got {amount}"))
-                    .hint(format!("pass the refund as a negative amount, e.g. -{amount}")))
-            }
-            _ => {}
-        }
-        if !credit && (effective_at.is_some() || expires_at.is_some()) {
-            return Err(CyError::invalid("effective_at and expires_at apply to credits only")
-                .hint("a negative adjustment draws existing lots; it creates none"));
-        }
+        let effective_at = validate::finite("effective_at", effective_at)?;
+        let expires_at = validate::finite("expires_at", expires_at)?;
+        reason.check(amount, effective_at, expires_at)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let asset: Asset = resolve_asset(c, &account, asset.as_deref())?;
-            if matches!(reason, Reason::ExternalTopup | Reason::ExternalRefund) {
-                credyt_core::money::check_precision(amount, asset.precision).map_err(|e| {
-                    CyError::invalid(format!("amount {}", e.describe()))
-                        .detail(format!("{} has {} decimal places", asset.code, asset.precision))
-                })?;
-            }
+            reason.check_precision(amount, &asset)?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let payload = json!({
                 "op": "adjust", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
@@ -108,115 +148,33 @@ fn adjust(
                 };
             // Checked once the key is new, so that a replay after expires_at has passed
             // returns the original; the error rolls the claim back.
-            if let Some(exp) = expires_at {
-                let ok = one::<bool>(
-                    c,
-                    "SELECT $1 > greatest(coalesce($2, now()), now())",
-                    &[exp.into(), effective_at.into()],
-                )?;
-                if ok != Some(true) {
-                    return Err(CyError::invalid("expires_at must be later than effective_at and now"));
-                }
-            }
+            validate::expiry_after(effective_at, expires_at)?;
             let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
-            let source = format!("adjust:{}", reason.as_str());
-            match (reason, credit) {
-                (Reason::Gift, _) => credit_lot(
-                    c,
-                    &w,
-                    &txn,
-                    amount,
-                    Purpose::Promotion,
-                    effective_at,
-                    expires_at,
-                    &source,
-                    "promotions",
-                    "gift",
-                )?,
-                (Reason::ExternalTopup, _) => credit_lot(
-                    c,
-                    &w,
-                    &txn,
-                    amount,
-                    Purpose::Paid,
-                    effective_at,
-                    expires_at,
-                    &source,
-                    "external",
-                    "external_topup",
-                )?,
-                (Reason::Other, true) => credit_lot(
-                    c,
-                    &w,
-                    &txn,
-                    amount,
-                    Purpose::Paid,
-                    effective_at,
-                    expires_at,
-                    &source,
-                    "adjustments",
-                    "other",
-                )?,
-                (Reason::ExternalRefund, _) => {
-                    debit(
-                        c,
-                        &w,
-                        &txn,
-                        Debit {
-                            amount: -amount,
-                            draw: DrawFrom::PaidOnly,
-                            system_account: "external",
-                            kind: "external_refund",
-                        },
-                    )?;
+            match reason.movement(amount) {
+                Movement::Credit { purpose, system_account, kind } => {
+                    let source = format!("adjust:{}", reason.as_str());
+                    let lot = Credit {
+                        amount,
+                        purpose,
+                        priority: purpose.default_priority(),
+                        effective_at,
+                        expires_at,
+                        on_expiry: ExpiryPolicy::Expire,
+                        rollover_cap: None,
+                        grant_id: None,
+                        source: &source,
+                        system_account,
+                        kind,
+                    };
+                    credit(c, &w, &txn, lot)?;
                 }
-                (Reason::Other, false) => {
-                    debit(
-                        c,
-                        &w,
-                        &txn,
-                        Debit { amount: -amount, draw: DrawFrom::AnyLot, system_account: "adjustments", kind: "other" },
-                    )?;
+                Movement::Debit(d) => {
+                    debit(c, &w, &txn, d)?;
                 }
             }
             Ok(txn)
         })
     })
-}
-
-#[allow(clippy::too_many_arguments)]
-fn credit_lot(
-    c: &mut SpiClient<'_>,
-    w: &WalletRef,
-    txn: &str,
-    amount: Decimal,
-    purpose: Purpose,
-    effective_at: Option<TimestampWithTimeZone>,
-    expires_at: Option<TimestampWithTimeZone>,
-    source: &str,
-    system_account: &str,
-    kind: &'static str,
-) -> Result<()> {
-    let priority = purpose.default_priority();
-    credit(
-        c,
-        w,
-        txn,
-        Credit {
-            amount,
-            purpose,
-            priority,
-            effective_at,
-            expires_at,
-            on_expiry: ExpiryPolicy::Expire,
-            rollover_cap: None,
-            grant_id: None,
-            source,
-            system_account,
-            kind,
-        },
-    )?;
-    Ok(())
 }
 
 #[pg_extern(security_definer)]
@@ -380,29 +338,21 @@ fn wallet(
             let t = run(
                 c,
                 concat!(
-                    "SELECT w.name, w.asset, (coalesce(l.live, 0) - w.debt - coalesce(h.held, 0))::text, \
-                        coalesce(h.held, 0)::text, coalesce(p.pending, 0)::text FROM credyt.wallet_account w \
-                 LEFT JOIN LATERAL (SELECT sum(l.remaining) AS live FROM credyt.lot l \
-                   WHERE l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset AND ",
-                    live_lot!(),
-                    ") l ON true \
-                 LEFT JOIN LATERAL (SELECT sum(amount) AS held FROM credyt.hold \
-                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
-                     AND status = 'active' AND expires_at > now()) h ON true \
-                 LEFT JOIN LATERAL (SELECT sum(amount) AS pending FROM credyt.topup \
-                   WHERE customer_id = w.customer_id AND wallet_name = w.name AND asset = w.asset \
-                     AND status = 'pending') p ON true \
-                 WHERE w.customer_id = $1 ORDER BY w.name, w.asset"
+                    "SELECT w.name, w.asset, ",
+                    available_columns!(),
+                    ", (SELECT coalesce(sum(p.amount), 0) FROM credyt.topup p WHERE p.customer_id = w.customer_id \
+                       AND p.wallet_name = w.name AND p.asset = w.asset AND p.status = 'pending')::text AS pending \
+                     FROM credyt.wallet_account w WHERE w.customer_id = $1 ORDER BY w.name, w.asset"
                 ),
                 &[customer.as_str().into()],
             )?;
             let mut rows = Vec::new();
             for row in t {
-                let name = row.get::<String>(1)?.unwrap_or_default();
-                let asset = row.get::<String>(2)?.unwrap_or_default();
-                let avail = stored(&row.get::<String>(3)?.unwrap_or_default())?;
-                let held = stored(&row.get::<String>(4)?.unwrap_or_default())?;
-                let pending_in = stored(&row.get::<String>(5)?.unwrap_or_default())?;
+                let name = row.req::<String>("name")?;
+                let asset = row.req::<String>("asset")?;
+                let avail = available_row(&row)?;
+                let held = stored(&row.req::<String>("held")?)?;
+                let pending_in = stored(&row.req::<String>("pending")?)?;
                 rows.push((format!("{name}:{asset}"), name, asset, avail, held, pending_in));
             }
             Ok(rows)

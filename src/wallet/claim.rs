@@ -5,6 +5,81 @@ use super::*;
 // ---------------------------------------------------------------------------------
 // Idempotency
 
+/// The headers of ledger transactions (`credyt.ledger_txn`), written in one statement:
+/// the one place a transaction header is inserted.
+#[derive(Default)]
+pub struct Headers {
+    id: Vec<String>,
+    key: Vec<Option<String>>,
+    customer: Vec<String>,
+    payload: Vec<String>,
+    description: Vec<Option<String>>,
+    metadata: Vec<Option<String>>,
+}
+
+/// How a statement is planned: through the backend's kept plan (one row), or for the
+/// argument values at hand (a batch; see spi::run_once).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Plan {
+    Kept,
+    Once,
+}
+
+impl Headers {
+    /// Adds a header; `key` is the client's transaction_id, when it names one.
+    pub fn push(
+        &mut self,
+        id: String,
+        key: Option<&str>,
+        customer: &str,
+        payload: &serde_json::Value,
+        description: Option<&str>,
+        metadata: Option<&serde_json::Value>,
+    ) {
+        self.id.push(id);
+        self.key.push(key.map(str::to_string));
+        self.customer.push(customer.to_string());
+        self.payload.push(payload.to_string());
+        self.description.push(description.map(str::to_string));
+        self.metadata.push(metadata.map(|m| m.to_string()));
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.id.is_empty()
+    }
+
+    /// Inserts the headers; returns the ids written (a header whose key the account
+    /// already used is not).
+    pub fn write(self, c: &mut SpiClient<'_>, account: &str, kind: &str, plan: Plan) -> Result<Vec<String>> {
+        const SQL: &str = "INSERT INTO credyt.ledger_txn (account_id, id, kind, idem_key, customer_id, payload, \
+               description, metadata) \
+             SELECT $1, u.id, $2, u.idem_key, u.customer_id, u.payload::jsonb, u.description, \
+               coalesce(u.metadata::jsonb, '{}') \
+             FROM unnest($3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::text[]) \
+               AS u(id, idem_key, customer_id, payload, description, metadata) \
+             ON CONFLICT (account_id, idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id";
+        let args = [
+            account.into(),
+            kind.into(),
+            self.id.into(),
+            self.key.into(),
+            self.customer.into(),
+            self.payload.into(),
+            self.description.into(),
+            self.metadata.into(),
+        ];
+        let t = match plan {
+            Plan::Kept => run(c, SQL, &args)?,
+            Plan::Once => run_once(c, SQL, &args)?,
+        };
+        let mut written = Vec::with_capacity(t.len());
+        for row in t {
+            written.push(row.req::<String>("id")?);
+        }
+        Ok(written)
+    }
+}
+
 pub enum Claim {
     /// The key is new: proceed and write under this transaction id.
     New(String),
@@ -25,40 +100,26 @@ pub fn claim(
     description: Option<&str>,
     metadata: serde_json::Value,
 ) -> Result<Claim> {
-    let id = crate::ids::new_id("txn")?;
-    let inserted = one::<String>(
-        c,
-        "INSERT INTO credyt.ledger_txn (account_id, id, kind, idem_key, customer_id, payload, description, metadata) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (account_id, idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id",
-        &[
-            account.into(),
-            id.as_str().into(),
-            kind.into(),
-            key.into(),
-            customer.into(),
-            JsonB(payload.clone()).into(),
-            description.into(),
-            JsonB(metadata).into(),
-        ],
-    )?;
+    let mut header = Headers::default();
+    header.push(crate::ids::new_id("txn")?, Some(key), customer, &payload, description, Some(&metadata));
+    let inserted = header.write(c, account, kind, Plan::Kept)?.pop();
     if let Some(id) = inserted {
         return Ok(Claim::New(id));
     }
     let t = run(
         c,
-        "SELECT id, payload = $3, payload::text FROM credyt.ledger_txn WHERE account_id = $1 AND idem_key = $2",
+        "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn WHERE account_id = $1 AND idem_key = $2",
         &[account.into(), key.into(), JsonB(payload.clone()).into()],
     )?;
     if t.is_empty() {
         return Err(CyError::internal("idempotency key conflicted but no row was found"));
     }
     let row = t.first();
-    let existing = row.get::<String>(1)?.unwrap_or_default();
-    if row.get::<bool>(2)?.unwrap_or(false) {
+    let existing = row.req::<String>("id")?;
+    if row.req::<bool>("same")? {
         Ok(Claim::Replay(existing))
     } else {
-        let original = row.get::<String>(3)?.unwrap_or_default();
+        let original = row.req::<String>("payload")?;
         Err(CyError::conflict(format!("transaction_id {key:?} was already used with a different payload"))
             .detail(format!("original transaction {existing}: {original}; this request: {payload}"))
             .hint("use a new transaction_id for a new movement; replay only identical requests"))
@@ -67,11 +128,4 @@ pub fn claim(
 
 pub(super) fn micros(t: Option<TimestampWithTimeZone>) -> serde_json::Value {
     t.map(|t| json!(t.into_inner())).unwrap_or(serde_json::Value::Null)
-}
-
-pub(super) fn check_time(param: &str, t: Option<TimestampWithTimeZone>) -> Result<()> {
-    match t {
-        Some(t) if !t.is_finite() => Err(CyError::invalid(format!("{param} must be a finite timestamp"))),
-        _ => Ok(()),
-    }
 }

@@ -8,36 +8,37 @@ const LOCK_WALLET: &str = concat!(
     "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w"
 );
 
-/// Decodes (balance, debt, overdraft_limit, held as text, threshold as text,
-/// threshold_armed, topup_enabled, topup_threshold, topup_amount, pending_topup),
-/// starting at column `from`.
-pub(super) fn wallet_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<Wallet> {
+/// Decodes the columns of wallet_columns!().
+pub(super) fn wallet_row(row: &impl Row) -> Result<Wallet> {
+    let amount = |column: &str| -> Result<Decimal> { stored(&row.req::<String>(column)?) };
+    let optional =
+        |column: &str| -> Result<Option<Decimal>> { row.opt::<String>(column)?.map(|s| stored(&s)).transpose() };
     Ok(Wallet {
-        balance: stored(&row.get::<String>(from)?.unwrap_or_default())?,
-        debt: stored(&row.get::<String>(from + 1)?.unwrap_or_default())?,
-        limit: row.get::<String>(from + 2)?.map(|s| stored(&s)).transpose()?,
-        held: stored(&row.get::<String>(from + 3)?.unwrap_or_default())?,
-        threshold: row.get::<String>(from + 4)?.map(|s| stored(&s)).transpose()?,
-        armed: row.get::<bool>(from + 5)?.unwrap_or(true),
-        auto_topup: match (row.get::<bool>(from + 6)?, row.get::<String>(from + 7)?, row.get::<String>(from + 8)?) {
-            (Some(true), Some(t), Some(a)) => Some((stored(&t)?, stored(&a)?)),
+        balance: amount("balance")?,
+        debt: amount("debt")?,
+        limit: optional("overdraft_limit")?,
+        held: amount("held")?,
+        threshold: optional("threshold")?,
+        armed: row.req::<bool>("threshold_armed")?,
+        auto_topup: match (row.req::<bool>("topup_enabled")?, optional("topup_threshold")?, optional("topup_amount")?) {
+            (true, Some(t), Some(a)) => Some((t, a)),
             _ => None,
         },
-        pending_topup: row.get::<String>(from + 9)?,
-        push: row.get::<String>(from + 10)?,
+        pending_topup: row.opt::<String>("pending_topup")?,
+        push: row.opt::<String>("push")?,
     })
 }
 
-/// Decodes (id, purpose, priority, expires_at, seq, remaining as text) from column `from`.
-pub(super) fn live_lot_row(row: &pgrx::spi::SpiHeapTupleData<'_>, from: usize) -> Result<LiveLot> {
+/// Decodes the columns of lot_columns!().
+pub(super) fn live_lot_row(row: &impl Row) -> Result<LiveLot> {
     Ok(LiveLot {
-        id: row.get::<String>(from)?.unwrap_or_default(),
-        purpose: crate::error::stored_vocab("lot.purpose", row.get::<String>(from + 1)?, Purpose::parse)?,
+        id: row.req::<String>("lot_id")?,
+        purpose: row.vocab("purpose", Purpose::parse)?,
         view: LotView {
-            priority: row.get::<i32>(from + 2)?.unwrap_or_default(),
-            expires_at: row.get::<TimestampWithTimeZone>(from + 3)?.map(|t| t.into_inner()),
-            seq: row.get::<i64>(from + 4)?.unwrap_or_default(),
-            remaining: stored(&row.get::<String>(from + 5)?.unwrap_or_default())?,
+            priority: row.req::<i32>("priority")?,
+            expires_at: row.opt::<TimestampWithTimeZone>("expires_at")?.map(|t| t.into_inner()),
+            seq: row.req::<i64>("seq")?,
+            remaining: stored(&row.req::<String>("remaining")?)?,
         },
     })
 }
@@ -47,7 +48,7 @@ pub(super) fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option
     if t.is_empty() {
         return Ok(None);
     }
-    Ok(Some(wallet_row(&t.first().get_heap_tuple()?.ok_or_else(|| CyError::internal("no row"))?, 1)?))
+    Ok(Some(wallet_row(&t.first())?))
 }
 
 /// Locks the wallet account row unless another transaction holds it (then None): for
@@ -66,7 +67,7 @@ pub fn try_lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> 
     if t.is_empty() {
         return Ok(None);
     }
-    Ok(Some(wallet_row(&t.first().get_heap_tuple()?.ok_or_else(|| CyError::internal("no row"))?, 1)?))
+    Ok(Some(wallet_row(&t.first())?))
 }
 
 /// Locks the wallet account row, creating it on first use. This is the one lock a
@@ -82,14 +83,16 @@ pub fn lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Wallet> {
 /// Creates the wallet account if it does not exist yet (subscribe provisions them; a
 /// first movement creates its own).
 pub fn ensure(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<()> {
-    run(
-        c,
-        "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (customer_id, name, asset) DO NOTHING",
-        &[w.account.into(), w.customer.into(), w.name.into(), w.asset.into()],
-    )?;
+    let one = |s: &str| vec![s.to_string()];
+    run(c, ENSURE_WALLETS, &[w.account.into(), one(w.customer).into(), one(w.name).into(), one(w.asset).into()])?;
     Ok(())
 }
+
+/// Creates the wallet accounts (customer, name, asset) that do not exist yet: the one
+/// place a wallet account is inserted.
+pub(super) const ENSURE_WALLETS: &str = "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) \
+     SELECT $1, u.c, u.n, u.a FROM unnest($2::text[], $3::text[], $4::text[]) AS u(c, n, a) \
+     ON CONFLICT (customer_id, name, asset) DO NOTHING";
 
 /// Writes the header of a ledger transaction that no client key names (grants, expiry,
 /// top-ups); returns its `txn_…` id. (Client-keyed ones go through claim().)
@@ -102,12 +105,9 @@ pub fn open_txn(
     description: Option<&str>,
 ) -> Result<String> {
     let txn = crate::ids::new_id("txn")?;
-    run(
-        c,
-        "INSERT INTO credyt.ledger_txn (account_id, id, kind, customer_id, payload, description) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
-        &[account.into(), txn.as_str().into(), kind.into(), customer.into(), JsonB(payload).into(), description.into()],
-    )?;
+    let mut header = Headers::default();
+    header.push(txn.clone(), None, customer, &payload, description, None);
+    header.write(c, account, kind, Plan::Kept)?;
     Ok(txn)
 }
 
@@ -116,22 +116,35 @@ pub fn live_lots(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Vec<LiveLot>> {
     let t = run(
         c,
         concat!(
-            "SELECT l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text FROM credyt.lot l \
-             WHERE l.customer_id = $1 AND l.wallet_name = $2 AND l.asset = $3 AND ",
+            "SELECT ",
+            lot_columns!(),
+            "FROM credyt.lot l WHERE l.customer_id = $1 AND l.wallet_name = $2 AND l.asset = $3 AND ",
             live_lot!()
         ),
         &[w.customer.into(), w.name.into(), w.asset.into()],
     )?;
     let mut lots = Vec::with_capacity(t.len());
     for row in t {
-        lots.push(live_lot_row(&row, 1)?);
+        lots.push(live_lot_row(&row)?);
     }
     Ok(lots)
 }
 
-/// available = live lots remaining − debt − active holds (SPEC §5).
+/// available = live lots remaining − debt − active holds (SPEC §5): the one place
+/// the rule is written.
+pub fn available_from(live: Decimal, debt: Decimal, held: Decimal) -> Decimal {
+    live - debt - held
+}
+
+/// Available of a locked wallet and its live lots.
 pub fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
-    lots.iter().map(|l| l.view.remaining).sum::<Decimal>() - wallet.debt - wallet.held
+    available_from(lots.iter().map(|l| l.view.remaining).sum::<Decimal>(), wallet.debt, wallet.held)
+}
+
+/// Decodes the columns of available_columns!() into the available balance.
+pub(super) fn available_row(row: &impl Row) -> Result<Decimal> {
+    let amount = |column: &str| -> Result<Decimal> { stored(&row.req::<String>(column)?) };
+    Ok(available_from(amount("live")?, amount("debt")?, amount("held")?))
 }
 
 /// The balance push payload (SPEC §10).
@@ -140,7 +153,7 @@ pub(super) fn balance_payload(w: &WalletRef, available: Decimal) -> String {
         "account": w.account,
         "customer_id": w.customer,
         "account_id": format!("{}:{}", w.name, w.asset),
-        "available": serde_json::Number::from_string_unchecked(available.normalize().to_string()),
+        "available": money::json_number(available),
     })
     .to_string()
 }
@@ -156,19 +169,17 @@ pub fn notify_balance(c: &mut SpiClient<'_>, wallet: &Wallet, w: &WalletRef, ava
 
 /// Available balance of one wallet account (0 for one never used).
 pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &str) -> Result<Decimal> {
-    let v = one::<String>(
+    let t = run(
         c,
         concat!(
-            "SELECT (coalesce((SELECT sum(l.remaining) FROM credyt.lot l \
-                   WHERE l.customer_id = $1 AND l.wallet_name = $2 AND l.asset = $3 AND ",
-            live_lot!(),
-            "), 0) \
-                 - coalesce((SELECT debt FROM credyt.wallet_account \
-                   WHERE customer_id = $1 AND name = $2 AND asset = $3), 0) \
-                 - coalesce((SELECT sum(amount) FROM credyt.hold WHERE customer_id = $1 AND wallet_name = $2 \
-                   AND asset = $3 AND status = 'active' AND expires_at > now()), 0))::text"
+            "SELECT ",
+            available_columns!(),
+            "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
         ),
         &[customer.into(), name.into(), asset.into()],
     )?;
-    stored(&v.unwrap_or_else(|| "0".into()))
+    if t.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    available_row(&t.first())
 }

@@ -23,8 +23,8 @@ use crate::assets::{resolve_asset, Asset};
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::money::{self, stored, to_numeric};
-use crate::plan_cache::{one, run, run_once};
-use crate::tenancy::scope;
+use crate::scope::scope;
+use crate::spi::{one, run, run_once, Row};
 use crate::validate;
 use credyt_core::burndown::{allocate, ExpiryPolicy, LotView, Purpose};
 use credyt_core::money::balance_in_range;
@@ -43,16 +43,53 @@ macro_rules! live_lot {
     };
 }
 
+/// The sum of the active, unexpired holds on the wallet account aliased `w`, as a
+/// scalar subquery. Written once, spliced with concat!.
+macro_rules! held {
+    () => {
+        "(SELECT coalesce(sum(h.amount), 0) FROM credyt.hold h WHERE h.customer_id = w.customer_id \
+            AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now())"
+    };
+}
+
+/// The sum of the live lots of the wallet account aliased `w`, as a scalar subquery.
+macro_rules! live_sum {
+    () => {
+        concat!(
+            "(SELECT coalesce(sum(l.remaining), 0) FROM credyt.lot l WHERE l.customer_id = w.customer_id \
+               AND l.wallet_name = w.name AND l.asset = w.asset AND ",
+            live_lot!(),
+            ")"
+        )
+    };
+}
+
 /// The columns wallet_row() decodes, for every statement that locks wallet rows: the
 /// row's state and the sum of its active, unexpired holds.
 macro_rules! wallet_columns {
     () => {
-        "w.balance::text, w.debt::text, w.overdraft_limit::text, \
-         (SELECT coalesce(sum(h.amount), 0)::text FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-            AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()), \
-         w.threshold::text, w.threshold_armed, w.topup_enabled, w.topup_threshold::text, w.topup_amount::text, \
-         w.pending_topup, \
-         (SELECT 'credyt_balance_' || a.channel_key FROM credyt.account a WHERE a.id = w.account_id AND a.balance_push) "
+        concat!(
+            "w.balance::text AS balance, w.debt::text AS debt, w.overdraft_limit::text AS overdraft_limit, ",
+            held!(),
+            "::text AS held, w.threshold::text AS threshold, w.threshold_armed, w.topup_enabled, \
+             w.topup_threshold::text AS topup_threshold, w.topup_amount::text AS topup_amount, w.pending_topup, \
+             (SELECT 'credyt_balance_' || a.channel_key FROM credyt.account a \
+               WHERE a.id = w.account_id AND a.balance_push) AS push "
+        )
+    };
+}
+
+/// The columns live_lot_row() decodes, from a lot aliased `l`.
+macro_rules! lot_columns {
+    () => {
+        "l.id AS lot_id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text AS remaining "
+    };
+}
+
+/// The columns available_row() decodes, for a wallet account aliased `w`.
+macro_rules! available_columns {
+    () => {
+        concat!("w.debt::text AS debt, ", held!(), "::text AS held, ", live_sum!(), "::text AS live ")
     };
 }
 
@@ -117,12 +154,11 @@ impl Wallet {
 
 /// Emits balance_threshold_hit (SPEC §10) for a downward crossing.
 pub fn threshold_hit(c: &mut SpiClient<'_>, w: &WalletRef, available: Decimal, threshold: Decimal) -> Result<()> {
-    let n =
-        |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
+    let n = money::json_number;
     crate::events::emit(
         c,
         w.account,
-        "balance_threshold_hit",
+        crate::events::Topic::BalanceThresholdHit,
         pgrx::datetime::now(),
         json!({
             "customer_id": w.customer,
@@ -158,12 +194,11 @@ pub fn request_topup(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &mut Wallet, 
             to_numeric(amount).into(),
         ],
     )?;
-    let n =
-        |d: Decimal| serde_json::Value::Number(serde_json::Number::from_string_unchecked(d.normalize().to_string()));
+    let n = money::json_number;
     crate::events::emit(
         c,
         w.account,
-        "auto_topup.requested",
+        crate::events::Topic::AutoTopupRequested,
         pgrx::datetime::now(),
         json!({
             "topup_id": id, "customer_id": w.customer, "account_id": format!("{}:{}", w.name, w.asset),

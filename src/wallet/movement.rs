@@ -161,26 +161,8 @@ pub fn plan_debit(
         (0..lots.len()).filter(|&i| d.draw == DrawFrom::AnyLot || lots[i].purpose == Purpose::Paid).collect();
     let views: Vec<LotView> = candidates.iter().map(|&i| lots[i].view.clone()).collect();
     let alloc = allocate(&views, d.amount);
-    if alloc.shortfall > Decimal::ZERO && d.draw == DrawFrom::PaidOnly {
-        let refundable = d.amount - alloc.shortfall;
-        return Err(CyError::insufficient(format!(
-            "refund of {} {} exceeds the refundable paid balance of {}:{}",
-            d.amount, w.asset, w.name, w.asset
-        ))
-        .detail(format!("refundable paid balance: {refundable}"))
-        .hint("only paid lots (top-ups) can be refunded; promotional credit cannot"));
-    }
     let after = before - d.amount;
-    if let Some(limit) = wallet.limit {
-        if after < -limit {
-            return Err(CyError::insufficient(format!(
-                "insufficient funds in {}:{} of customer {}",
-                w.name, w.asset, w.customer
-            ))
-            .detail(format!("available {before}, requested {}, overdraft limit {limit}", d.amount))
-            .hint("top up the wallet, or raise the limit with credyt.set_overdraft()"));
-        }
-    }
+    check_funds(w, wallet, d, alloc.shortfall, before, after)?;
     // What the pool covers of the shortfall (planned here, written after the wallet's
     // own lots so that the entries read in consumption order).
     let mut shortfall = alloc.shortfall;
@@ -222,4 +204,36 @@ pub fn plan_debit(
     wallet.balance = balance;
     // The wallet account's own available (the pool is an account of its own).
     Ok(own_before - (d.amount - from_pool))
+}
+
+/// The guards of a debit: a refund draws paid lots only and never goes into debt; any
+/// debit stays within the overdraft limit.
+fn check_funds(
+    w: &WalletRef,
+    wallet: &Wallet,
+    d: &Debit,
+    shortfall: Decimal,
+    before: Decimal,
+    after: Decimal,
+) -> Result<()> {
+    if shortfall > Decimal::ZERO && d.draw == DrawFrom::PaidOnly {
+        let refundable = d.amount - shortfall;
+        return Err(CyError::insufficient(format!(
+            "refund of {} {} exceeds the refundable paid balance of {}:{}",
+            d.amount, w.asset, w.name, w.asset
+        ))
+        .detail(format!("refundable paid balance: {refundable}"))
+        .hint("only paid lots (top-ups) can be refunded; promotional credit cannot"));
+    }
+    if let Some(limit) = wallet.limit {
+        if after < -limit {
+            return Err(CyError::insufficient(format!(
+                "insufficient funds in {}:{} of customer {}",
+                w.name, w.asset, w.customer
+            ))
+            .detail(format!("available {before}, requested {}, overdraft limit {limit}", d.amount))
+            .hint("top up the wallet, or raise the limit with credyt.set_overdraft()"));
+        }
+    }
+    Ok(())
 }

@@ -8,50 +8,50 @@ use super::*;
 /// One query per invariant; each returns (check, detail) rows for what is broken.
 /// $1 is the array of accounts to check.
 const CHECKS: &[&str] = &[
-    "SELECT 'transaction_unbalanced', format('transaction %s does not sum to zero in %s: %s', txn_id, asset, sum(amount)) \
+    "SELECT 'transaction_unbalanced' AS check, format('transaction %s does not sum to zero in %s: %s', txn_id, asset, sum(amount)) AS detail \
      FROM credyt.entry WHERE account_id = ANY($1) GROUP BY txn_id, asset HAVING sum(amount) <> 0",
-    "SELECT 'wallet_balance_mismatch', format('wallet %s:%s of %s has balance %s but its entries sum to %s', \
-            w.name, w.asset, w.customer_id, w.balance, coalesce(e.total, 0)) \
+    "SELECT 'wallet_balance_mismatch' AS check, format('wallet %s:%s of %s has balance %s but its entries sum to %s', \
+            w.name, w.asset, w.customer_id, w.balance, coalesce(e.total, 0)) AS detail \
      FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, ledger_name, asset, sum(amount) AS total \
         FROM credyt.entry WHERE NOT system AND account_id = ANY($1) GROUP BY 1, 2, 3) e \
        ON e.customer_id = w.customer_id AND e.ledger_name = w.name AND e.asset = w.asset \
      WHERE w.account_id = ANY($1) AND w.balance <> coalesce(e.total, 0)",
-    "SELECT 'entries_without_wallet', format('entries of %s:%s of %s have no wallet account', e.ledger_name, e.asset, e.customer_id) \
+    "SELECT 'entries_without_wallet' AS check, format('entries of %s:%s of %s have no wallet account', e.ledger_name, e.asset, e.customer_id) AS detail \
      FROM (SELECT DISTINCT customer_id, ledger_name, asset FROM credyt.entry WHERE NOT system AND account_id = ANY($1)) e \
      WHERE NOT EXISTS (SELECT 1 FROM credyt.wallet_account w \
        WHERE w.customer_id = e.customer_id AND w.name = e.ledger_name AND w.asset = e.asset)",
-    "SELECT 'wallet_debt_mismatch', format('wallet %s:%s of %s has debt %s but its debt entries sum to %s', \
-            w.name, w.asset, w.customer_id, w.debt, -coalesce(e.total, 0)) \
+    "SELECT 'wallet_debt_mismatch' AS check, format('wallet %s:%s of %s has debt %s but its debt entries sum to %s', \
+            w.name, w.asset, w.customer_id, w.debt, -coalesce(e.total, 0)) AS detail \
      FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, ledger_name, asset, sum(amount) AS total \
         FROM credyt.entry WHERE NOT system AND lot_id IS NULL AND account_id = ANY($1) GROUP BY 1, 2, 3) e \
        ON e.customer_id = w.customer_id AND e.ledger_name = w.name AND e.asset = w.asset \
      WHERE w.account_id = ANY($1) AND w.debt <> -coalesce(e.total, 0)",
-    "SELECT 'wallet_lots_mismatch', format('wallet %s:%s of %s has balance %s but lots remaining %s minus debt %s', \
-            w.name, w.asset, w.customer_id, w.balance, coalesce(l.total, 0), w.debt) \
+    "SELECT 'wallet_lots_mismatch' AS check, format('wallet %s:%s of %s has balance %s but lots remaining %s minus debt %s', \
+            w.name, w.asset, w.customer_id, w.balance, coalesce(l.total, 0), w.debt) AS detail \
      FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, wallet_name, asset, sum(remaining) AS total \
         FROM credyt.lot WHERE account_id = ANY($1) GROUP BY 1, 2, 3) l \
        ON l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset \
      WHERE w.account_id = ANY($1) AND w.balance <> coalesce(l.total, 0) - w.debt",
-    "SELECT 'lot_remaining_mismatch', format('lot %s has remaining %s but its entries sum to %s', l.id, l.remaining, coalesce(e.total, 0)) \
+    "SELECT 'lot_remaining_mismatch' AS check, format('lot %s has remaining %s but its entries sum to %s', l.id, l.remaining, coalesce(e.total, 0)) AS detail \
      FROM credyt.lot l LEFT JOIN (SELECT lot_id, sum(amount) AS total FROM credyt.entry \
         WHERE lot_id IS NOT NULL AND account_id = ANY($1) GROUP BY 1) e ON e.lot_id = l.id \
      WHERE l.account_id = ANY($1) AND l.remaining <> coalesce(e.total, 0)",
-    "SELECT 'lot_out_of_range', format('lot %s has remaining %s outside [0, %s]', id, remaining, amount) \
+    "SELECT 'lot_out_of_range' AS check, format('lot %s has remaining %s outside [0, %s]', id, remaining, amount) AS detail \
      FROM credyt.lot WHERE account_id = ANY($1) AND (remaining < 0 OR remaining > amount)",
-    "SELECT 'lot_malformed', format('lot %s has amount %s, purpose %s, effective %s, expires %s', id, amount, purpose, effective_at, expires_at) \
+    "SELECT 'lot_malformed' AS check, format('lot %s has amount %s, purpose %s, effective %s, expires %s', id, amount, purpose, effective_at, expires_at) AS detail \
      FROM credyt.lot WHERE account_id = ANY($1) AND (amount <= 0 OR purpose NOT IN ('promotion', 'bundled', 'paid') \
        OR expires_at <= effective_at)",
-    "SELECT 'wallet_malformed', format('wallet %s:%s of %s has debt %s and overdraft limit %s', name, asset, customer_id, debt, overdraft_limit) \
+    "SELECT 'wallet_malformed' AS check, format('wallet %s:%s of %s has debt %s and overdraft limit %s', name, asset, customer_id, debt, overdraft_limit) AS detail \
      FROM credyt.wallet_account WHERE account_id = ANY($1) AND (debt < 0 OR overdraft_limit < 0)",
-    "SELECT 'entry_zero', format('entry %s of transaction %s has amount zero', id, txn_id) \
+    "SELECT 'entry_zero' AS check, format('entry %s of transaction %s has amount zero', id, txn_id) AS detail \
      FROM credyt.entry WHERE account_id = ANY($1) AND amount = 0",
-    "SELECT 'entry_without_transaction', format('entry %s names unknown transaction %s', e.id, e.txn_id) \
+    "SELECT 'entry_without_transaction' AS check, format('entry %s names unknown transaction %s', e.id, e.txn_id) AS detail \
      FROM credyt.entry e WHERE e.account_id = ANY($1) \
        AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id)",
     // Rows of a customer that does not exist in their account (a restore that lost
     // the customers, or a write that went around the API).
-    "SELECT 'customer_missing', format('%s %s rows name customer %s, which does not exist in account %s', \
-            count(*), x.tbl, x.customer_id, x.account_id) \
+    "SELECT 'customer_missing' AS check, format('%s %s rows name customer %s, which does not exist in account %s', \
+            count(*), x.tbl, x.customer_id, x.account_id) AS detail \
      FROM (SELECT 'lot' AS tbl, account_id, customer_id FROM credyt.lot WHERE account_id = ANY($1) \
            UNION ALL SELECT 'entry', account_id, customer_id FROM credyt.entry WHERE account_id = ANY($1) \
            UNION ALL SELECT 'ledger_txn', account_id, customer_id FROM credyt.ledger_txn \
@@ -64,7 +64,7 @@ const CHECKS: &[&str] = &[
      GROUP BY x.tbl, x.customer_id, x.account_id",
     // Rows of an account that does not exist: none of them is in any scope, so this is
     // checked from the platform's scope, over every row.
-    "SELECT 'account_missing', format('%s %s rows belong to account %s, which does not exist', count(*), x.tbl, x.account_id) \
+    "SELECT 'account_missing' AS check, format('%s %s rows belong to account %s, which does not exist', count(*), x.tbl, x.account_id) AS detail \
      FROM (SELECT 'customer' AS tbl, account_id FROM credyt.customer UNION ALL SELECT 'wallet_account', account_id FROM credyt.wallet_account \
            UNION ALL SELECT 'lot', account_id FROM credyt.lot UNION ALL SELECT 'entry', account_id FROM credyt.entry \
            UNION ALL SELECT 'ledger_txn', account_id FROM credyt.ledger_txn UNION ALL SELECT 'usage_event', account_id FROM credyt.usage_event \
@@ -88,18 +88,17 @@ fn verify_ledger(
             let scope = scope(c)?;
             let root = match account_id {
                 Some(a) => {
-                    crate::tenancy::require_within_scope(c, &a, &scope)?;
+                    crate::scope::require_within_scope(c, &a, &scope)?;
                     a
                 }
                 None => scope,
             };
-            let accounts = crate::tenancy::accounts_within(c, &root)?;
+            let accounts = crate::scope::accounts_within(c, &root)?;
             let mut problems = Vec::new();
             for sql in CHECKS {
                 let t = run(c, sql, &[accounts.clone().into()])?;
                 for row in t {
-                    problems
-                        .push((row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default()));
+                    problems.push((row.req::<String>("check")?, row.req::<String>("detail")?));
                 }
             }
             Ok(problems)

@@ -19,18 +19,8 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         book.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
     let n_takes = take_ids.len() as i64;
     let n_legs = book.legs.len() as i64;
-    let mut system = Vec::with_capacity(book.legs.len());
-    let mut names = Vec::with_capacity(book.legs.len());
-    let mut amounts = Vec::with_capacity(book.legs.len());
-    let mut lot_ids = Vec::with_capacity(book.legs.len());
-    let mut kinds = Vec::with_capacity(book.legs.len());
-    for leg in book.legs {
-        system.push(leg.system);
-        names.push(leg.ledger_name);
-        amounts.push(to_numeric(leg.amount));
-        lot_ids.push(leg.lot_id);
-        kinds.push(leg.kind.to_string());
-    }
+    let mut legs = LegColumns::default();
+    book.legs.into_iter().for_each(|leg| legs.push(leg));
     let payload = match notify {
         Some(available) if wallet.push.is_some() => Some(balance_payload(w, available)),
         _ => None,
@@ -48,18 +38,19 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
          saved AS ( \
            UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, updated_at = now() \
            WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
-         SELECT (SELECT count(*) FROM drawn), (SELECT count(*) FROM lines), (SELECT count(*) FROM saved), \
-                CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL",
+         SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
+                (SELECT count(*) FROM saved) AS saved, \
+                CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL AS notified",
         &[
             w.account.into(),
             book.txn_id.as_str().into(),
             w.customer.into(),
             w.asset.into(),
-            system.into(),
-            names.into(),
-            amounts.into(),
-            lot_ids.into(),
-            kinds.into(),
+            legs.system.into(),
+            legs.name.into(),
+            legs.amount.into(),
+            legs.lot.into(),
+            legs.kind.into(),
             take_ids.into(),
             takes.into(),
             to_numeric(wallet.balance).into(),
@@ -71,8 +62,8 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         ],
     )?;
     let row = t.first();
-    let counts = (row.get::<i64>(1)?, row.get::<i64>(2)?, row.get::<i64>(3)?);
-    if counts != (Some(n_takes), Some(n_legs), Some(1)) {
+    let counts = (row.req::<i64>("drawn")?, row.req::<i64>("lines")?, row.req::<i64>("saved")?);
+    if counts != (n_takes, n_legs, 1) {
         return Err(CyError::internal(format!(
             "ledger write touched {counts:?} rows, expected ({n_takes}, {n_legs}, 1)"
         )));
@@ -83,7 +74,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
 // ---------------------------------------------------------------------------------
 // Many wallets at once (the batch form of record_usage)
 
-type WalletKey = (String, String);
+pub type WalletKey = (String, String);
 
 /// Locks the `default` wallet accounts of `keys` (customer, asset), creating missing
 /// ones, in one sorted order, and reads their live lots: three statements in all.
@@ -98,13 +89,8 @@ pub fn lock_many(
     }
     let customers: Vec<String> = keys.iter().map(|k| k.0.clone()).collect();
     let assets: Vec<String> = keys.iter().map(|k| k.1.clone()).collect();
-    run_once(
-        c,
-        "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) \
-         SELECT $1, u.c, 'default', u.a FROM unnest($2::text[], $3::text[]) AS u(c, a) \
-         ON CONFLICT (customer_id, name, asset) DO NOTHING",
-        &[account.into(), customers.clone().into(), assets.clone().into()],
-    )?;
+    let names = vec!["default".to_string(); keys.len()];
+    run_once(c, ENSURE_WALLETS, &[account.into(), customers.clone().into(), names.into(), assets.clone().into()])?;
     let t = run_once(
         c,
         concat!(
@@ -117,23 +103,24 @@ pub fn lock_many(
         &[customers.clone().into(), assets.clone().into()],
     )?;
     for row in t {
-        let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
-        let wallet = wallet_row(&row, 3)?;
+        let key = (row.req::<String>("customer_id")?, row.req::<String>("asset")?);
+        let wallet = wallet_row(&row)?;
         state.insert(key, (wallet, Vec::new()));
     }
     let t = run_once(
         c,
         concat!(
-            "SELECT l.customer_id, l.asset, l.id, l.purpose, l.priority, l.expires_at, l.seq, l.remaining::text \
-             FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+            "SELECT l.customer_id, l.asset, ",
+            lot_columns!(),
+            "FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
                ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a WHERE ",
             live_lot!()
         ),
         &[customers.into(), assets.into()],
     )?;
     for row in t {
-        let key = (row.get::<String>(1)?.unwrap_or_default(), row.get::<String>(2)?.unwrap_or_default());
-        let lot = live_lot_row(&row, 3)?;
+        let key = (row.req::<String>("customer_id")?, row.req::<String>("asset")?);
+        let lot = live_lot_row(&row)?;
         if let Some(s) = state.get_mut(&key) {
             s.1.push(lot);
         }
@@ -144,17 +131,33 @@ pub fn lock_many(
     Ok(state)
 }
 
+/// Legs as the columns of an entry insert (arrays for unnest).
+#[derive(Default)]
+struct LegColumns {
+    system: Vec<bool>,
+    name: Vec<String>,
+    amount: Vec<AnyNumeric>,
+    lot: Vec<Option<String>>,
+    kind: Vec<String>,
+}
+
+impl LegColumns {
+    fn push(&mut self, leg: Leg) {
+        self.system.push(leg.system);
+        self.name.push(leg.ledger_name);
+        self.amount.push(to_numeric(leg.amount));
+        self.lot.push(leg.lot_id);
+        self.kind.push(leg.kind.to_string());
+    }
+}
+
 /// The writes of many planned debits, made in one statement per table.
 #[derive(Default)]
 pub struct BulkWrite {
     txn: Vec<String>,
     customer: Vec<String>,
-    system: Vec<bool>,
-    name: Vec<String>,
     asset: Vec<String>,
-    amount: Vec<AnyNumeric>,
-    lot: Vec<Option<String>>,
-    kind: Vec<String>,
+    legs: LegColumns,
     takes: BTreeMap<String, Decimal>,
     /// available after the last debit of each wallet, for the balance push
     last: BTreeMap<WalletKey, Decimal>,
@@ -168,12 +171,8 @@ impl BulkWrite {
         for leg in book.legs {
             self.txn.push(book.txn_id.clone());
             self.customer.push(w.customer.to_string());
-            self.system.push(leg.system);
-            self.name.push(leg.ledger_name);
             self.asset.push(w.asset.to_string());
-            self.amount.push(to_numeric(leg.amount));
-            self.lot.push(leg.lot_id);
-            self.kind.push(leg.kind.to_string());
+            self.legs.push(leg);
         }
         for (id, t) in book.takes {
             *self.takes.entry(id).or_default() += t;
@@ -204,8 +203,8 @@ impl BulkWrite {
                 "INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
                  SELECT $1, u.* FROM unnest($2::text[], $3::text[], $4::bool[], $5::text[], $6::text[], $7::numeric[], \
                                             $8::text[], $9::text[]) AS u",
-                &[account.into(), self.txn.into(), self.customer.into(), self.system.into(), self.name.into(),
-                  self.asset.into(), self.amount.into(), self.lot.into(), self.kind.into()],
+                &[account.into(), self.txn.into(), self.customer.into(), self.legs.system.into(), self.legs.name.into(),
+                  self.asset.into(), self.legs.amount.into(), self.legs.lot.into(), self.legs.kind.into()],
             )?;
         }
         if state.is_empty() {

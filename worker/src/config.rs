@@ -48,54 +48,77 @@ pub enum Parsed {
     Exit(String),
 }
 
-/// Reads options from `args` (without the program name), falling back to `env`.
-pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
-    let mut flags: Vec<(String, String)> = Vec::new();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        match a.as_str() {
-            "--help" | "-h" => return Ok(Parsed::Exit(USAGE.to_string())),
-            "--version" | "-V" => return Ok(Parsed::Exit(format!("credyt-worker {}", env!("CARGO_PKG_VERSION")))),
-            _ => {}
+/// The options the worker knows.
+const KNOWN: &[&str] = &[
+    "database-url",
+    "concurrency",
+    "timeout",
+    "lease",
+    "poll-interval",
+    "metrics-addr",
+    "retry-schedule",
+    "shutdown-timeout",
+    "worker-id",
+    "log-level",
+];
+
+/// Command-line options (`--name value` or `--name=value`; the last one wins), each
+/// falling back to an environment variable.
+struct Options<E: Fn(&str) -> Option<String>> {
+    flags: Vec<(String, String)>,
+    env: E,
+}
+
+impl<E: Fn(&str) -> Option<String>> Options<E> {
+    /// Reads `args`; Err(Ok(text)) for --help and --version, Err(Err(why)) for bad input.
+    fn read(args: &[String], env: E) -> Result<Self, Result<String, String>> {
+        let mut flags: Vec<(String, String)> = Vec::new();
+        let mut it = args.iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "--help" | "-h" => return Err(Ok(USAGE.to_string())),
+                "--version" | "-V" => return Err(Ok(format!("credyt-worker {}", env!("CARGO_PKG_VERSION")))),
+                _ => {}
+            }
+            let Some(name) = a.strip_prefix("--") else {
+                return Err(Err(format!("unexpected argument {a:?}; see --help")));
+            };
+            let (name, value) = match name.split_once('=') {
+                Some((n, v)) => (n.to_string(), v.to_string()),
+                None => (name.to_string(), it.next().ok_or_else(|| Err(format!("--{name} needs a value")))?.clone()),
+            };
+            flags.push((name, value));
         }
-        let Some(name) = a.strip_prefix("--") else {
-            return Err(format!("unexpected argument {a:?}; see --help"));
-        };
-        let (name, value) = match name.split_once('=') {
-            Some((n, v)) => (n.to_string(), v.to_string()),
-            None => (name.to_string(), it.next().ok_or_else(|| format!("--{name} needs a value"))?.clone()),
-        };
-        flags.push((name, value));
+        if let Some((n, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
+            return Err(Err(format!("unknown option --{n}; see --help")));
+        }
+        Ok(Options { flags, env })
     }
-    let known = [
-        "database-url",
-        "concurrency",
-        "timeout",
-        "lease",
-        "poll-interval",
-        "metrics-addr",
-        "retry-schedule",
-        "shutdown-timeout",
-        "worker-id",
-        "log-level",
-    ];
-    if let Some((n, _)) = flags.iter().find(|(n, _)| !known.contains(&n.as_str())) {
-        return Err(format!("unknown option --{n}; see --help"));
+
+    fn get(&self, name: &str, var: &str) -> Option<String> {
+        self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).or_else(|| (self.env)(var))
     }
-    let get = |name: &str, var: &str| -> Option<String> {
-        flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).or_else(|| env(var))
-    };
-    let duration = |name: &str, var: &str, default: Duration| -> Result<Duration, String> {
-        match get(name, var) {
+
+    fn duration(&self, name: &str, var: &str, default: Duration) -> Result<Duration, String> {
+        match self.get(name, var) {
             None => Ok(default),
             Some(v) => parse_duration(&v).map_err(|e| format!("--{name}: {e}")),
         }
-    };
+    }
+}
 
-    let database_url = get("database-url", "DATABASE_URL")
+/// Reads options from `args` (without the program name), falling back to `env`.
+pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
+    let o = match Options::read(args, env) {
+        Ok(o) => o,
+        Err(Ok(text)) => return Ok(Parsed::Exit(text)),
+        Err(Err(why)) => return Err(why),
+    };
+    let database_url = o
+        .get("database-url", "DATABASE_URL")
         .filter(|s| !s.is_empty())
         .ok_or("no database: pass --database-url or set DATABASE_URL")?;
-    let concurrency = match get("concurrency", "CREDYT_WORKER_CONCURRENCY") {
+    let concurrency = match o.get("concurrency", "CREDYT_WORKER_CONCURRENCY") {
         None => 32,
         Some(v) => v
             .parse::<usize>()
@@ -103,10 +126,10 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Pa
             .filter(|n| (1..=10_000).contains(n))
             .ok_or_else(|| format!("--concurrency: {v:?} is not a number from 1 to 10000"))?,
     };
-    let timeout = duration("timeout", "CREDYT_WORKER_TIMEOUT", Duration::from_secs(10))?;
-    let lease = duration("lease", "CREDYT_WORKER_LEASE", Duration::from_secs(60))?;
-    let poll_interval = duration("poll-interval", "CREDYT_WORKER_POLL_INTERVAL", Duration::from_secs(1))?;
-    let shutdown_timeout = duration("shutdown-timeout", "CREDYT_WORKER_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?;
+    let timeout = o.duration("timeout", "CREDYT_WORKER_TIMEOUT", Duration::from_secs(10))?;
+    let lease = o.duration("lease", "CREDYT_WORKER_LEASE", Duration::from_secs(60))?;
+    let poll_interval = o.duration("poll-interval", "CREDYT_WORKER_POLL_INTERVAL", Duration::from_secs(1))?;
+    let shutdown_timeout = o.duration("shutdown-timeout", "CREDYT_WORKER_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?;
     if timeout.is_zero() || poll_interval.is_zero() {
         return Err("--timeout and --poll-interval must be more than zero".into());
     }
@@ -115,22 +138,19 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Pa
     if lease < timeout + Duration::from_secs(1) {
         return Err(format!("--lease ({lease:?}) must exceed --timeout ({timeout:?}) by at least 1s"));
     }
-    let metrics_addr = match get("metrics-addr", "CREDYT_WORKER_METRICS_ADDR").as_deref() {
+    let metrics_addr = match o.get("metrics-addr", "CREDYT_WORKER_METRICS_ADDR").as_deref() {
         Some("off") => None,
         None => Some(SocketAddr::from(([127, 0, 0, 1], 9187))),
         Some(v) => {
             Some(v.parse().map_err(|_| format!("--metrics-addr: {v:?} is not an address such as 127.0.0.1:9187"))?)
         }
     };
-    let retry_schedule = match get("retry-schedule", "CREDYT_WORKER_RETRY_SCHEDULE") {
+    let retry_schedule = match o.get("retry-schedule", "CREDYT_WORKER_RETRY_SCHEDULE") {
         None => RETRY_SCHEDULE.to_vec(),
         Some(v) => parse_schedule(&v).map_err(|e| format!("--retry-schedule: {e}"))?,
     };
-    let worker_id = get("worker-id", "CREDYT_WORKER_ID").unwrap_or_else(|| {
-        let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
-        format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())
-    });
-    let debug = match get("log-level", "CREDYT_WORKER_LOG_LEVEL").as_deref() {
+    let worker_id = o.get("worker-id", "CREDYT_WORKER_ID").unwrap_or_else(default_worker_id);
+    let debug = match o.get("log-level", "CREDYT_WORKER_LOG_LEVEL").as_deref() {
         None | Some("info") => false,
         Some("debug") => true,
         Some(v) => return Err(format!("--log-level: {v:?} is not info or debug")),
@@ -147,6 +167,12 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Pa
         worker_id,
         debug,
     }))
+}
+
+/// host-pid, so that the worker's claims name the machine and process.
+fn default_worker_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname").map(|h| h.trim().to_string()).unwrap_or_default();
+    format!("{}-{}", if host.is_empty() { "worker" } else { &host }, std::process::id())
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! One delivery attempt: sign the envelope and POST it.
 
 use crate::metrics::METRICS;
-use credyt_core::webhook::{check_destination, next_retry, secret_key, signature_headers, url_host};
+use credyt_core::webhook::{check_destination, next_retry, secret_key, signature_headers, url_host, DeliveryOutcome};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -26,8 +26,7 @@ pub struct Outcome {
     pub event_id: String,
     pub webhook_id: String,
     pub claim: i64,
-    /// "delivered", "retry" or "failed"
-    pub outcome: &'static str,
+    pub outcome: DeliveryOutcome,
     pub retry_in: Option<Duration>,
     pub error: Option<String>,
     pub status: Option<i32>,
@@ -139,7 +138,7 @@ pub async fn deliver(http: &reqwest::Client, d: Claimed, schedule: &[Duration]) 
             }
             crate::log!("debug", "delivered", "event_id" => d.event_id.as_str(), "webhook_id" => d.webhook_id.as_str(),
                         "attempt" => attempts, "ms" => started.elapsed().as_millis() as u64);
-            ("delivered", None)
+            (DeliveryOutcome::Delivered, None)
         }
         Some(e) => match next_retry(schedule, attempts) {
             Some(wait) => {
@@ -147,14 +146,14 @@ pub async fn deliver(http: &reqwest::Client, d: Claimed, schedule: &[Duration]) 
                 crate::log!("warn", "attempt failed; will retry", "event_id" => d.event_id.as_str(),
                             "webhook_id" => d.webhook_id.as_str(), "url" => d.url.as_str(), "attempt" => attempts,
                             "error" => e.as_str(), "retry_in_ms" => wait.as_millis() as u64);
-                ("retry", Some(wait))
+                (DeliveryOutcome::Retry, Some(wait))
             }
             None => {
                 METRICS.failed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 crate::log!("error", "delivery failed for good", "event_id" => d.event_id.as_str(),
                             "webhook_id" => d.webhook_id.as_str(), "url" => d.url.as_str(), "attempt" => attempts,
                             "error" => e.as_str());
-                ("failed", None)
+                (DeliveryOutcome::Failed, None)
             }
         },
     };

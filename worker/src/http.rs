@@ -55,7 +55,7 @@ async fn respond(req: hyper::Request<hyper::body::Incoming>, shared: &Shared) ->
                 Some(c) => {
                     let q = c.query_one("SELECT due, pending FROM credyt._worker_queue()", &[]);
                     match tokio::time::timeout(Duration::from_secs(2), q).await {
-                        Ok(Ok(row)) => Some((row.get::<_, i64>(0), row.get::<_, i64>(1))),
+                        Ok(Ok(row)) => row.try_get::<_, i64>("due").ok().zip(row.try_get::<_, i64>("pending").ok()),
                         _ => None,
                     }
                 }

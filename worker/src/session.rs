@@ -154,6 +154,67 @@ fn db_err(e: tokio_postgres::Error) -> String {
     }
 }
 
+/// A value of a column, by name; a missing column or another type is an error that
+/// names it (the session then reconnects and logs it).
+fn column<'r, T: tokio_postgres::types::FromSql<'r>>(row: &'r tokio_postgres::Row, name: &str) -> Result<T, String> {
+    row.try_get(name).map_err(|e| format!("column {name}: {e}"))
+}
+
+impl Claimed {
+    /// Decodes a row of `credyt._worker_claim`.
+    fn from_row(row: &tokio_postgres::Row) -> Result<Claimed, String> {
+        Ok(Claimed {
+            event_id: column(row, "event_id")?,
+            webhook_id: column(row, "webhook_id")?,
+            claim: column(row, "claim")?,
+            attempts: column(row, "attempts")?,
+            url: column(row, "url")?,
+            secret: column(row, "secret")?,
+            previous_secret: column(row, "previous_secret")?,
+            payload: column(row, "payload")?,
+            created_at: column(row, "created_at")?,
+        })
+    }
+}
+
+/// Connects, learns the worker's channel and settings, listens, prepares the
+/// statements.
+async fn open(cfg: &Config) -> Result<(Arc<Client>, Arc<Notify>, Statements), SessionError> {
+    let (client, wake) = connect(cfg).await?;
+    // The worker's own commits (claims and outcomes) need not wait for the disk: one
+    // lost in a crash only means a delivery is sent again, which at-least-once allows.
+    client.batch_execute("SET synchronous_commit = off").await.map_err(db_err)?;
+    // The wake-up channel's name is private to the worker's role (PostgreSQL has no
+    // permission on LISTEN), and so is whether endpoints may be private addresses.
+    let row = client
+        .query_one(
+            "SELECT credyt._worker_channel() AS channel, \
+                    coalesce(current_setting('credyt.webhook_allow_private', true), 'off') \
+                      IN ('on', 'true', '1', 'yes') AS allow_private",
+            &[],
+        )
+        .await
+        .map_err(setup_error)?;
+    let channel: String = column(&row, "channel")?;
+    deliver::ALLOW_PRIVATE.store(column(&row, "allow_private")?, Ordering::Relaxed);
+    client.batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', ""))).await.map_err(db_err)?;
+    let st = Statements {
+        claim: client
+            .prepare(
+                "SELECT event_id, webhook_id, claim, attempts, url, secret, previous_secret, payload, created_at \
+                      FROM credyt._worker_claim($1, $2, $3)",
+            )
+            .await
+            .map_err(setup_error)?,
+        finish: client
+            .prepare("SELECT credyt._worker_finish($1, $2, $3, $4, $5, $6, $7) AS applied")
+            .await
+            .map_err(setup_error)?,
+        release: client.prepare("SELECT credyt._worker_release($1, $2, $3)").await.map_err(setup_error)?,
+    };
+    Ok((Arc::new(client), wake, st))
+}
+
 /// One database session: claims and dispatches until asked to stop (Ok) or the
 /// database fails (Err: the caller reconnects).
 async fn session(
@@ -165,41 +226,9 @@ async fn session(
     unrecorded: &mut Vec<Outcome>,
 ) -> Result<(), SessionError> {
     let cfg = &shared.cfg;
-    let (client, wake) = connect(cfg).await?;
-    let client = Arc::new(client);
-    // The worker's own commits (claims and outcomes) need not wait for the disk: one
-    // lost in a crash only means a delivery is sent again, which at-least-once allows.
-    client.batch_execute("SET synchronous_commit = off").await.map_err(db_err)?;
-    // The wake-up channel's name is private to the worker's role (PostgreSQL has no
-    // permission on LISTEN), and so is whether endpoints may be private addresses.
-    let row = client
-        .query_one(
-            "SELECT credyt._worker_channel(), \
-                    coalesce(current_setting('credyt.webhook_allow_private', true), 'off') IN ('on', 'true', '1', 'yes')",
-            &[],
-        )
-        .await
-        .map_err(setup_error)?;
-    let channel: String = row.get(0);
-    deliver::ALLOW_PRIVATE.store(row.get(1), Ordering::Relaxed);
-    client.batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', ""))).await.map_err(db_err)?;
-    let st = Statements {
-        claim: client
-            .prepare(
-                "SELECT event_id, webhook_id, claim, attempts, url, secret, previous_secret, payload, created_at \
-                      FROM credyt._worker_claim($1, $2, $3)",
-            )
-            .await
-            .map_err(setup_error)?,
-        finish: client
-            .prepare("SELECT credyt._worker_finish($1, $2, $3, $4, $5, $6, $7)")
-            .await
-            .map_err(setup_error)?,
-        release: client.prepare("SELECT credyt._worker_release($1, $2, $3)").await.map_err(setup_error)?,
-    };
+    let (client, wake, st) = open(cfg).await?;
     shared.set_client(Some(client.clone()));
     log!("info", "connected; listening for events", "worker_id" => cfg.worker_id.as_str());
-    let lease_ms = cfg.lease.as_millis() as i64;
     loop {
         while let Ok(o) = results.try_recv() {
             unrecorded.push(o);
@@ -210,41 +239,8 @@ async fn session(
         if shared.stopping() {
             return Ok(drain(&client, &st, shared, results, unrecorded).await?);
         }
-        let free = slots.available_permits();
-        if free > 0 {
-            let started = Instant::now();
-            let rows = client.query(&st.claim, &[&cfg.worker_id, &(free as i32), &lease_ms]).await.map_err(db_err)?;
-            METRICS.db.observe(started.elapsed());
-            let full = rows.len() == free;
-            for row in rows {
-                let d = Claimed {
-                    event_id: row.get(0),
-                    webhook_id: row.get(1),
-                    claim: row.get(2),
-                    attempts: row.get(3),
-                    url: row.get(4),
-                    secret: row.get(5),
-                    previous_secret: row.get(6),
-                    payload: row.get(7),
-                    created_at: row.get(8),
-                };
-                // Only this loop takes slots, and `free` were free.
-                let Ok(slot) = slots.clone().try_acquire_owned() else { break };
-                shared.in_flight().insert(d.claim, (d.event_id.clone(), d.webhook_id.clone()));
-                METRICS.in_flight.fetch_add(1, Ordering::Relaxed);
-                let (http, tx, schedule) = (http.clone(), results_tx.clone(), cfg.retry_schedule.clone());
-                tokio::spawn(async move {
-                    let outcome = deliver::deliver(&http, d, &schedule).await;
-                    METRICS.in_flight.fetch_sub(1, Ordering::Relaxed);
-                    // Free the slot before reporting, so that the loop, woken by the
-                    // report, finds it free.
-                    drop(slot);
-                    let _ = tx.send(outcome);
-                });
-            }
-            if full {
-                continue; // more may be due
-            }
+        if claim_and_dispatch(&client, &st, shared, http, slots, results_tx).await? {
+            continue; // more may be due
         }
         tokio::select! {
             _ = wake.notified() => {}
@@ -258,6 +254,45 @@ async fn session(
     }
 }
 
+/// Claims as many due deliveries as there are free slots and starts each one. Returns
+/// true when every slot was filled (more may be due).
+async fn claim_and_dispatch(
+    client: &Client,
+    st: &Statements,
+    shared: &Arc<Shared>,
+    http: &reqwest::Client,
+    slots: &Arc<Semaphore>,
+    results_tx: &mpsc::UnboundedSender<Outcome>,
+) -> Result<bool, SessionError> {
+    let cfg = &shared.cfg;
+    let free = slots.available_permits();
+    if free == 0 {
+        return Ok(false);
+    }
+    let started = Instant::now();
+    let lease_ms = cfg.lease.as_millis() as i64;
+    let rows = client.query(&st.claim, &[&cfg.worker_id, &(free as i32), &lease_ms]).await.map_err(db_err)?;
+    METRICS.db.observe(started.elapsed());
+    let full = rows.len() == free;
+    for row in rows {
+        let d = Claimed::from_row(&row)?;
+        // Only the session loop takes slots, and `free` were free.
+        let Ok(slot) = slots.clone().try_acquire_owned() else { break };
+        shared.in_flight().insert(d.claim, (d.event_id.clone(), d.webhook_id.clone()));
+        METRICS.in_flight.fetch_add(1, Ordering::Relaxed);
+        let (http, tx, schedule) = (http.clone(), results_tx.clone(), cfg.retry_schedule.clone());
+        tokio::spawn(async move {
+            let outcome = deliver::deliver(&http, d, &schedule).await;
+            METRICS.in_flight.fetch_sub(1, Ordering::Relaxed);
+            // Free the slot before reporting, so that the loop, woken by the report,
+            // finds it free.
+            drop(slot);
+            let _ = tx.send(outcome);
+        });
+    }
+    Ok(full)
+}
+
 /// Records outcomes in one statement. On failure they stay in `unrecorded`.
 async fn record(
     client: &Client,
@@ -268,7 +303,7 @@ async fn record(
     let events: Vec<&str> = unrecorded.iter().map(|o| o.event_id.as_str()).collect();
     let hooks: Vec<&str> = unrecorded.iter().map(|o| o.webhook_id.as_str()).collect();
     let claims: Vec<i64> = unrecorded.iter().map(|o| o.claim).collect();
-    let outcomes: Vec<&str> = unrecorded.iter().map(|o| o.outcome).collect();
+    let outcomes: Vec<&str> = unrecorded.iter().map(|o| o.outcome.as_str()).collect();
     let retry_ms: Vec<Option<i64>> = unrecorded.iter().map(|o| o.retry_in.map(|d| d.as_millis() as i64)).collect();
     let errors: Vec<Option<&str>> = unrecorded.iter().map(|o| o.error.as_deref()).collect();
     let statuses: Vec<Option<i32>> = unrecorded.iter().map(|o| o.status).collect();
@@ -278,7 +313,7 @@ async fn record(
         .await
         .map_err(db_err)?;
     METRICS.db.observe(started.elapsed());
-    let applied: i32 = row.get(0);
+    let applied: i32 = column(&row, "applied")?;
     if (applied as usize) < unrecorded.len() {
         // The lease ran out (or the endpoint was disabled) before the outcome came:
         // another attempt may follow. At least once, so nothing is lost.

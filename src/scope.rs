@@ -1,0 +1,129 @@
+//! The account in scope (SPEC §3): from the role's binding and the `credyt.account`
+//! setting; the platform account; the account tree. A leaf: imports no domain.
+//!
+//! The API runs SECURITY DEFINER as the extension owner, which bypasses row-level
+//! security, so every API statement filters by the account in scope explicitly;
+//! RLS is the second wall, for what application roles read directly.
+
+use crate::error::{CyError, Result};
+use crate::spi::{one, run, Row};
+use pgrx::prelude::*;
+use pgrx::spi::SpiClient;
+
+/// The platform account: the one account without a parent.
+pub fn platform(c: &mut SpiClient<'_>) -> Result<String> {
+    one::<String>(c, "SELECT id FROM credyt.account WHERE parent_id IS NULL", &[])?
+        .ok_or_else(|| CyError::internal("the platform account is missing"))
+}
+
+/// The setting `credyt.account`, if set to something non-empty.
+fn account_setting() -> Option<String> {
+    let p = unsafe { pg_sys::GetConfigOption(c"credyt.account".as_ptr(), true, false) };
+    if p.is_null() {
+        return None;
+    }
+    let s = unsafe { std::ffi::CStr::from_ptr(p) }.to_string_lossy().trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+/// What the account in scope is decided from, read in one statement: the binding of
+/// the role in effect (after SET ROLE), else of the session user, so that a bound
+/// login that SETs ROLE to an unbound role stays confined; the platform account; and
+/// whether the `credyt.account` setting names an existing account.
+struct ScopeFacts {
+    bound: Option<String>,
+    platform: String,
+    setting_exists: bool,
+}
+
+fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFacts> {
+    let outer = unsafe { pg_sys::GetOuterUserId() };
+    let session = unsafe { pg_sys::GetSessionUserId() };
+    let t = run(
+        c,
+        "SELECT coalesce((SELECT account_id FROM credyt.role_binding WHERE role_oid = $1), \
+                         (SELECT account_id FROM credyt.role_binding WHERE role_oid = $2)) AS bound, \
+                (SELECT id FROM credyt.account WHERE parent_id IS NULL) AS platform, \
+                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists",
+        &[outer.into(), session.into(), setting.into()],
+    )?;
+    let row = t.first();
+    Ok(ScopeFacts {
+        bound: row.opt::<String>("bound")?,
+        platform: row.opt::<String>("platform")?.ok_or_else(|| CyError::internal("the platform account is missing"))?,
+        setting_exists: row.req::<bool>("setting_exists")?,
+    })
+}
+
+/// True when `account` is `ancestor` or one of its descendants.
+pub fn is_within(c: &mut SpiClient<'_>, account: &str, ancestor: &str) -> Result<bool> {
+    if account == ancestor {
+        return Ok(true);
+    }
+    Ok(one::<bool>(
+        c,
+        "WITH RECURSIVE up(id, parent_id, depth) AS ( \
+           SELECT id, parent_id, 0 FROM credyt.account WHERE id = $1 \
+           UNION ALL SELECT a.id, a.parent_id, up.depth + 1 FROM credyt.account a \
+             JOIN up ON a.id = up.parent_id WHERE up.depth < 64) \
+         SELECT EXISTS (SELECT 1 FROM up WHERE id = $2)",
+        &[account.into(), ancestor.into()],
+    )?
+    .unwrap_or(false))
+}
+
+fn account_exists(c: &mut SpiClient<'_>, id: &str) -> Result<bool> {
+    Ok(one::<bool>(c, "SELECT EXISTS (SELECT 1 FROM credyt.account WHERE id = $1)", &[id.into()])?.unwrap_or(false))
+}
+
+/// The account in scope (SPEC §3): the bound role's account (or a descendant it
+/// selected), else the `credyt.account` setting, else the platform account.
+pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
+    let setting = account_setting();
+    let facts = scope_facts(c, setting.as_deref())?;
+    match (facts.bound, setting) {
+        (Some(bound), None) => Ok(bound),
+        (Some(bound), Some(s)) if s == bound => Ok(bound),
+        (Some(bound), Some(s)) => {
+            if is_within(c, &s, &bound)? {
+                Ok(s)
+            } else {
+                Err(CyError::forbidden(format!("account {s} is outside the account in scope"))
+                    .detail(format!("this role is bound to account {bound} and its descendants"))
+                    .hint("RESET credyt.account, or set it to the bound account or one of its sub-organisations"))
+            }
+        }
+        (None, None) => Ok(facts.platform),
+        (None, Some(s)) if facts.setting_exists => Ok(s),
+        (None, Some(s)) => Err(CyError::not_found(format!("unknown account {s}"))
+            .detail("the setting credyt.account names no account")
+            .hint("SET credyt.account to an id returned by credyt.create_account(), or RESET it")),
+    }
+}
+
+/// `root` and all its descendants.
+pub fn accounts_within(c: &mut SpiClient<'_>, root: &str) -> Result<Vec<String>> {
+    let t = run(
+        c,
+        "WITH RECURSIVE down(id, depth) AS (SELECT $1::text, 0 UNION ALL \
+           SELECT a.id, d.depth + 1 FROM credyt.account a JOIN down d ON a.parent_id = d.id WHERE d.depth < 64) \
+         SELECT id FROM down ORDER BY depth",
+        &[root.into()],
+    )?;
+    let mut v = Vec::new();
+    for row in t {
+        v.push(row.req::<String>("id")?);
+    }
+    Ok(v)
+}
+
+/// Requires `account` to be the account in scope or one of its descendants.
+pub fn require_within_scope(c: &mut SpiClient<'_>, account: &str, scope: &str) -> Result<()> {
+    if !account_exists(c, account)? {
+        return Err(CyError::not_found(format!("unknown account {account}")));
+    }
+    if !is_within(c, account, scope)? {
+        return Err(CyError::forbidden(format!("account {account} is outside the account in scope ({scope})")));
+    }
+    Ok(())
+}
