@@ -13,8 +13,9 @@ ensure_python_verifier
 LOG="$(mktemp)"
 trap 'rm -f "$LOG"' EXIT
 
-say "style: cargo fmt --check and cargo clippy -D warnings on every crate"
+say "style: cargo fmt --check, cargo clippy -D warnings on every crate, scripts/layout.py"
 (cd "$ROOT" && cargo fmt --all -- --check)
+python3 "$ROOT/scripts/layout.py"
 (cd "$ROOT" && cargo clippy -p credyt-core -p credyt-worker -p credyt-tests --all-targets -- -D warnings)
 (cd "$ROOT" && cargo clippy -p credyt --features pg15 --all-targets -- -D warnings)
 
