@@ -213,7 +213,7 @@ fn pending_topup(c: &mut SpiClient<'_>, account: &str, id: &str, outcome: TopupS
         customer: row.req::<String>("customer_id")?,
         name: row.req::<String>("wallet_name")?,
         asset: row.req::<String>("asset")?,
-        amount: stored(&row.req::<String>("amount")?)?,
+        amount: row.amount("amount")?,
     }))
 }
 

@@ -47,9 +47,9 @@ impl ExpiredLot {
     fn from_row(row: &impl Row) -> Result<ExpiredLot> {
         Ok(ExpiredLot {
             id: row.req::<String>("id")?,
-            remaining: stored(&row.req::<String>("remaining")?)?,
+            remaining: row.amount("remaining")?,
             policy: row.vocab("on_expiry", ExpiryPolicy::parse)?,
-            cap: row.opt::<String>("cap")?.map(|s| stored(&s)).transpose()?,
+            cap: row.opt_amount("cap")?,
             purpose: row.vocab("purpose", Purpose::parse)?,
             priority: row.req::<i32>("priority")?,
             grant_id: row.opt::<String>("grant_id")?,

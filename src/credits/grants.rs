@@ -29,11 +29,11 @@ fn grant_row(row: &impl Row) -> Result<Grant> {
         customer: row.req::<String>("customer_id")?,
         wallet_name: row.req::<String>("wallet_name")?,
         asset: row.req::<String>("asset")?,
-        amount: stored(&row.req::<String>("amount_text")?)?,
+        amount: row.amount("amount_text")?,
         purpose: row.vocab("purpose", Purpose::parse)?,
         priority: row.req::<i32>("priority")?,
         on_expiry: row.vocab("on_expiry", ExpiryPolicy::parse)?,
-        rollover_cap: row.opt::<String>("rollover_cap_text")?.map(|s| stored(&s)).transpose()?,
+        rollover_cap: row.opt_amount("rollover_cap_text")?,
         recurring: row.opt::<Interval>("every")?.is_some(),
     })
 }

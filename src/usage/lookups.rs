@@ -80,8 +80,8 @@ macro_rules! model_cost_columns {
 fn model_cost_row(row: &impl Row) -> Result<Rc<ModelCost>> {
     Ok(Rc::new(ModelCost {
         vendor: row.req::<String>("vendor")?,
-        input: stored(&row.req::<String>("input")?)?,
-        output: stored(&row.req::<String>("output")?)?,
+        input: row.amount("input")?,
+        output: row.amount("output")?,
         currency: row.req::<String>("currency")?,
     }))
 }
@@ -249,10 +249,7 @@ impl Preloaded {
             &[account.into()],
         )?;
         for row in t {
-            rates.insert(
-                (row.req::<String>("code")?, row.req::<String>("rate_currency")?),
-                stored(&row.req::<String>("rate")?)?,
-            );
+            rates.insert((row.req::<String>("code")?, row.req::<String>("rate_currency")?), row.amount("rate")?);
         }
         Ok(rates)
     }

@@ -429,7 +429,7 @@ fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> R
     }
     let status = row.vocab("status", UsageStatus::parse)?;
     let fees: Value = serde_json::from_str(&row.req::<String>("fees")?).map_err(CyError::internal)?;
-    let charged = stored(&row.req::<String>("charged")?)?;
+    let charged = row.amount("charged")?;
     let asset = row.opt::<String>("asset")?;
     // `available` is the balance now: the caller fills it in from where it knows it.
     Ok(Outcome { event_id: ev.event_id.clone(), duplicate: true, status, fees, charged, asset, available: None })

@@ -351,8 +351,8 @@ fn wallet(
                 let name = row.req::<String>("name")?;
                 let asset = row.req::<String>("asset")?;
                 let avail = available_row(&row)?;
-                let held = stored(&row.req::<String>("held")?)?;
-                let pending_in = stored(&row.req::<String>("pending")?)?;
+                let held = row.amount("held")?;
+                let pending_in = row.amount("pending")?;
                 rows.push((format!("{name}:{asset}"), name, asset, avail, held, pending_in));
             }
             Ok(rows)

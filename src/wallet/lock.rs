@@ -10,17 +10,18 @@ const LOCK_WALLET: &str = concat!(
 
 /// Decodes the columns of wallet_columns!().
 pub(super) fn wallet_row(row: &impl Row) -> Result<Wallet> {
-    let amount = |column: &str| -> Result<Decimal> { stored(&row.req::<String>(column)?) };
-    let optional =
-        |column: &str| -> Result<Option<Decimal>> { row.opt::<String>(column)?.map(|s| stored(&s)).transpose() };
     Ok(Wallet {
-        balance: amount("balance")?,
-        debt: amount("debt")?,
-        limit: optional("overdraft_limit")?,
-        held: amount("held")?,
-        threshold: optional("threshold")?,
+        balance: row.amount("balance")?,
+        debt: row.amount("debt")?,
+        limit: row.opt_amount("overdraft_limit")?,
+        held: row.amount("held")?,
+        threshold: row.opt_amount("threshold")?,
         armed: row.req::<bool>("threshold_armed")?,
-        auto_topup: match (row.req::<bool>("topup_enabled")?, optional("topup_threshold")?, optional("topup_amount")?) {
+        auto_topup: match (
+            row.req::<bool>("topup_enabled")?,
+            row.opt_amount("topup_threshold")?,
+            row.opt_amount("topup_amount")?,
+        ) {
             (true, Some(t), Some(a)) => Some((t, a)),
             _ => None,
         },
@@ -38,7 +39,7 @@ pub(super) fn live_lot_row(row: &impl Row) -> Result<LiveLot> {
             priority: row.req::<i32>("priority")?,
             expires_at: row.opt::<TimestampWithTimeZone>("expires_at")?.map(|t| t.into_inner()),
             seq: row.req::<i64>("seq")?,
-            remaining: stored(&row.req::<String>("remaining")?)?,
+            remaining: row.amount("remaining")?,
         },
     })
 }
@@ -143,8 +144,7 @@ pub fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
 
 /// Decodes the columns of available_columns!() into the available balance.
 pub(super) fn available_row(row: &impl Row) -> Result<Decimal> {
-    let amount = |column: &str| -> Result<Decimal> { stored(&row.req::<String>(column)?) };
-    Ok(available_from(amount("live")?, amount("debt")?, amount("held")?))
+    Ok(available_from(row.amount("live")?, row.amount("debt")?, row.amount("held")?))
 }
 
 /// The balance push payload (SPEC §10).
