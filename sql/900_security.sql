@@ -26,7 +26,7 @@ BEGIN
     END LOOP;
 END $$;
 
--- credyt keeps one prepared plan per statement per backend (src/plan_cache.rs). Left to
+-- credyt keeps one prepared plan per statement per backend (src/spi/plan.rs). Left to
 -- itself, Postgres re-plans such statements as "custom plans" on every execution when
 -- it guesses a parameter-specific plan is cheaper, which costs more than the query.
 -- The statements are simple index lookups, so the generic plan is always right: force

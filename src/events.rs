@@ -38,21 +38,22 @@ pub fn init_gucs() {
 pub fn emit(
     c: &mut SpiClient<'_>,
     account: &str,
-    event_type: Topic,
-    occurred_at: TimestampWithTimeZone,
+    topic: Topic,
+    at: TimestampWithTimeZone,
     data: Value,
 ) -> Result<String> {
-    let id = write(c, account, event_type, occurred_at, data)?;
-    crate::deliveries::fan_out(c, &id, account, event_type.as_str())?;
+    let id = write(c, account, topic, at, data)?;
+    crate::deliveries::fan_out(c, &id, account, topic.as_str())?;
     Ok(id)
 }
 
-/// Writes one event and announces it, without queueing deliveries.
+/// Writes one event (of `topic`, occurred `at`) and announces it, without queueing
+/// deliveries.
 pub fn write(
     c: &mut SpiClient<'_>,
     account: &str,
-    event_type: Topic,
-    occurred_at: TimestampWithTimeZone,
+    topic: Topic,
+    at: TimestampWithTimeZone,
     data: Value,
 ) -> Result<String> {
     let id = crate::ids::new_id("whe")?;
@@ -65,7 +66,7 @@ pub fn write(
          SELECT pg_notify('credyt_events_' || a.channel_key, e.id) IS NULL \
                 AND pg_notify(credyt._worker_channel(), '') IS NULL \
          FROM e JOIN credyt.account a ON a.id = $1",
-        &[account.into(), id.as_str().into(), event_type.as_str().into(), occurred_at.into(), JsonB(data).into()],
+        &[account.into(), id.as_str().into(), topic.as_str().into(), at.into(), JsonB(data).into()],
     )?;
     Ok(id)
 }
