@@ -4,11 +4,16 @@
 
 -- Tenancy ---------------------------------------------------------------------------
 
--- A tenant. The platform account is the one row without a parent; connected
--- accounts hang under it, sub-organisations under those.
+-- A tenant. The platform account is the live row without a parent; connected
+-- accounts hang under it, sub-organisations under those. Test data lives in a tree of
+-- its own (environment 'test'), rooted at the platform's test twin: a test account
+-- made for a live one names it in live_id (api keys, src/apikeys.rs). Nothing walks
+-- from one tree into the other, so a test key never reaches live data.
 CREATE TABLE credyt.account (
     id          text PRIMARY KEY,
     parent_id   text REFERENCES credyt.account (id),
+    environment text NOT NULL DEFAULT 'live' CHECK (environment IN ('live', 'test')),
+    live_id     text REFERENCES credyt.account (id),
     name        text NOT NULL,
     external_id text,
     metadata    jsonb NOT NULL DEFAULT '{}',
@@ -21,17 +26,35 @@ CREATE TABLE credyt.account (
     balance_push boolean NOT NULL DEFAULT false,
     CHECK (id <> parent_id)
 );
-CREATE UNIQUE INDEX account_one_platform ON credyt.account ((parent_id IS NULL)) WHERE parent_id IS NULL;
+CREATE UNIQUE INDEX account_one_platform ON credyt.account (environment) WHERE parent_id IS NULL;
+CREATE UNIQUE INDEX account_twin ON credyt.account (live_id) WHERE live_id IS NOT NULL;
 CREATE UNIQUE INDEX account_external_id ON credyt.account (parent_id, external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX account_parent ON credyt.account (parent_id);
 
--- Roles confined to an account (and its descendants). Keyed by role OID so that
+-- Roles confined to an account (and its descendants), or (server) to the account an
+-- API key authenticated in the current transaction. Keyed by role OID so that
 -- renaming a role cannot unbind it.
 CREATE TABLE credyt.role_binding (
     role_oid   oid PRIMARY KEY,
-    account_id text NOT NULL REFERENCES credyt.account (id),
-    created_at timestamptz NOT NULL DEFAULT now()
+    account_id text REFERENCES credyt.account (id),
+    server     boolean NOT NULL DEFAULT false,
+    created_at timestamptz NOT NULL DEFAULT now(),
+    CHECK (server = (account_id IS NULL))
 );
+
+-- API keys of credyt-server (create_api_key): only a SHA-256 of the key is kept; the
+-- key itself is shown once. A key belongs to an account of its environment.
+CREATE TABLE credyt.api_key (
+    account_id  text NOT NULL REFERENCES credyt.account (id),
+    id          text PRIMARY KEY,
+    name        text NOT NULL,
+    environment text NOT NULL CHECK (environment IN ('live', 'test')),
+    hash        text NOT NULL UNIQUE,           -- hex SHA-256 of the whole key
+    prefix      text NOT NULL,                  -- its first characters, to recognise it
+    created_at  timestamptz NOT NULL DEFAULT now(),
+    revoked_at  timestamptz
+);
+CREATE INDEX api_key_account ON credyt.api_key (account_id);
 
 -- Customers ---------------------------------------------------------------------------
 

@@ -1,6 +1,10 @@
 -- Read views. security_invoker: they run with the reader's rights, so row-level
 -- security on the tables decides what each tenant sees.
 
+CREATE VIEW credyt.api_keys WITH (security_invoker = true) AS
+SELECT id, account_id, name, environment, prefix, created_at, revoked_at
+FROM credyt.api_key;
+
 CREATE VIEW credyt.customers WITH (security_invoker = true) AS
 SELECT id, account_id, name, external_id, email, cohort, metadata, created_at
 FROM credyt.customer;

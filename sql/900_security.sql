@@ -17,7 +17,7 @@ ALTER TABLE credyt.role_binding FORCE ROW LEVEL SECURITY;   -- no policy: invisi
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
+    FOREACH t IN ARRAY ARRAY['api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
                               'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                               'webhook', 'delivery'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
@@ -81,7 +81,8 @@ BEGIN
         JOIN pg_depend d ON d.classid = 'pg_proc'::regclass AND d.objid = p.oid AND d.deptype = 'e'
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'credyt'
         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'credyt'
-        WHERE p.proname !~ '^_' AND p.proname NOT IN ('bind_role', 'grant_access', 'grant_worker', 'tick', 'schedule_jobs')
+        WHERE p.proname !~ '^_'
+          AND p.proname NOT IN ('bind_role', 'grant_access', 'grant_worker', 'grant_server', 'tick', 'schedule_jobs')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
     END LOOP;
@@ -95,6 +96,7 @@ BEGIN
                    'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant, credyt.topup, credyt.delivery TO %I', role);
     EXECUTE format('GRANT SELECT (id, account_id, url, topics, connect, enabled, previous_until, created_at, updated_at, deleted_at) '
                    'ON credyt.webhook TO %I', role);
+    EXECUTE format('GRANT SELECT (id, account_id, name, environment, prefix, created_at, revoked_at) ON credyt.api_key TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
 
@@ -111,6 +113,21 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_worker(name) FROM PUBLIC;
 
+-- Gives credyt-server's role what it needs: what an application role gets, and
+-- binds it as a server role. A server role has no account of its own: every API
+-- function and every policy raises CY401 for it until credyt.authenticate() has
+-- checked an API key in the current transaction, and then serves that key's account
+-- (or the account below it that the request names) until the transaction ends.
+CREATE FUNCTION credyt.grant_server(role name) RETURNS void
+LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+BEGIN
+    PERFORM credyt.grant_access(role);
+    INSERT INTO credyt.role_binding (role_oid, account_id, server)
+    VALUES ((SELECT oid FROM pg_roles WHERE rolname = role), NULL, true)
+    ON CONFLICT (role_oid) DO UPDATE SET account_id = NULL, server = true, created_at = now();
+END $$;
+REVOKE ALL ON FUNCTION credyt.grant_server(name) FROM PUBLIC;
+
 -- pg_restore runs CREATE EXTENSION, which creates a fresh platform account, and then
 -- loads the dumped rows, the original platform account among them. The fresh one,
 -- which nothing refers to yet, gives way, so the copy keeps the original's id (and
@@ -120,7 +137,8 @@ CREATE FUNCTION credyt._platform_gives_way() RETURNS trigger
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
 BEGIN
     DELETE FROM credyt.account a
-    WHERE a.parent_id IS NULL AND a.id <> NEW.id
+    WHERE a.parent_id IS NULL AND a.environment = 'live' AND a.id <> NEW.id
+      AND NOT EXISTS (SELECT 1 FROM credyt.account x WHERE x.live_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.account x WHERE x.parent_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.role_binding x WHERE x.account_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.customer x WHERE x.account_id = a.id)
@@ -133,7 +151,7 @@ BEGIN
 END $$;
 REVOKE ALL ON FUNCTION credyt._platform_gives_way() FROM PUBLIC;
 CREATE TRIGGER platform_gives_way BEFORE INSERT ON credyt.account
-    FOR EACH ROW WHEN (NEW.parent_id IS NULL) EXECUTE FUNCTION credyt._platform_gives_way();
+    FOR EACH ROW WHEN (NEW.parent_id IS NULL AND NEW.environment = 'live') EXECUTE FUNCTION credyt._platform_gives_way();
 
 INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform');
 
@@ -141,7 +159,7 @@ INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform')
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
+    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
                              'asset', 'product', 'product_version', 'price', 'subscription',
                              'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                              'webhook', 'delivery'] LOOP

@@ -16,6 +16,8 @@ use std::fmt::Display;
 pub enum Code {
     /// invalid argument
     Invalid,
+    /// no valid API key (credyt-server's role before credyt.authenticate)
+    Unauthenticated,
     /// outside the account in scope
     Forbidden,
     /// unknown object
@@ -34,6 +36,7 @@ impl Code {
     pub fn sqlstate(self) -> &'static str {
         match self {
             Code::Invalid => "CY400",
+            Code::Unauthenticated => "CY401",
             Code::Forbidden => "CY403",
             Code::NotFound => "CY404",
             Code::InsufficientFunds => "CY402",

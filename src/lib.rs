@@ -9,6 +9,7 @@ use pgrx::prelude::*;
 
 pgrx::pg_module_magic!(name, version);
 
+mod apikeys;
 mod assets;
 mod catalog;
 mod clock;
@@ -41,6 +42,7 @@ extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 /// Registers credyt's settings when a backend loads the library.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    apikeys::init_gucs();
     events::init_gucs();
     credits::init_gucs();
     webhooks::init_gucs();
@@ -53,6 +55,7 @@ mod tests {
     use pgrx::prelude::*;
     include!("../pgrx-tests/support.rs");
     include!("../pgrx-tests/tenancy.rs");
+    include!("../pgrx-tests/apikeys.rs");
     include!("../pgrx-tests/wallet.rs");
     include!("../pgrx-tests/catalog.rs");
     include!("../pgrx-tests/usage.rs");

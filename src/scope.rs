@@ -10,15 +10,15 @@ use crate::spi::{one, run, Row};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 
-/// The platform account: the one account without a parent.
+/// The platform account: the live account without a parent.
 pub fn platform(c: &mut SpiClient<'_>) -> Result<String> {
-    one::<String>(c, "SELECT id FROM credyt.account WHERE parent_id IS NULL", &[])?
+    one::<String>(c, "SELECT id FROM credyt.account WHERE parent_id IS NULL AND environment = 'live'", &[])?
         .ok_or_else(|| CyError::internal("the platform account is missing"))
 }
 
-/// The setting `credyt.account`, if set to something non-empty.
-fn account_setting() -> Option<String> {
-    let p = unsafe { pg_sys::GetConfigOption(c"credyt.account".as_ptr(), true, false) };
+/// A text setting, if set to something non-empty.
+fn setting(name: &std::ffi::CStr) -> Option<String> {
+    let p = unsafe { pg_sys::GetConfigOption(name.as_ptr(), true, false) };
     if p.is_null() {
         return None;
     }
@@ -26,12 +26,22 @@ fn account_setting() -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The setting `credyt.account`, if set to something non-empty.
+fn account_setting() -> Option<String> {
+    setting(c"credyt.account")
+}
+
+/// The account an API key authenticated in this transaction (credyt.authenticate sets
+/// it; only a superuser can, so a server role cannot set it itself).
+pub const KEY_ACCOUNT: &std::ffi::CStr = c"credyt.key_account";
+
 /// What the account in scope is decided from, read in one statement: the binding of
 /// the role in effect (after SET ROLE), else of the session user, so that a bound
 /// login that SETs ROLE to an unbound role stays confined; the platform account; and
 /// whether the `credyt.account` setting names an existing account.
 struct ScopeFacts {
     bound: Option<String>,
+    server: bool,
     platform: String,
     setting_exists: bool,
 }
@@ -41,15 +51,17 @@ fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFact
     let session = unsafe { pg_sys::GetSessionUserId() };
     let t = run(
         c,
-        "SELECT coalesce((SELECT account_id FROM credyt.role_binding WHERE role_oid = $1), \
-                         (SELECT account_id FROM credyt.role_binding WHERE role_oid = $2)) AS bound, \
-                (SELECT id FROM credyt.account WHERE parent_id IS NULL) AS platform, \
-                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists",
+        "SELECT b.account_id AS bound, coalesce(b.server, false) AS server, \
+                (SELECT id FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform, \
+                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists \
+         FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT account_id, server FROM credyt.role_binding \
+           WHERE role_oid = $1 OR role_oid = $2 ORDER BY role_oid = $1 DESC LIMIT 1) b ON true",
         &[outer.into(), session.into(), setting.into()],
     )?;
     let row = t.first();
     Ok(ScopeFacts {
         bound: row.opt::<String>("bound")?,
+        server: row.req::<bool>("server")?,
         platform: row.opt::<String>("platform")?.ok_or_else(|| CyError::internal("the platform account is missing"))?,
         setting_exists: row.req::<bool>("setting_exists")?,
     })
@@ -81,6 +93,13 @@ fn account_exists(c: &mut SpiClient<'_>, id: &str) -> Result<bool> {
 pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
     let setting = account_setting();
     let facts = scope_facts(c, setting.as_deref())?;
+    // A server role has no account of its own: only the one a key authenticated.
+    if facts.server {
+        return crate::scope::setting(KEY_ACCOUNT).ok_or_else(|| {
+            CyError::new(crate::error::Code::Unauthenticated, "no API key was authenticated in this transaction")
+                .hint("call credyt.authenticate(key) first, in the same transaction")
+        });
+    }
     match (facts.bound, setting) {
         (Some(bound), None) => Ok(bound),
         (Some(bound), Some(s)) if s == bound => Ok(bound),
@@ -101,11 +120,13 @@ pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
     }
 }
 
-/// `root` and all its descendants.
+/// `root` and all its descendants; for the platform, the test tree too (its twin's),
+/// so that the platform's tick() and verify_ledger() cover both environments.
 pub fn accounts_within(c: &mut SpiClient<'_>, root: &str) -> Result<Vec<String>> {
     let t = run(
         c,
-        "WITH RECURSIVE down(id, depth) AS (SELECT $1::text, 0 UNION ALL \
+        "WITH RECURSIVE down(id, depth) AS (SELECT id, 0 FROM credyt.account \
+             WHERE id = $1 OR (parent_id IS NULL AND live_id = $1) UNION ALL \
            SELECT a.id, d.depth + 1 FROM credyt.account a JOIN down d ON a.parent_id = d.id WHERE d.depth < 64) \
          SELECT id FROM down ORDER BY depth",
         &[root.into()],

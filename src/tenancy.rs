@@ -54,7 +54,9 @@ fn create_account(
             let id = crate::ids::new_id("acc")?;
             run(
                 c,
-                "INSERT INTO credyt.account (id, parent_id, name, external_id, metadata) VALUES ($1, $2, $3, $4, $5)",
+                // (a child lives in its parent's environment)
+                "INSERT INTO credyt.account (id, parent_id, environment, name, external_id, metadata) \
+                 SELECT $1, $2, p.environment, $3, $4, $5 FROM credyt.account p WHERE p.id = $2",
                 &[
                     id.as_str().into(),
                     parent.as_str().into(),

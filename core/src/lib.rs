@@ -2,6 +2,7 @@
 //! identifiers, money rules, the burn-down order, the fiat table and webhook signing.
 //! Everything here is pure and tested in milliseconds (`cargo test -p credyt-core`).
 
+pub mod apikey;
 pub mod burndown;
 pub mod fiat;
 pub mod ids;
