@@ -1,8 +1,9 @@
 # syntax=docker/dockerfile:1
 # credyt on PostgreSQL 15: a builder stage with the same packages and cargo-pgrx as
 # scripts/lib.sh, and a runtime stage on the official PostgreSQL 15 image with pg_cron
-# and the credyt-worker binary (run it as a second container from the same image:
-# docker run credyt credyt-worker --database-url ...).
+# and the credyt-worker and credyt-server binaries (run each as a container of its own
+# from the same image: docker run credyt credyt-worker --database-url ..., docker run
+# -p 8080:8080 credyt credyt-server --listen 0.0.0.0:8080 --database-url ...).
 
 ARG RUST_IMAGE=rust:1.95.0-slim-bookworm
 ARG POSTGRES_IMAGE=postgres:15-bookworm
@@ -23,11 +24,14 @@ COPY tests tests
 COPY src src
 COPY sql sql
 COPY pgrx-tests pgrx-tests
+COPY service service
 COPY worker worker
+COPY server server
 RUN grep -q "pgrx = \"=${PGRX_VERSION}\"" Cargo.toml \
  && cargo pgrx package --pg-config /usr/lib/postgresql/15/bin/pg_config --out-dir /out \
- && cargo build --release --locked -p credyt-worker \
- && install -D target/release/credyt-worker /out/usr/local/bin/credyt-worker
+ && cargo build --release --locked -p credyt-worker -p credyt-server \
+ && install -D target/release/credyt-worker /out/usr/local/bin/credyt-worker \
+ && install -D target/release/credyt-server /out/usr/local/bin/credyt-server
 
 FROM ${POSTGRES_IMAGE}
 RUN apt-get update \
@@ -36,6 +40,7 @@ RUN apt-get update \
 COPY --from=builder /out/usr/share/postgresql/15/extension/ /usr/share/postgresql/15/extension/
 COPY --from=builder /out/usr/lib/postgresql/15/lib/ /usr/lib/postgresql/15/lib/
 COPY --from=builder /out/usr/local/bin/credyt-worker /usr/local/bin/credyt-worker
+COPY --from=builder /out/usr/local/bin/credyt-server /usr/local/bin/credyt-server
 RUN printf '%s\n' "CREATE EXTENSION IF NOT EXISTS pg_cron;" "CREATE EXTENSION IF NOT EXISTS credyt;" \
       > /docker-entrypoint-initdb.d/10-credyt.sql
 CMD ["postgres", "-c", "shared_preload_libraries=pg_cron", "-c", "cron.database_name=postgres"]

@@ -15,7 +15,7 @@ PGRX_VERSION="$(sed -n 's/^pgrx = "=\([0-9.]*\)"/\1/p' "$ROOT/Cargo.toml")"
 CREDYT_PGROOT="${CREDYT_PGROOT:-/tmp/credyt-pg-$(id -un)}"
 CREDYT_PGPORT="${CREDYT_PGPORT:-54329}"
 PGDATA_DIR="$CREDYT_PGROOT/data"
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang sudo)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang sudo curl)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -88,10 +88,12 @@ ensure_python_verifier() {
         || python3 -m pip install -q --user --break-system-packages "standardwebhooks==$STANDARDWEBHOOKS_VERSION"
 }
 
-# The project's own Python environment, for the fuzzer (tests/fuzz/fuzz.py): pinned
-# packages from PyPI, installed once into $ROOT/.venv.
+# The project's own Python environment, for the fuzzer (tests/fuzz/fuzz.py) and the
+# server's SDK test (tests/server/sdk_test.py): pinned packages from PyPI, installed
+# once into $ROOT/.venv. credyt-api is the official Credyt SDK.
 VENV="$ROOT/.venv"
-PY_PACKAGES=("hypothesis==6.170.15" "psycopg[binary]==3.3.9")
+PY_PACKAGES=("hypothesis==6.170.15" "psycopg[binary]==3.3.9" "credyt-api==0.2.0" "requests==2.34.2"
+             "openapi-spec-validator==0.9.0")
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating the project's Python environment in $VENV"
@@ -102,7 +104,7 @@ ensure_venv() {
             python3 -m venv "$VENV"
         fi
     fi
-    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg' 2>/dev/null; then
+    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg, credytapi, requests, openapi_spec_validator' 2>/dev/null; then
         say "installing ${PY_PACKAGES[*]} from PyPI into $VENV"
         "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"
     fi

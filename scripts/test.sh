@@ -6,7 +6,8 @@
 #      cluster (tenancy isolation, concurrency, model-based, errors, replays, backups,
 #      kill -9 of a cluster of its own), and credyt-worker processes delivering to a
 #      local HTTP receiver (webhooks);
-#   4. the fuzzer: every granted function with generated and malformed arguments.
+#   4. credyt-server driven by the official Credyt SDK (tests/server/sdk_test.py);
+#   5. the fuzzer: every granted function with generated and malformed arguments.
 source "$(dirname "$0")/lib.sh"
 ensure_setup
 ensure_python_verifier
@@ -16,13 +17,14 @@ trap 'rm -f "$LOG"' EXIT
 say "style: cargo fmt --check, cargo clippy -D warnings on every crate, scripts/layout.py"
 (cd "$ROOT" && cargo fmt --all -- --check)
 python3 "$ROOT/scripts/layout.py"
-(cd "$ROOT" && cargo clippy -p credyt-core -p credyt-worker -p credyt-tests --all-targets -- -D warnings)
+(cd "$ROOT" && cargo clippy -p credyt-core -p credyt-service -p credyt-worker -p credyt-server -p credyt-tests \
+    --all-targets -- -D warnings)
 (cd "$ROOT" && cargo clippy -p credyt --features pg15 --all-targets -- -D warnings)
 
-say "1/4 core and worker unit tests"
-(cd "$ROOT" && cargo test -p credyt-core -p credyt-worker) 2>&1 | tee -a "$LOG"
+say "1/5 core, service, worker and server unit tests"
+(cd "$ROOT" && cargo test -p credyt-core -p credyt-service -p credyt-worker -p credyt-server) 2>&1 | tee -a "$LOG"
 
-say "2/4 in-database tests (cargo pgrx test pg15)"
+say "2/5 in-database tests (cargo pgrx test pg15)"
 if [ "$(id -u)" -eq 0 ]; then
     mkdir -p "$CREDYT_PGROOT/pgrx-test" && chown postgres "$CREDYT_PGROOT" "$CREDYT_PGROOT/pgrx-test"
     (cd "$ROOT" && CARGO_PGRX_TEST_RUNAS=postgres CARGO_PGRX_TEST_PGDATA="$CREDYT_PGROOT/pgrx-test" \
@@ -31,7 +33,7 @@ else
     (cd "$ROOT" && cargo pgrx test pg15) 2>&1 | tee -a "$LOG"
 fi
 
-say "3/4 out-of-process tests"
+say "3/5 out-of-process tests"
 install_extension
 ensure_cluster
 fresh_database credyt_test
@@ -45,7 +47,31 @@ psql_admin -d credyt -q -c "DROP EXTENSION IF EXISTS credyt CASCADE" -c "CREATE 
 (cd "$ROOT" && CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_CRON_DATABASE_URL="$(database_url credyt)" \
     CREDYT_WORKER_BIN="$ROOT/target/debug/credyt-worker" cargo test -p credyt-tests -- --test-threads=4) 2>&1 | tee -a "$LOG"
 
-say "4/4 fuzzing every granted function (tests/fuzz/fuzz.py, ${CREDYT_FUZZ_CALLS:-10000} calls)"
+say "4/5 credyt-server with the official Credyt SDK (tests/server/sdk_test.py)"
+ensure_venv
+psql_admin -d credyt_test -q -c "DO \$\$ BEGIN CREATE ROLE credyt_server LOGIN; EXCEPTION WHEN duplicate_object THEN NULL; END \$\$" \
+    -c "SELECT credyt.grant_server('credyt_server')" >/dev/null
+(cd "$ROOT" && cargo build -p credyt-server)
+SERVER_PORT="${CREDYT_TEST_SERVER_PORT:-18080}"
+"$ROOT/target/debug/credyt-server" --database-url "$(database_url credyt_test) user=credyt_server" \
+    --listen "127.0.0.1:$SERVER_PORT" >"$LOG.server" 2>&1 &
+SERVER_PID=$!
+trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -f "$LOG" "$LOG.server"' EXIT
+"$VENV/bin/python" - "$SERVER_PORT" <<'PY'
+import sys, time, urllib.request
+for _ in range(100):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/healthz", timeout=1)
+        break
+    except Exception:
+        time.sleep(0.1)
+PY
+CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_SERVER_URL="http://127.0.0.1:$SERVER_PORT" \
+    "$VENV/bin/python" "$ROOT/tests/server/sdk_test.py" 2>&1 | tee -a "$LOG"
+# SIGTERM: the server finishes what is in flight and exits 0.
+kill -TERM "$SERVER_PID" && wait "$SERVER_PID" || { cat "$LOG.server"; exit 1; }
+
+say "5/5 fuzzing every granted function (tests/fuzz/fuzz.py, ${CREDYT_FUZZ_CALLS:-10000} calls)"
 ensure_venv
 CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_FUZZ_CALLS="${CREDYT_FUZZ_CALLS:-10000}" \
     "$VENV/bin/python" "$ROOT/tests/fuzz/fuzz.py" 2>&1 | tee -a "$LOG"

@@ -1,6 +1,11 @@
 -- Read views. security_invoker: they run with the reader's rights, so row-level
 -- security on the tables decides what each tenant sees.
 
+-- The account in scope and the accounts directly below it (the account policy).
+CREATE VIEW credyt.accounts WITH (security_invoker = true) AS
+SELECT id, parent_id, environment, name, external_id, metadata, created_at
+FROM credyt.account;
+
 CREATE VIEW credyt.api_keys WITH (security_invoker = true) AS
 SELECT id, account_id, name, environment, prefix, created_at, revoked_at
 FROM credyt.api_key;
@@ -14,6 +19,11 @@ SELECT id, customer_id, wallet_name || ':' || asset AS account_id, asset, purpos
        amount, remaining, effective_at, expires_at, on_expiry, source,
        txn_id AS transaction_id, account_id AS tenant_id, created_at
 FROM credyt.lot;
+
+-- Ledger transactions: the client's transaction_id (when it gave one) beside the id.
+CREATE VIEW credyt.transactions WITH (security_invoker = true) AS
+SELECT id, idem_key AS transaction_id, kind, customer_id, description, metadata, created_at, account_id AS tenant_id
+FROM credyt.ledger_txn;
 
 CREATE VIEW credyt.entries WITH (security_invoker = true) AS
 SELECT txn_id AS transaction_id, customer_id, ledger_name || ':' || asset AS account_id, asset,

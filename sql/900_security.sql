@@ -97,6 +97,10 @@ BEGIN
     EXECUTE format('GRANT SELECT (id, account_id, url, topics, connect, enabled, previous_until, created_at, updated_at, deleted_at) '
                    'ON credyt.webhook TO %I', role);
     EXECUTE format('GRANT SELECT (id, account_id, name, environment, prefix, created_at, revoked_at) ON credyt.api_key TO %I', role);
+    EXECUTE format('GRANT SELECT (id, idem_key, kind, customer_id, description, metadata, created_at, account_id) '
+                   'ON credyt.ledger_txn TO %I', role);
+    -- (not channel_key: it is what keeps an account's channels private)
+    EXECUTE format('GRANT SELECT (id, parent_id, environment, name, external_id, metadata, created_at) ON credyt.account TO %I', role);
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_access(name) FROM PUBLIC;
 

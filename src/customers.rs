@@ -80,3 +80,41 @@ fn create_customer(
         })
     })
 }
+
+/// Changes a customer's name, external_id or email; NULL keeps a field as it is.
+/// A taken external_id is CY409, as at creation.
+#[pg_extern(security_definer)]
+#[search_path(@extschema@, pg_temp)]
+fn update_customer(
+    customer: Option<String>,
+    name: default!(Option<String>, "NULL"),
+    external_id: default!(Option<String>, "NULL"),
+    email: default!(Option<String>, "NULL"),
+) {
+    api(move || {
+        let name = name.map(|n| validate::name("name", Some(n))).transpose()?;
+        let external_id = validate::optional_key("external_id", external_id)?;
+        let email = validate::optional_key("email", email)?;
+        Spi::connect_mut(|c| {
+            let account = scope(c)?;
+            let id = resolve(c, &account, customer.as_deref())?;
+            if let Some(ext) = &external_id {
+                if let Some(other) = one::<String>(
+                    c,
+                    "SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2 AND id <> $3",
+                    &[account.as_str().into(), ext.as_str().into(), id.as_str().into()],
+                )? {
+                    return Err(CyError::conflict(format!("a customer with external_id {ext:?} already exists"))
+                        .detail(format!("existing customer: {other}")));
+                }
+            }
+            crate::spi::run(
+                c,
+                "UPDATE credyt.customer SET name = coalesce($2, name), external_id = coalesce($3, external_id), \
+                   email = coalesce($4, email) WHERE id = $1",
+                &[id.as_str().into(), name.into(), external_id.into(), email.into()],
+            )?;
+            Ok(())
+        })
+    })
+}

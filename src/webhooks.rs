@@ -325,3 +325,23 @@ fn replay_event(event_id: Option<String>, webhook_id: default!(Option<String>, "
         })
     })
 }
+
+/// The signing secret of an endpoint of the account in scope itself (GET
+/// /webhooks/{id} shows it to its own account, as Credyt does); an endpoint of an
+/// account below is CY404 here, as any other.
+#[pg_extern(security_definer, stable)]
+#[search_path(@extschema@, pg_temp)]
+fn webhook_secret(webhook_id: Option<String>) -> String {
+    api(move || {
+        let id = webhook_id_arg(webhook_id)?;
+        Spi::connect_mut(|c| {
+            let scope = scope(c)?;
+            crate::spi::one::<String>(
+                c,
+                "SELECT secret FROM credyt.webhook WHERE id = $1 AND account_id = $2 AND deleted_at IS NULL",
+                &[id.as_str().into(), scope.as_str().into()],
+            )?
+            .ok_or_else(|| CyError::not_found(format!("unknown webhook {id}")))
+        })
+    })
+}

@@ -206,12 +206,55 @@ fn parse_postgres(s: &str) -> Option<Period> {
     Some(p)
 }
 
+/// An RFC 3339 timestamp such as 2026-01-07T13:19:18.265Z, checked before it is cast.
+pub fn is_rfc3339(s: &str) -> bool {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
+    if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
+        return false;
+    }
+    if !matches!(b[10], b'T' | b't' | b' ')
+        || !digits(11..13)
+        || b[13] != b':'
+        || !digits(14..16)
+        || b[16] != b':'
+        || !digits(17..19)
+    {
+        return false;
+    }
+    let mut i = 19;
+    if b.get(i) == Some(&b'.') {
+        i += 1;
+        let start = i;
+        while b.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == start || i - start > 6 {
+            return false;
+        }
+    }
+    match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
+        _ => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn p(months: i64, days: i64, micros: i64) -> Period {
         Period { months, days, micros }
+    }
+
+    #[test]
+    fn rfc3339_timestamps() {
+        assert!(is_rfc3339("2026-01-07T13:19:18.265Z"));
+        assert!(is_rfc3339("2026-01-07T13:19:18+02:00"));
+        assert!(!is_rfc3339("2026-01-07"));
+        assert!(!is_rfc3339("yesterday"));
+        assert!(!is_rfc3339("2026-01-07T13:19:18.1234567Z"));
     }
 
     #[test]

@@ -96,40 +96,6 @@ fn record_usage(
     TableIterator::new(std::iter::once(row(outcome)))
 }
 
-/// An RFC 3339 timestamp such as 2026-01-07T13:19:18.265Z, checked before it is cast.
-fn rfc3339(s: &str) -> bool {
-    let b = s.as_bytes();
-    let digits = |r: std::ops::Range<usize>| r.clone().all(|i| b.get(i).is_some_and(u8::is_ascii_digit));
-    if b.len() < 20 || !digits(0..4) || b[4] != b'-' || !digits(5..7) || b[7] != b'-' || !digits(8..10) {
-        return false;
-    }
-    if !matches!(b[10], b'T' | b't' | b' ')
-        || !digits(11..13)
-        || b[13] != b':'
-        || !digits(14..16)
-        || b[16] != b':'
-        || !digits(17..19)
-    {
-        return false;
-    }
-    let mut i = 19;
-    if b.get(i) == Some(&b'.') {
-        i += 1;
-        let start = i;
-        while b.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == start || i - start > 6 {
-            return false;
-        }
-    }
-    match &b[i..] {
-        [b'Z' | b'z'] => true,
-        [b'+' | b'-', h1, h2, b':', m1, m2] => [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit()),
-        _ => false,
-    }
-}
-
 /// Parses one element of the batch form.
 fn batch_event(c: &mut SpiClient<'_>, v: &Value) -> Result<Event> {
     let o: &Map<String, Value> = v.as_object().ok_or_else(|| CyError::invalid("must be a JSON object"))?;
@@ -158,7 +124,9 @@ fn batch_event(c: &mut SpiClient<'_>, v: &Value) -> Result<Event> {
     };
     let occurred_at = match text("occurred_at")? {
         None => None,
-        Some(s) if rfc3339(&s) => one::<TimestampWithTimeZone>(c, "SELECT $1::timestamptz", &[s.as_str().into()])?,
+        Some(s) if credyt_core::period::is_rfc3339(&s) => {
+            one::<TimestampWithTimeZone>(c, "SELECT $1::timestamptz", &[s.as_str().into()])?
+        }
         Some(s) => {
             return Err(CyError::invalid(format!("occurred_at {s:?} is not an RFC 3339 timestamp"))
                 .hint("e.g. 2026-01-07T13:19:18.265Z"))
@@ -259,16 +227,4 @@ fn set_model_cost(
             Ok(())
         })
     })
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn rfc3339() {
-        assert!(super::rfc3339("2026-01-07T13:19:18.265Z"));
-        assert!(super::rfc3339("2026-01-07T13:19:18+02:00"));
-        assert!(!super::rfc3339("2026-01-07"));
-        assert!(!super::rfc3339("yesterday"));
-        assert!(!super::rfc3339("2026-01-07T13:19:18.1234567Z"));
-    }
 }

@@ -72,7 +72,7 @@ const CHECKS: &[&str] = &[
            UNION ALL SELECT 'topup', account_id FROM credyt.topup UNION ALL SELECT 'asset', account_id FROM credyt.asset \
            UNION ALL SELECT 'product', account_id FROM credyt.product UNION ALL SELECT 'subscription', account_id FROM credyt.subscription \
            UNION ALL SELECT 'event', account_id FROM credyt.event UNION ALL SELECT 'webhook', account_id FROM credyt.webhook \
-           UNION ALL SELECT 'role_binding', account_id FROM credyt.role_binding) x \
+           UNION ALL SELECT 'role_binding', account_id FROM credyt.role_binding WHERE NOT server) x \
      WHERE (SELECT a.parent_id IS NULL FROM credyt.account a WHERE a.id = ($1::text[])[1]) \
        AND NOT EXISTS (SELECT 1 FROM credyt.account a WHERE a.id = x.account_id) \
      GROUP BY x.tbl, x.account_id",

@@ -26,6 +26,8 @@ fn a_bound_role_cannot_reach_another_tenant() {
     // (port 9, discard: nothing listens, so no worker delivers anywhere real)
     let b_hook = text(&mut sb, "SELECT id FROM credyt.create_webhook('http://127.0.0.1:9/b')");
     let b_event = text(&mut sb, "SELECT credyt.send_test_event()");
+    let b_key = text(&mut sb, "SELECT credyt.create_api_key('b key', 'live')");
+    let b_key_id = text(&mut sb, "SELECT id FROM credyt.api_keys");
     let b_rows_before = text(
         &mut sb,
         "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
@@ -78,7 +80,17 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "grant", format!("SELECT credyt.grant('{r}', 'z5', 'USD', 1)"), "CY404");
         attack(&mut app, "set_threshold", format!("SELECT credyt.set_threshold('{r}', 'USD', 1)"), "CY404");
         attack(&mut app, "set_auto_topup", format!("SELECT credyt.set_auto_topup('{r}', 'USD', 1, 5)"), "CY404");
+        attack(&mut app, "update_customer", format!("SELECT credyt.update_customer('{r}', name => 'Eve')"), "CY404");
     }
+    attack(&mut app, "revoke_api_key", format!("SELECT credyt.revoke_api_key('{b_key_id}')"), "CY404");
+    // authenticate() checks a key, but only a server role serves the key's account: B's
+    // own key leaves a bound role where it was.
+    attack(&mut app, "authenticate", "SELECT credyt.authenticate('sk_live_nope')".into(), "CY401");
+    app.batch_execute("BEGIN").unwrap();
+    assert_eq!(text(&mut app, &format!("SELECT credyt.authenticate('{b_key}')")), b.account);
+    assert_eq!(text(&mut app, "SELECT credyt.current_account()"), a.account);
+    assert_eq!(fails(&mut app, "SELECT credyt.balance('b-ext')"), "CY404");
+    app.batch_execute("ROLLBACK").unwrap();
     for h in ["b-hold", b_hold.as_str()] {
         attack(&mut app, "release", format!("SELECT credyt.release('{h}')"), "CY404");
         attack(
@@ -102,6 +114,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "CY404",
     );
     attack(&mut app, "delete_webhook", format!("SELECT credyt.delete_webhook('{b_hook}')"), "CY404");
+    attack(&mut app, "webhook_secret", format!("SELECT credyt.webhook_secret('{b_hook}')"), "CY404");
     attack(&mut app, "replay_event", format!("SELECT credyt.replay_event('{b_event}')"), "CY404");
     attack(&mut app, "send_test_event", format!("SELECT credyt.send_test_event(webhook_id => '{b_hook}')"), "CY404");
     attack(&mut app, "complete_topup", format!("SELECT credyt.complete_topup('{b_topup}', true)"), "CY404");
@@ -149,6 +162,10 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("balance_channel", "SELECT credyt.balance_channel()".into()),
         ("events_channel", "SELECT credyt.events_channel()".into()),
         ("set_balance_push", "SELECT credyt.set_balance_push(true)".into()),
+        ("create_api_key", "SELECT credyt.create_api_key('stolen', 'live')".into()),
+        ("webhook_secret", format!("SELECT credyt.webhook_secret('{b_hook}')")),
+        ("account_context", "SELECT * FROM credyt.account_context()".into()),
+        ("update_customer", "SELECT credyt.update_customer('b-ext', name => 'Eve')".into()),
     ] {
         attack(&mut app, name, sql, "CY403");
     }
@@ -167,6 +184,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "topups",
         "webhooks",
         "deliveries",
+        "api_keys",
+        "accounts",
+        "transactions",
     ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }

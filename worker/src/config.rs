@@ -1,6 +1,7 @@
 //! Command-line options, each with an environment variable beside it.
 
-use credyt_core::webhook::{parse_duration, parse_schedule, RETRY_SCHEDULE};
+use credyt_core::webhook::{parse_schedule, RETRY_SCHEDULE};
+use credyt_service::options::Options;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -62,54 +63,9 @@ const KNOWN: &[&str] = &[
     "log-level",
 ];
 
-/// Command-line options (`--name value` or `--name=value`; the last one wins), each
-/// falling back to an environment variable.
-struct Options<E: Fn(&str) -> Option<String>> {
-    flags: Vec<(String, String)>,
-    env: E,
-}
-
-impl<E: Fn(&str) -> Option<String>> Options<E> {
-    /// Reads `args`; Err(Ok(text)) for --help and --version, Err(Err(why)) for bad input.
-    fn read(args: &[String], env: E) -> Result<Self, Result<String, String>> {
-        let mut flags: Vec<(String, String)> = Vec::new();
-        let mut it = args.iter();
-        while let Some(a) = it.next() {
-            match a.as_str() {
-                "--help" | "-h" => return Err(Ok(USAGE.to_string())),
-                "--version" | "-V" => return Err(Ok(format!("credyt-worker {}", env!("CARGO_PKG_VERSION")))),
-                _ => {}
-            }
-            let Some(name) = a.strip_prefix("--") else {
-                return Err(Err(format!("unexpected argument {a:?}; see --help")));
-            };
-            let (name, value) = match name.split_once('=') {
-                Some((n, v)) => (n.to_string(), v.to_string()),
-                None => (name.to_string(), it.next().ok_or_else(|| Err(format!("--{name} needs a value")))?.clone()),
-            };
-            flags.push((name, value));
-        }
-        if let Some((n, _)) = flags.iter().find(|(n, _)| !KNOWN.contains(&n.as_str())) {
-            return Err(Err(format!("unknown option --{n}; see --help")));
-        }
-        Ok(Options { flags, env })
-    }
-
-    fn get(&self, name: &str, var: &str) -> Option<String> {
-        self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).or_else(|| (self.env)(var))
-    }
-
-    fn duration(&self, name: &str, var: &str, default: Duration) -> Result<Duration, String> {
-        match self.get(name, var) {
-            None => Ok(default),
-            Some(v) => parse_duration(&v).map_err(|e| format!("--{name}: {e}")),
-        }
-    }
-}
-
 /// Reads options from `args` (without the program name), falling back to `env`.
 pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
-    let o = match Options::read(args, env) {
+    let o = match Options::read(args, env, KNOWN, USAGE, &format!("credyt-worker {}", env!("CARGO_PKG_VERSION"))) {
         Ok(o) => o,
         Err(Ok(text)) => return Ok(Parsed::Exit(text)),
         Err(Err(why)) => return Err(why),

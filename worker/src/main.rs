@@ -11,12 +11,11 @@
 mod config;
 mod deliver;
 mod http;
-mod log;
 mod metrics;
 mod session;
 mod shared;
-mod shutdown;
-mod tls;
+
+pub(crate) use credyt_service::{log, shutdown, tls};
 
 use config::Config;
 use shared::Shared;

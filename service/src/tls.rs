@@ -216,13 +216,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> MakeTlsConnect<S> for M
     type Error = rustls::pki_types::InvalidDnsNameError;
 
     fn make_tls_connect(&mut self, domain: &str) -> Result<Connect, Self::Error> {
-        Ok(Connect { config: self.0.clone(), name: ServerName::try_from(domain.to_string())? })
+        // (a name that cannot be a server name fails at connect, which sslmode disable
+        // never reaches: a Unix-domain socket has no host name)
+        Ok(Connect { config: self.0.clone(), name: ServerName::try_from(domain.to_string()).ok() })
     }
 }
 
 pub struct Connect {
     config: Arc<ClientConfig>,
-    name: ServerName<'static>,
+    name: Option<ServerName<'static>>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Connect {
@@ -232,7 +234,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send + 'static> TlsConnect<S> for Conne
 
     fn connect(self, stream: S) -> Self::Future {
         Box::pin(async move {
-            tokio_rustls::TlsConnector::from(self.config).connect(self.name, stream).await.map(|s| Stream(Box::new(s)))
+            let name = self.name.ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "TLS needs a host name"))?;
+            tokio_rustls::TlsConnector::from(self.config).connect(name, stream).await.map(|s| Stream(Box::new(s)))
         })
     }
 }
@@ -262,6 +265,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin> TlsStream for Stream<S> {
         // SCRAM's channel binding is optional ("prefer"); without it the TLS session
         // still protects the password exchange.
         ChannelBinding::none()
+    }
+}
+
+/// A tokio-postgres configuration and TLS connector for a database URL, as libpq
+/// would connect: TLS per sslmode, none over Unix-domain sockets (PostgreSQL offers
+/// none there). With TLS off the connector is never used (sslmode disable).
+pub fn configure(database_url: &str, application: &str) -> Result<(tokio_postgres::Config, MakeRustls), String> {
+    let (url, settings) = split(database_url)?;
+    let mut pg: tokio_postgres::Config = url.parse().map_err(|e| format!("bad database URL: {e}"))?;
+    if pg.get_application_name().is_none() {
+        pg.application_name(application);
+    }
+    let unix_only = pg.get_hosts().iter().all(|h| matches!(h, tokio_postgres::config::Host::Unix(_)));
+    let config = if unix_only { None } else { client_config(&settings)? };
+    match config {
+        Some(config) => {
+            pg.ssl_mode(if settings.mode == Mode::Prefer {
+                tokio_postgres::config::SslMode::Prefer
+            } else {
+                tokio_postgres::config::SslMode::Require
+            });
+            Ok((pg, MakeRustls(config)))
+        }
+        None => {
+            pg.ssl_mode(tokio_postgres::config::SslMode::Disable);
+            let unused = client_config(&Settings { mode: Mode::Require, root_cert: None })?
+                .ok_or("TLS: no configuration for require")?;
+            Ok((pg, MakeRustls(unused)))
+        }
     }
 }
 

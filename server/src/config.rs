@@ -1,0 +1,111 @@
+//! Command-line options, each with an environment variable beside it (the worker's
+//! conventions: credyt_service::options).
+
+use credyt_service::options::Options;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub const USAGE: &str = "\
+credyt-server: Credyt's REST API over the credyt extension.
+
+usage: credyt-server [--database-url URL] [options]
+
+  --database-url URL       PostgreSQL connection URL or key=value string, as a
+                           role given credyt.grant_server()                 [DATABASE_URL]
+  --listen ADDR            where to serve HTTP (default 127.0.0.1:8080)     [CREDYT_SERVER_LISTEN]
+  --pool-size N            database connections at most (default 16)        [CREDYT_SERVER_POOL_SIZE]
+  --pool-timeout DUR       how long a request waits for a connection
+                           before it is answered 503 (default 5s)           [CREDYT_SERVER_POOL_TIMEOUT]
+  --shutdown-timeout DUR   on SIGTERM/SIGINT, how long requests in flight
+                           may finish (default 30s)                         [CREDYT_SERVER_SHUTDOWN_TIMEOUT]
+  --log-level LEVEL        info, or debug to log every request (default info) [CREDYT_SERVER_LOG_LEVEL]
+  --help, --version
+
+Durations are whole numbers with a unit: 500ms, 5s, 5m, 2h.
+";
+
+const KNOWN: &[&str] = &["database-url", "listen", "pool-size", "pool-timeout", "shutdown-timeout", "log-level"];
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub pool_size: usize,
+    pub pool_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub debug: bool,
+}
+
+pub enum Parsed {
+    Run(Config),
+    Exit(String),
+}
+
+/// Reads options from `args` (without the program name), falling back to `env`.
+pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
+    let version = format!("credyt-server {}", env!("CARGO_PKG_VERSION"));
+    let o = match Options::read(args, env, KNOWN, USAGE, &version) {
+        Ok(o) => o,
+        Err(Ok(text)) => return Ok(Parsed::Exit(text)),
+        Err(Err(why)) => return Err(why),
+    };
+    let database_url = o
+        .get("database-url", "DATABASE_URL")
+        .filter(|s| !s.is_empty())
+        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
+    let listen = match o.get("listen", "CREDYT_SERVER_LISTEN") {
+        None => SocketAddr::from(([127, 0, 0, 1], 8080)),
+        Some(v) => v.parse().map_err(|_| format!("--listen: {v:?} is not an address such as 127.0.0.1:8080"))?,
+    };
+    let pool_size = match o.get("pool-size", "CREDYT_SERVER_POOL_SIZE") {
+        None => 16,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=1000).contains(n))
+            .ok_or_else(|| format!("--pool-size: {v:?} is not a number from 1 to 1000"))?,
+    };
+    let pool_timeout = o.duration("pool-timeout", "CREDYT_SERVER_POOL_TIMEOUT", Duration::from_secs(5))?;
+    let shutdown_timeout = o.duration("shutdown-timeout", "CREDYT_SERVER_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?;
+    let debug = match o.get("log-level", "CREDYT_SERVER_LOG_LEVEL").as_deref() {
+        None | Some("info") => false,
+        Some("debug") => true,
+        Some(v) => return Err(format!("--log-level: {v:?} is not info or debug")),
+    };
+    Ok(Parsed::Run(Config { database_url, listen, pool_size, pool_timeout, shutdown_timeout, debug }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        match parse(&args, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))? {
+            Parsed::Run(c) => Ok(c),
+            Parsed::Exit(s) => Err(format!("exit: {s}")),
+        }
+    }
+
+    #[test]
+    fn options_and_their_defaults() {
+        let c = run(&["--database-url", "postgres://a", "--pool-size=4"], &[("CREDYT_SERVER_LISTEN", "0.0.0.0:9000")])
+            .unwrap();
+        assert_eq!((c.database_url.as_str(), c.pool_size), ("postgres://a", 4));
+        assert_eq!(c.listen, SocketAddr::from(([0, 0, 0, 0], 9000)));
+        let c = run(&[], &[("DATABASE_URL", "postgres://b")]).unwrap();
+        assert_eq!(c.listen, SocketAddr::from(([127, 0, 0, 1], 8080)));
+        assert_eq!((c.pool_size, c.pool_timeout, c.debug), (16, Duration::from_secs(5), false));
+        for (args, needle) in [
+            (vec![], "no database"),
+            (vec!["--database-url", "x", "--pool-size", "0"], "--pool-size"),
+            (vec!["--database-url", "x", "--listen", "nowhere"], "--listen"),
+            (vec!["--database-url", "x", "--pool-timeout", "5"], "--pool-timeout"),
+            (vec!["--database-url", "x", "--bogus", "1"], "unknown option"),
+        ] {
+            let e = run(&args, &[]).unwrap_err();
+            assert!(e.contains(needle), "{args:?}: {e}");
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! credyt-server: Credyt's REST API over the credyt extension.
+//!
+//! Every request is one transaction on a pooled connection: BEGIN, then
+//! credyt.authenticate(X-CREDYT-API-KEY, X-CREDYT-ACCOUNT) (the server's role has no
+//! account of its own: without a key it can read and write nothing), then the
+//! route's SQL API calls, then COMMIT. Errors are problem+json.
+
+mod config;
+mod db;
+mod observe;
+mod openapi;
+mod problem;
+mod routes;
+
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::{get, post};
+use axum::Router;
+use config::Config;
+use routes::{accounts, customers, events, wallet, webhooks, App};
+use std::process::ExitCode;
+use utoipa::OpenApi;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let cfg = match config::parse(&args, |k| std::env::var(k).ok()) {
+        Ok(config::Parsed::Run(c)) => c,
+        Ok(config::Parsed::Exit(text)) => {
+            println!("{text}");
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("credyt-server: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    credyt_service::log::set_debug(cfg.debug);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            credyt_service::log!("error", "cannot start the runtime", "error" => e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(run(cfg))
+}
+
+/// Every route.
+fn router(app: App) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi_json))
+        .route("/accounts/self", get(accounts::get_self))
+        .route("/accounts", post(accounts::create).get(accounts::list))
+        .route("/accounts/{accountId}", get(accounts::get))
+        .route("/customers", post(customers::create).get(customers::list))
+        .route("/customers/{customerId}", get(customers::get).patch(customers::update))
+        .route("/customers/{customerId}/wallet", get(wallet::get))
+        .route("/customers/{customerId}/wallet/adjustments", post(wallet::adjust))
+        .route("/customers/{customerId}/wallet/charges", post(wallet::charge))
+        .route("/customers/{customerId}/wallet/transactions/{transactionId}", get(wallet::transaction))
+        .route("/customers/{customerId}/wallet/{accountId}/grants", get(wallet::grants))
+        .route("/customers/{customerId}/wallet/{accountId}", get(wallet::account))
+        .route("/events", post(events::submit).get(events::list))
+        .route("/events/{eventId}", get(events::get))
+        .route("/webhooks", post(webhooks::create).get(webhooks::list))
+        .route("/webhooks/{webhookId}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/{webhookId}/test/{topic}", post(webhooks::test))
+        .route("/webhooks/test/{topic}", post(webhooks::test_all))
+        .route("/billing-portal/sessions", post(later))
+        .route("/top-ups", post(later))
+        .route("/top-ups/{topUpId}", get(later))
+        .fallback(observe::no_route)
+        .layer(axum::middleware::from_fn(observe::track))
+        .with_state(app)
+}
+
+async fn run(cfg: Config) -> ExitCode {
+    let db = match db::Db::new(&cfg.database_url, cfg.pool_size, cfg.pool_timeout) {
+        Ok(db) => db,
+        Err(e) => {
+            credyt_service::log!("error", "bad database URL", "error" => e);
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(cfg.listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            credyt_service::log!("error", "cannot listen", "addr" => cfg.listen.to_string(), "error" => e.to_string());
+            return ExitCode::FAILURE;
+        }
+    };
+    credyt_service::log!("info", "credyt-server started", "listen" => cfg.listen.to_string(),
+                         "pool_size" => cfg.pool_size as u64);
+    let app = App { db };
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let serve = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
+        credyt_service::shutdown::signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // Requests in flight get --shutdown-timeout to finish once the signal came.
+    let mut stop = stop_rx.clone();
+    let deadline = async move {
+        let _ = stop.wait_for(|s| *s).await;
+        tokio::time::sleep(cfg.shutdown_timeout).await;
+    };
+    tokio::select! {
+        r = serve => match r {
+            Ok(()) => {
+                credyt_service::log!("info", "credyt-server stopped");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                credyt_service::log!("error", "server failed", "error" => e.to_string());
+                ExitCode::FAILURE
+            }
+        },
+        _ = deadline => {
+            credyt_service::log!("warn", "requests still in flight at the shutdown timeout");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// 200 when the database answers, 503 when not.
+async fn healthz(axum::extract::State(app): axum::extract::State<App>) -> impl IntoResponse {
+    if app.db.ping().await {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "database unreachable\n")
+    }
+}
+
+async fn metrics(axum::extract::State(app): axum::extract::State<App>) -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], observe::render(app.db.status()))
+}
+
+async fn openapi_json() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], openapi::ApiDoc::openapi().to_pretty_json().unwrap_or_default())
+}
+
+/// The billing portal and Stripe top-ups come with credyt's next issue (12).
+async fn later() -> problem::Problem {
+    problem::Problem::not_implemented("billing portal sessions and Stripe top-ups are not served yet")
+}
