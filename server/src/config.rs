@@ -1,7 +1,7 @@
 //! Command-line options, each with an environment variable beside it (the worker's
 //! conventions: credyt_service::options).
 
-use credyt_service::options::Options;
+use credyt_service::options::{Options, Parsed};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -36,42 +36,23 @@ pub struct Config {
     pub debug: bool,
 }
 
-pub enum Parsed {
-    Run(Config),
-    Exit(String),
-}
-
 /// Reads options from `args` (without the program name), falling back to `env`.
-pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed<Config>, String> {
     let version = format!("credyt-server {}", env!("CARGO_PKG_VERSION"));
     let o = match Options::read(args, env, KNOWN, USAGE, &version) {
         Ok(o) => o,
         Err(Ok(text)) => return Ok(Parsed::Exit(text)),
         Err(Err(why)) => return Err(why),
     };
-    let database_url = o
-        .get("database-url", "DATABASE_URL")
-        .filter(|s| !s.is_empty())
-        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
+    let database_url = o.database_url()?;
     let listen = match o.get("listen", "CREDYT_SERVER_LISTEN") {
         None => SocketAddr::from(([127, 0, 0, 1], 8080)),
         Some(v) => v.parse().map_err(|_| format!("--listen: {v:?} is not an address such as 127.0.0.1:8080"))?,
     };
-    let pool_size = match o.get("pool-size", "CREDYT_SERVER_POOL_SIZE") {
-        None => 16,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=1000).contains(n))
-            .ok_or_else(|| format!("--pool-size: {v:?} is not a number from 1 to 1000"))?,
-    };
+    let pool_size = o.number("pool-size", "CREDYT_SERVER_POOL_SIZE", 16, 1..=1000)?;
     let pool_timeout = o.duration("pool-timeout", "CREDYT_SERVER_POOL_TIMEOUT", Duration::from_secs(5))?;
     let shutdown_timeout = o.duration("shutdown-timeout", "CREDYT_SERVER_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?;
-    let debug = match o.get("log-level", "CREDYT_SERVER_LOG_LEVEL").as_deref() {
-        None | Some("info") => false,
-        Some("debug") => true,
-        Some(v) => return Err(format!("--log-level: {v:?} is not info or debug")),
-    };
+    let debug = o.debug("CREDYT_SERVER_LOG_LEVEL")?;
     Ok(Parsed::Run(Config { database_url, listen, pool_size, pool_timeout, shutdown_timeout, debug }))
 }
 
@@ -80,12 +61,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        match parse(&args, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))? {
-            Parsed::Run(c) => Ok(c),
-            Parsed::Exit(s) => Err(format!("exit: {s}")),
-        }
+        credyt_service::options::parse_literal(parse, args, env)
     }
 
     #[test]

@@ -22,27 +22,15 @@ use std::process::ExitCode;
 use utoipa::OpenApi;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse(&args, |k| std::env::var(k).ok()) {
-        Ok(config::Parsed::Run(c)) => c,
-        Ok(config::Parsed::Exit(text)) => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("credyt-server: {e}");
-            return ExitCode::from(2);
-        }
+    let cfg = match credyt_service::options::from_process("credyt-server", config::parse) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     credyt_service::log::set_debug(cfg.debug);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            credyt_service::log!("error", "cannot start the runtime", "error" => e.to_string());
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(run(cfg))
+    match credyt_service::options::runtime() {
+        Ok(rt) => rt.block_on(run(cfg)),
+        Err(code) => code,
+    }
 }
 
 /// Every route.

@@ -2,7 +2,55 @@
 //! beside it.
 
 use credyt_core::webhook::parse_duration;
+use std::process::ExitCode;
 use std::time::Duration;
+
+/// What reading the options came to: a configuration to run with, or text to print
+/// and exit (--help, --version).
+pub enum Parsed<C> {
+    Run(C),
+    Exit(String),
+}
+
+/// A program's option parser: arguments (without the program name) and a lookup of
+/// environment variables.
+pub type Parser<C> = fn(&[String], &dyn Fn(&str) -> Option<String>) -> Result<Parsed<C>, String>;
+
+/// The configuration from the process's arguments and environment; --help and
+/// --version print and exit 0, a bad option prints why and exits 2.
+pub fn from_process<C>(program: &str, parse: Parser<C>) -> Result<C, ExitCode> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match parse(&args, &|k| std::env::var(k).ok()) {
+        Ok(Parsed::Run(c)) => Ok(c),
+        Ok(Parsed::Exit(text)) => {
+            println!("{text}");
+            Err(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{program}: {e}");
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// The multi-threaded runtime both services run on (the reason logged if it cannot start).
+pub fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        crate::log!("error", "cannot start the runtime", "error" => e.to_string());
+        ExitCode::FAILURE
+    })
+}
+
+/// For tests: `parse` over literal arguments and environment variables; --help and
+/// --version come back as Err("exit: ...").
+pub fn parse_literal<C>(parse: Parser<C>, args: &[&str], env: &[(&str, &str)]) -> Result<C, String> {
+    let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+    let lookup = |k: &str| env.iter().find(|(n, _)| *n == k).map(|(_, v)| v.to_string());
+    match parse(&args, &lookup)? {
+        Parsed::Run(c) => Ok(c),
+        Parsed::Exit(s) => Err(format!("exit: {s}")),
+    }
+}
 
 /// Command-line options (`--name value` or `--name=value`; the last one wins), each
 /// falling back to an environment variable.
@@ -46,6 +94,40 @@ impl<E: Fn(&str) -> Option<String>> Options<E> {
 
     pub fn get(&self, name: &str, var: &str) -> Option<String> {
         self.flags.iter().rev().find(|(n, _)| n == name).map(|(_, v)| v.clone()).or_else(|| (self.env)(var))
+    }
+
+    /// `--database-url` or DATABASE_URL, required.
+    pub fn database_url(&self) -> Result<String, String> {
+        self.get("database-url", "DATABASE_URL")
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| "no database: pass --database-url or set DATABASE_URL".to_string())
+    }
+
+    /// A whole number in `range`, or `default`.
+    pub fn number(
+        &self,
+        name: &str,
+        var: &str,
+        default: usize,
+        range: std::ops::RangeInclusive<usize>,
+    ) -> Result<usize, String> {
+        match self.get(name, var) {
+            None => Ok(default),
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| range.contains(n))
+                .ok_or_else(|| format!("--{name}: {v:?} is not a number from {} to {}", range.start(), range.end())),
+        }
+    }
+
+    /// `--log-level`: info (false) or debug (true).
+    pub fn debug(&self, var: &str) -> Result<bool, String> {
+        match self.get("log-level", var).as_deref() {
+            None | Some("info") => Ok(false),
+            Some("debug") => Ok(true),
+            Some(v) => Err(format!("--log-level: {v:?} is not info or debug")),
+        }
     }
 
     pub fn duration(&self, name: &str, var: &str, default: Duration) -> Result<Duration, String> {

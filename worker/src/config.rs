@@ -1,7 +1,7 @@
 //! Command-line options, each with an environment variable beside it.
 
 use credyt_core::webhook::{parse_schedule, RETRY_SCHEDULE};
-use credyt_service::options::Options;
+use credyt_service::options::{Options, Parsed};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -44,11 +44,6 @@ pub struct Config {
     pub debug: bool,
 }
 
-pub enum Parsed {
-    Run(Config),
-    Exit(String),
-}
-
 /// The options the worker knows.
 const KNOWN: &[&str] = &[
     "database-url",
@@ -64,24 +59,14 @@ const KNOWN: &[&str] = &[
 ];
 
 /// Reads options from `args` (without the program name), falling back to `env`.
-pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Parsed, String> {
+pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Parsed<Config>, String> {
     let o = match Options::read(args, env, KNOWN, USAGE, &format!("credyt-worker {}", env!("CARGO_PKG_VERSION"))) {
         Ok(o) => o,
         Err(Ok(text)) => return Ok(Parsed::Exit(text)),
         Err(Err(why)) => return Err(why),
     };
-    let database_url = o
-        .get("database-url", "DATABASE_URL")
-        .filter(|s| !s.is_empty())
-        .ok_or("no database: pass --database-url or set DATABASE_URL")?;
-    let concurrency = match o.get("concurrency", "CREDYT_WORKER_CONCURRENCY") {
-        None => 32,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=10_000).contains(n))
-            .ok_or_else(|| format!("--concurrency: {v:?} is not a number from 1 to 10000"))?,
-    };
+    let database_url = o.database_url()?;
+    let concurrency = o.number("concurrency", "CREDYT_WORKER_CONCURRENCY", 32, 1..=10_000)?;
     let timeout = o.duration("timeout", "CREDYT_WORKER_TIMEOUT", Duration::from_secs(10))?;
     let lease = o.duration("lease", "CREDYT_WORKER_LEASE", Duration::from_secs(60))?;
     let poll_interval = o.duration("poll-interval", "CREDYT_WORKER_POLL_INTERVAL", Duration::from_secs(1))?;
@@ -106,11 +91,7 @@ pub fn parse(args: &[String], env: impl Fn(&str) -> Option<String>) -> Result<Pa
         Some(v) => parse_schedule(&v).map_err(|e| format!("--retry-schedule: {e}"))?,
     };
     let worker_id = o.get("worker-id", "CREDYT_WORKER_ID").unwrap_or_else(default_worker_id);
-    let debug = match o.get("log-level", "CREDYT_WORKER_LOG_LEVEL").as_deref() {
-        None | Some("info") => false,
-        Some("debug") => true,
-        Some(v) => return Err(format!("--log-level: {v:?} is not info or debug")),
-    };
+    let debug = o.debug("CREDYT_WORKER_LOG_LEVEL")?;
     Ok(Parsed::Run(Config {
         database_url,
         concurrency,
@@ -136,12 +117,7 @@ mod tests {
     use super::*;
 
     fn run(args: &[&str], env: &[(&str, &str)]) -> Result<Config, String> {
-        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let env: Vec<(String, String)> = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        match parse(&args, |k| env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()))? {
-            Parsed::Run(c) => Ok(c),
-            Parsed::Exit(s) => Err(format!("exit: {s}")),
-        }
+        credyt_service::options::parse_literal(parse, args, env)
     }
 
     #[test]

@@ -23,27 +23,15 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let cfg = match config::parse(&args, |k| std::env::var(k).ok()) {
-        Ok(config::Parsed::Run(c)) => c,
-        Ok(config::Parsed::Exit(text)) => {
-            println!("{text}");
-            return ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("credyt-worker: {e}");
-            return ExitCode::from(2);
-        }
+    let cfg = match credyt_service::options::from_process("credyt-worker", config::parse) {
+        Ok(c) => c,
+        Err(code) => return code,
     };
     log::set_debug(cfg.debug);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
-        Ok(rt) => rt,
-        Err(e) => {
-            log!("error", "cannot start the runtime", "error" => e.to_string());
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(run(cfg))
+    match credyt_service::options::runtime() {
+        Ok(rt) => rt.block_on(run(cfg)),
+        Err(code) => code,
+    }
 }
 
 async fn run(cfg: Config) -> ExitCode {

@@ -1,6 +1,6 @@
 //! /accounts: the key's own account, and the connected accounts below it.
 
-use super::{decode, App, Auth, Body, Page, Paging, Params};
+use super::{read, read_one, App, Auth, Body, Page, Paging, Params};
 use crate::problem::Problem;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -48,16 +48,9 @@ const ACCOUNT_JSON: &str = "jsonb_build_object('id', id, 'external_id', external
 #[utoipa::path(get, path = "/accounts/self", tag = "accounts",
     responses((status = 200, body = AccountContext), (status = 401, body = Problem)), operation_id = "accounts_get_self")]
 pub async fn get_self(State(app): State<App>, auth: Auth) -> Result<Json<AccountContext>, Problem> {
-    let s = auth.session(&app).await?;
-    let v = s
-        .json(
-            "SELECT jsonb_build_object('account_id', account_id, 'environment', environment, 'org_id', org_id, \
-               'name', name) FROM credyt.account_context()",
-            &[],
-        )
-        .await?;
-    s.commit().await?;
-    Ok(Json(decode(v)?))
+    let sql = "SELECT jsonb_build_object('account_id', account_id, 'environment', environment, 'org_id', org_id, \
+         'name', name) FROM credyt.account_context()";
+    read(&app, &auth, sql, &[]).await
 }
 
 #[utoipa::path(post, path = "/accounts", tag = "accounts", request_body = CreateAccountRequest,
@@ -88,21 +81,14 @@ pub async fn list(
     Params(p): Params<Paging>,
 ) -> Result<Json<Page<ConnectedAccount>>, Problem> {
     let (offset, limit) = Paging::bounds(p.offset, p.limit)?;
-    let s = auth.session(&app).await?;
-    let v = s
-        .json(
-            &format!(
-                "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.created_at, x.id) FROM \
-                   (SELECT {ACCOUNT_JSON} AS j, created_at, id FROM credyt.accounts \
-                    WHERE parent_id = credyt.current_account() ORDER BY created_at, id OFFSET $1::bigint LIMIT $2::bigint) x), '[]'), \
-                 'total_count', (SELECT count(*) FROM credyt.accounts WHERE parent_id = credyt.current_account()), \
-                 'limit', $2::bigint, 'offset', $1::bigint)"
-            ),
-            &[&offset, &limit],
-        )
-        .await?;
-    s.commit().await?;
-    Ok(Json(decode(v)?))
+    let sql = format!(
+        "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.created_at, x.id) FROM \
+           (SELECT {ACCOUNT_JSON} AS j, created_at, id FROM credyt.accounts \
+            WHERE parent_id = credyt.current_account() ORDER BY created_at, id OFFSET $1::bigint LIMIT $2::bigint) x), '[]'), \
+         'total_count', (SELECT count(*) FROM credyt.accounts WHERE parent_id = credyt.current_account()), \
+         'limit', $2::bigint, 'offset', $1::bigint)"
+    );
+    read(&app, &auth, &sql, &[&offset, &limit]).await
 }
 
 #[utoipa::path(get, path = "/accounts/{accountId}", tag = "accounts",
@@ -113,17 +99,9 @@ pub async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<ConnectedAccount>, Problem> {
-    let s = auth.session(&app).await?;
-    let row = s
-        .query_opt(
-            &format!(
-                "SELECT {ACCOUNT_JSON} FROM credyt.accounts WHERE id = $1 \
-                 AND (id = credyt.current_account() OR parent_id = credyt.current_account())"
-            ),
-            &[&id],
-        )
-        .await?;
-    s.commit().await?;
-    let row = row.ok_or_else(|| Problem::not_found(format!("unknown account {id}")))?;
-    Ok(Json(decode(row.get(0))?))
+    let sql = format!(
+        "SELECT {ACCOUNT_JSON} FROM credyt.accounts WHERE id = $1 \
+         AND (id = credyt.current_account() OR parent_id = credyt.current_account())"
+    );
+    read_one(&app, &auth, &sql, &[&id], || format!("unknown account {id}")).await
 }

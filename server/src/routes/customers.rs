@@ -1,6 +1,6 @@
 //! /customers: create, list (external_id lookups answer 303 or 404), get, update.
 
-use super::{decode, App, Auth, Body, Page, Params};
+use super::{decode, read_one, App, Auth, Body, Page, Params};
 use crate::problem::Problem;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -184,20 +184,12 @@ pub async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<GetCustomerResponse>, Problem> {
-    let s = auth.session(&app).await?;
-    let row = s
-        .query_opt(
-            &format!(
-                "SELECT jsonb_build_object('id', c.id, 'external_id', c.external_id, 'name', c.name, 'email', c.email, \
-                   'active_subscription_count', {ACTIVE_COUNT}, 'created_at', c.created_at, 'metadata', c.metadata, \
-                   'subscriptions', {SUBSCRIPTIONS_JSON}) FROM credyt.customers c WHERE c.id = $1"
-            ),
-            &[&id],
-        )
-        .await?;
-    s.commit().await?;
-    let row = row.ok_or_else(|| Problem::not_found(format!("unknown customer {id}")))?;
-    Ok(Json(decode(row.get(0))?))
+    let sql = format!(
+        "SELECT jsonb_build_object('id', c.id, 'external_id', c.external_id, 'name', c.name, 'email', c.email, \
+           'active_subscription_count', {ACTIVE_COUNT}, 'created_at', c.created_at, 'metadata', c.metadata, \
+           'subscriptions', {SUBSCRIPTIONS_JSON}) FROM credyt.customers c WHERE c.id = $1"
+    );
+    read_one(&app, &auth, &sql, &[&id], || format!("unknown customer {id}")).await
 }
 
 #[utoipa::path(patch, path = "/customers/{customerId}", tag = "customers", request_body = UpdateCustomerRequest,

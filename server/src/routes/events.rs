@@ -2,7 +2,7 @@
 //! (new and replayed events alike answer 204); GET lists them with every filter, and
 //! one with its fees.
 
-use super::{decode, App, Auth, Body, Page, Params};
+use super::{read, read_one, App, Auth, Body, Page, Params};
 use crate::problem::Problem;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -215,28 +215,32 @@ pub async fn list(
         .event_types
         .as_deref()
         .map(|t| t.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect());
-    let s = auth.session(&app).await?;
     let filter = "($1::text IS NULL OR u.event_id = $1) AND ($2::text IS NULL OR u.customer_id = $2) \
          AND ($3::text IS NULL OR c.external_id = $3) AND ($4::text IS NULL OR u.subject = $4) \
          AND ($5::text IS NULL OR u.occurred_at >= ($5::text::date)::timestamp AT TIME ZONE 'UTC') \
          AND ($6::text IS NULL OR u.occurred_at < ($6::text::date + 1)::timestamp AT TIME ZONE 'UTC') \
          AND ($7::text[] IS NULL OR u.event_type = ANY ($7)) AND ($8::bool IS NULL OR (jsonb_array_length(u.fees) > 0) = $8)";
-    let v = s
-        .json(
-            &format!(
-                "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.occurred_at DESC, x.event_id) \
+    let sql = format!(
+        "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.occurred_at DESC, x.event_id) \
                    FROM (SELECT {ITEM_JSON} AS j, u.occurred_at, u.event_id FROM credyt.usage u \
                      JOIN credyt.customers c ON c.id = u.customer_id WHERE {filter} \
                      ORDER BY u.occurred_at DESC, u.event_id OFFSET $9::bigint LIMIT $10::bigint) x), '[]'), \
                  'total_count', (SELECT count(*) FROM credyt.usage u JOIN credyt.customers c ON c.id = u.customer_id \
                    WHERE {filter}), 'limit', $10::bigint, 'offset', $9::bigint)"
-            ),
-            &[&q.event_id, &q.customer_id, &q.customer_external_id, &q.subject, &q.period_from, &q.period_to, &types,
-              &q.has_fees, &offset, &limit],
-        )
-        .await?;
-    s.commit().await?;
-    Ok(Json(decode(v)?))
+    );
+    let args: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
+        &q.event_id,
+        &q.customer_id,
+        &q.customer_external_id,
+        &q.subject,
+        &q.period_from,
+        &q.period_to,
+        &types,
+        &q.has_fees,
+        &offset,
+        &limit,
+    ];
+    read(&app, &auth, &sql, &args).await
 }
 
 #[utoipa::path(get, path = "/events/{eventId}", tag = "events", params(("eventId" = String, Path)),
@@ -246,18 +250,10 @@ pub async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<GetEventResponse>, Problem> {
-    let s = auth.session(&app).await?;
-    let row = s
-        .query_opt(
-            &format!(
-                "SELECT jsonb_build_object('id', u.event_id, 'event_type', u.event_type, 'occurred_at', u.occurred_at, \
-                   'subject', u.subject, 'description', u.description, 'data', u.data, 'customer_id', u.customer_id, \
-                   'created_at', u.recorded_at, 'fees', {FEES_JSON}) FROM credyt.usage u WHERE u.event_id = $1"
-            ),
-            &[&id],
-        )
-        .await?;
-    s.commit().await?;
-    let row = row.ok_or_else(|| Problem::not_found(format!("unknown event {id}")))?;
-    Ok(Json(decode(row.get(0))?))
+    let sql = format!(
+        "SELECT jsonb_build_object('id', u.event_id, 'event_type', u.event_type, 'occurred_at', u.occurred_at, \
+           'subject', u.subject, 'description', u.description, 'data', u.data, 'customer_id', u.customer_id, \
+           'created_at', u.recorded_at, 'fees', {FEES_JSON}) FROM credyt.usage u WHERE u.event_id = $1"
+    );
+    read_one(&app, &auth, &sql, &[&id], || format!("unknown event {id}")).await
 }

@@ -12,8 +12,10 @@ use crate::problem::Problem;
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
+use axum::Json;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 
 /// What every route shares: the database.
@@ -131,6 +133,35 @@ pub struct Page<T> {
 /// mismatch is a bug, reported as 500).
 pub fn decode<T: DeserializeOwned>(v: serde_json::Value) -> Result<T, Problem> {
     serde_json::from_value(v).map_err(|e| Problem::internal(&format!("response shape: {e}")))
+}
+
+/// A read of one jsonb value (a page, an object) in the request's transaction, decoded
+/// into the response type.
+pub async fn read<T: DeserializeOwned>(
+    app: &App,
+    auth: &Auth,
+    sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+) -> Result<Json<T>, Problem> {
+    let s = auth.session(app).await?;
+    let v = s.json(sql, args).await?;
+    s.commit().await?;
+    Ok(Json(decode(v)?))
+}
+
+/// A read of one jsonb row that may be absent: the row decoded, or 404 with `missing`.
+pub async fn read_one<T: DeserializeOwned>(
+    app: &App,
+    auth: &Auth,
+    sql: &str,
+    args: &[&(dyn ToSql + Sync)],
+    missing: impl FnOnce() -> String,
+) -> Result<Json<T>, Problem> {
+    let s = auth.session(app).await?;
+    let row = s.query_opt(sql, args).await?;
+    s.commit().await?;
+    let row = row.ok_or_else(|| Problem::not_found(missing()))?;
+    Ok(Json(decode(row.try_get(0).map_err(Problem::from_db)?)?))
 }
 
 /// A number from a request, as text for a numeric parameter: exact, never through f64.

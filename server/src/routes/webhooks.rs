@@ -1,7 +1,7 @@
 //! /webhooks: endpoints (create, list, get with its secret, update, delete) and test
 //! events, onto create_webhook, update_webhook, delete_webhook and send_test_event.
 
-use super::{decode, App, Auth, Body, Params};
+use super::{decode, read, read_one, App, Auth, Body, Params};
 use crate::problem::Problem;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -37,15 +37,11 @@ pub struct WebhookDestinationWithoutSecret {
     pub updated_at: String,
 }
 
+/// An endpoint with its signing secret (to its own account only).
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct WebhookDestination {
-    pub id: String,
-    pub url: String,
-    pub topics: Vec<String>,
-    pub connect: bool,
-    pub enabled: bool,
-    pub created_at: String,
-    pub updated_at: String,
+    #[serde(flatten)]
+    pub endpoint: WebhookDestinationWithoutSecret,
     pub secret: String,
 }
 
@@ -109,19 +105,12 @@ pub async fn list(
     auth: Auth,
     Params(q): Params<ListWebhooks>,
 ) -> Result<Json<WebhookDestinations>, Problem> {
-    let s = auth.session(&app).await?;
-    let v = s
-        .json(
-            &format!(
-                "SELECT jsonb_build_object('items', coalesce(jsonb_agg({ENDPOINT_JSON} ORDER BY w.created_at, w.id), '[]'), \
-                   'total_count', count(*)) FROM credyt.webhooks w WHERE w.account_id = credyt.current_account() \
-                   AND ($1::bool IS NULL OR w.enabled = $1) AND ($2::bool IS NULL OR w.connect = $2)"
-            ),
-            &[&q.enabled, &q.connect],
-        )
-        .await?;
-    s.commit().await?;
-    Ok(Json(decode(v)?))
+    let sql = format!(
+        "SELECT jsonb_build_object('items', coalesce(jsonb_agg({ENDPOINT_JSON} ORDER BY w.created_at, w.id), '[]'), \
+           'total_count', count(*)) FROM credyt.webhooks w WHERE w.account_id = credyt.current_account() \
+           AND ($1::bool IS NULL OR w.enabled = $1) AND ($2::bool IS NULL OR w.connect = $2)"
+    );
+    read(&app, &auth, &sql, &[&q.enabled, &q.connect]).await
 }
 
 #[utoipa::path(get, path = "/webhooks/{webhookId}", tag = "webhooks", params(("webhookId" = String, Path)),
@@ -131,19 +120,11 @@ pub async fn get(
     auth: Auth,
     Path(id): Path<String>,
 ) -> Result<Json<WebhookDestination>, Problem> {
-    let s = auth.session(&app).await?;
-    let row = s
-        .query_opt(
-            &format!(
-                "SELECT {ENDPOINT_JSON} || jsonb_build_object('secret', credyt.webhook_secret(w.id)) \
-                 FROM credyt.webhooks w WHERE w.id = $1 AND w.account_id = credyt.current_account()"
-            ),
-            &[&id],
-        )
-        .await?;
-    s.commit().await?;
-    let row = row.ok_or_else(|| Problem::not_found(format!("unknown webhook {id}")))?;
-    Ok(Json(decode(row.get(0))?))
+    let sql = format!(
+        "SELECT {ENDPOINT_JSON} || jsonb_build_object('secret', credyt.webhook_secret(w.id)) \
+         FROM credyt.webhooks w WHERE w.id = $1 AND w.account_id = credyt.current_account()"
+    );
+    read_one(&app, &auth, &sql, &[&id], || format!("unknown webhook {id}")).await
 }
 
 /// 404 unless the endpoint is the account's own.
