@@ -82,7 +82,9 @@ pub struct UpdateCustomerRequest {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListCustomers {
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// Customers with this id.
     pub customer_id: Option<String>,

@@ -113,7 +113,9 @@ pub async fn submit(State(app): State<App>, auth: Auth, Body(req): Body<UsageReq
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListEvents {
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     pub event_id: Option<String>,
     pub customer_id: Option<String>,

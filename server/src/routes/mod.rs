@@ -101,8 +101,10 @@ fn field_in(text: &str) -> String {
 #[into_params(parameter_in = Query)]
 pub struct Paging {
     /// Items to skip.
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
     /// Items to return (1 to 100).
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 

@@ -256,7 +256,9 @@ pub async fn transaction(
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ListGrants {
+    #[param(minimum = 0)]
     pub offset: Option<i64>,
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
     /// promotion, bundled or paid
     pub purpose: Option<String>,
