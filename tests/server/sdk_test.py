@@ -117,6 +117,13 @@ def integration(c):
     status, response = status_of(lambda: api.customers.list(external_id=f"ann-{RUN}"))
     assert status == 303 and response.headers["Location"] == f"/customers/{cust}", status
     assert status_of(lambda: api.customers.list(external_id="nobody"))[0] == 404
+    # Products by code, at the default version; a bad version is 422 and writes nothing.
+    bob = api.customers.create({"name": "Bob", "subscriptions": [{"products": [{"code": "chat", "version": "default"}]}]})
+    assert [p.code for p in bob.subscriptions[0].products] == ["chat"], bob
+    eve = {"name": "Eve", "external_id": f"eve-{RUN}", "subscriptions": [{"products": [{"code": "chat", "version": "latest"}]}]}
+    status, response = status_of(lambda: api.customers.create(eve))
+    assert status == 422 and "subscriptions[0].products[0].version" in response.text(), status
+    assert status_of(lambda: api.customers.list(external_id=f"eve-{RUN}"))[0] == 404
 
     # A top-up adjustment, replayed: one credit; the response id is the transaction_id.
     body = {"transaction_id": f"top-{RUN}", "asset": "USD", "amount": 20.0, "reason": "external_topup"}

@@ -21,13 +21,48 @@ pub struct CreateCustomerRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCustomerSubscription {
+    /// When the subscription starts (now when not given).
+    pub starts_at: Option<String>,
     pub products: Vec<SubscriptionProduct>,
 }
 
+/// A product to subscribe to, by id or by code, at a version or the default one.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SubscriptionProduct {
-    pub id: String,
-    pub version: Option<i32>,
+    pub id: Option<String>,
+    pub code: Option<String>,
+    pub version: Option<VersionRef>,
+}
+
+/// A version number, or "default".
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum VersionRef {
+    Number(i32),
+    Named(String),
+}
+
+impl SubscriptionProduct {
+    /// (product reference, version) for credyt.subscribe.
+    fn reference(&self, path: &str) -> Result<(String, Option<i32>), Problem> {
+        let product = self
+            .id
+            .clone()
+            .or_else(|| self.code.clone())
+            .ok_or_else(|| Problem::invalid(&format!("{path}.id"), "a product needs its id or its code".into()))?;
+        let version = match &self.version {
+            None => None,
+            Some(VersionRef::Number(n)) => Some(*n),
+            Some(VersionRef::Named(v)) if v == "default" => None,
+            Some(VersionRef::Named(v)) => {
+                return Err(Problem::invalid(
+                    &format!("{path}.version"),
+                    format!("version {v:?} is not a number or \"default\""),
+                ))
+            }
+        };
+        Ok((product, version))
+    }
 }
 
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
@@ -123,9 +158,18 @@ pub async fn create(
         )
         .await?
         .get(0);
-    for sub in req.subscriptions.unwrap_or_default() {
-        for p in sub.products {
-            s.query_one("SELECT credyt.subscribe($1, $2, $3)", &[&id, &p.id, &p.version]).await?;
+    for (i, sub) in req.subscriptions.unwrap_or_default().iter().enumerate() {
+        if let Some(t) = sub.starts_at.as_deref().filter(|t| !credyt_core::period::is_rfc3339(t)) {
+            let field = format!("subscriptions[{i}].starts_at");
+            return Err(Problem::invalid(&field, format!("starts_at {t:?} is not an RFC 3339 timestamp")));
+        }
+        for (j, p) in sub.products.iter().enumerate() {
+            let (product, version) = p.reference(&format!("subscriptions[{i}].products[{j}]"))?;
+            s.query_one(
+                "SELECT credyt.subscribe($1, $2, $3, coalesce($4::text::timestamptz, now()))",
+                &[&id, &product, &version, &sub.starts_at],
+            )
+            .await?;
         }
     }
     let v = s
