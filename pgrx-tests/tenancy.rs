@@ -144,3 +144,32 @@ fn deep_or_oversized_json_arguments_are_refused_by_name() {
     // 32 levels are fine
     Spi::run(&format!(r#"SELECT credyt.create_customer('y', metadata => '{{"a": {}}}')"#, deep(31))).unwrap();
 }
+
+#[pg_test]
+fn update_customer_changes_given_fields_and_refuses_bad_input() {
+    fresh_account("Acme update");
+    let ann = text("SELECT credyt.create_customer('Ann', 'ann', 'ann@example.com')");
+    text("SELECT credyt.create_customer('Bob', 'bob')");
+    Spi::run("SELECT credyt.update_customer('ann', name => 'Ann B.')").unwrap();
+    // NULL keeps a field as it is.
+    assert_eq!(
+        text(&format!("SELECT concat_ws('|', name, external_id, email) FROM credyt.customers WHERE id = '{ann}'")),
+        "Ann B.|ann|ann@example.com"
+    );
+    Spi::run(&format!("SELECT credyt.update_customer('{ann}', external_id => 'ann-2', email => 'a@b.c')")).unwrap();
+    assert_eq!(text(&format!("SELECT external_id || ' ' || email FROM credyt.customers WHERE id = '{ann}'")), "ann-2 a@b.c");
+    let before = text("SELECT string_agg(concat_ws('|', id, name, external_id, email), ',' ORDER BY id) FROM credyt.customers");
+    for (sql, code) in [
+        ("SELECT credyt.update_customer('ann-2', external_id => 'bob')", "CY409"),
+        ("SELECT credyt.update_customer('ann-2', name => '')", "CY400"),
+        ("SELECT credyt.update_customer(NULL, name => 'x')", "CY400"),
+        ("SELECT credyt.update_customer('nobody', name => 'x')", "CY404"),
+    ] {
+        assert_eq!(sqlstate_of(sql).as_deref(), Some(code), "{sql}");
+    }
+    assert_eq!(
+        text("SELECT string_agg(concat_ws('|', id, name, external_id, email), ',' ORDER BY id) FROM credyt.customers"),
+        before,
+        "refused updates wrote nothing"
+    );
+}
