@@ -67,6 +67,7 @@ for _ in range(100):
         time.sleep(0.1)
 PY
 CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_SERVER_URL="http://127.0.0.1:$SERVER_PORT" \
+    CREDYT_WORKER_BIN="$ROOT/target/debug/credyt-worker" \
     "$VENV/bin/python" "$ROOT/tests/server/sdk_test.py" 2>&1 | tee -a "$LOG"
 # schemathesis against the live server, every operation, a bounded number of examples
 # each: no 5xx, every status, content type, header and body as the document says, and

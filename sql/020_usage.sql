@@ -70,7 +70,7 @@ CREATE INDEX hold_due ON credyt.hold (account_id, expires_at) WHERE status = 'ac
 CREATE VIEW credyt.usage WITH (security_invoker = true) AS
 SELECT event_id, customer_id, event_type, subject, model, input_tokens, output_tokens, status, charged, asset,
        cost, occurred_at, recorded_at, cost_currency, fees, data, description, hold_id, txn_id AS transaction_id,
-       account_id
+       account_id, costs
 FROM credyt.usage_event;
 
 -- Revenue against cost, per account, customer, subject, model and day, in the cost's

@@ -42,6 +42,7 @@ CREATE TABLE credyt.delivery (
     claimed_by      text,
     claimed_session text,
     delivered_at    timestamptz,
+    failed_at       timestamptz,        -- when the worker gave up (status 'failed')
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (event_id, webhook_id)
 );
@@ -63,8 +64,37 @@ WHERE deleted_at IS NULL;
 
 CREATE VIEW credyt.deliveries WITH (security_invoker = true) AS
 SELECT event_id, webhook_id, status, attempts, next_attempt_at, last_error, last_status,
-       delivered_at, created_at, account_id
+       delivered_at, created_at, account_id, failed_at
 FROM credyt.delivery;
+
+-- The delivery log of the account in scope: its endpoints' deliveries with their
+-- events, connected accounts' events included (those rows are another account's, which
+-- the scope's row-level security hides: so a function that filters by the scope
+-- itself). Newest first, or, with `newer`, the rows after the cursor oldest first;
+-- the cursor is a delivery's (created_at, event_id, webhook_id).
+CREATE FUNCTION credyt.delivery_log(webhook_id text = NULL, status text = NULL, time_gte timestamptz = NULL,
+                                    time_lte timestamptz = NULL, cursor_at timestamptz = NULL,
+                                    cursor_event text = NULL, cursor_webhook text = NULL, newer boolean = false,
+                                    max_rows integer = 20)
+RETURNS TABLE (event_id text, webhook_id text, status text, attempts integer, last_status integer, last_error text,
+               delivered_at timestamptz, failed_at timestamptz, created_at timestamptz, event_type text,
+               event_account_id text, data jsonb)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $$
+    WITH base AS NOT MATERIALIZED (
+        SELECT d.event_id, d.webhook_id, d.status, d.attempts, d.last_status, d.last_error, d.delivered_at,
+               d.failed_at, d.created_at, e.event_type, e.account_id AS event_account_id, e.data
+        FROM credyt.delivery d JOIN credyt.event e ON e.id = d.event_id
+        WHERE d.account_id = credyt.current_account()
+          AND ($1 IS NULL OR d.webhook_id = $1) AND ($2 IS NULL OR d.status = $2)
+          AND ($3 IS NULL OR d.created_at >= $3) AND ($4 IS NULL OR d.created_at <= $4))
+    (SELECT * FROM base b WHERE $8
+        AND ($5 IS NULL OR (b.created_at, b.event_id, b.webhook_id) > ($5, $6, $7))
+     ORDER BY b.created_at, b.event_id, b.webhook_id LIMIT $9)
+    UNION ALL
+    (SELECT * FROM base b WHERE NOT $8
+        AND ($5 IS NULL OR (b.created_at, b.event_id, b.webhook_id) < ($5, $6, $7))
+     ORDER BY b.created_at DESC, b.event_id DESC, b.webhook_id DESC LIMIT $9)
+$$;
 
 -- The worker's side. SECURITY DEFINER, so the worker's role needs nothing but
 -- EXECUTE on these (credyt.grant_worker gives it). Not part of the application API.
@@ -141,6 +171,7 @@ BEGIN
         next_attempt_at = CASE WHEN r.outcome = 'retry' THEN now() + r.retry_ms * interval '1 millisecond'
                                ELSE d.next_attempt_at END,
         delivered_at = CASE WHEN r.outcome = 'delivered' THEN now() END,
+        failed_at = CASE WHEN r.outcome = 'failed' THEN now() END,
         last_error = r.error, last_status = r.status, claim = NULL, claimed_by = NULL, claimed_session = NULL
     FROM unnest(event_ids, webhook_ids, claims, outcomes, retry_ms, errors, statuses)
          AS r(event_id, webhook_id, claim, outcome, retry_ms, error, status)

@@ -17,7 +17,7 @@ ALTER TABLE credyt.role_binding FORCE ROW LEVEL SECURITY;   -- no policy: invisi
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'product',
+    FOREACH t IN ARRAY ARRAY['api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'asset_rate', 'vendor', 'product',
                               'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                               'webhook', 'delivery'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
@@ -92,7 +92,7 @@ BEGIN
     LOOP
         EXECUTE format('GRANT SELECT ON %s TO %I', v, role);
     END LOOP;
-    EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.product, '
+    EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.asset_rate, credyt.vendor, credyt.product, '
                    'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant, credyt.topup, credyt.delivery TO %I', role);
     EXECUTE format('GRANT SELECT (id, account_id, url, topics, connect, enabled, previous_until, created_at, updated_at, deleted_at) '
                    'ON credyt.webhook TO %I', role);
@@ -147,6 +147,7 @@ BEGIN
       AND NOT EXISTS (SELECT 1 FROM credyt.role_binding x WHERE x.account_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.customer x WHERE x.account_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.asset x WHERE x.account_id = a.id)
+      AND NOT EXISTS (SELECT 1 FROM credyt.vendor x WHERE x.account_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.product x WHERE x.account_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.model_cost x WHERE x.account_id = a.id)
       AND NOT EXISTS (SELECT 1 FROM credyt.webhook x WHERE x.account_id = a.id)
@@ -164,7 +165,7 @@ DO $$
 DECLARE t text;
 BEGIN
     FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
-                             'asset', 'product', 'product_version', 'price', 'subscription',
+                             'asset', 'asset_rate', 'vendor', 'product', 'product_version', 'price', 'subscription',
                              'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                              'webhook', 'delivery'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');

@@ -39,3 +39,25 @@ pub fn resolve_asset(c: &mut SpiClient<'_>, account: &str, code: Option<&str>) -
         e.hint("use an ISO 4217 currency code such as USD, or create the unit with credyt.create_asset()")
     })
 }
+
+/// What one unit of `asset` costs in `source` at `at`: 1 for an asset in itself, the
+/// custom unit's rate then in effect, or None when it has none.
+pub fn rate_at(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    asset: &str,
+    source: &str,
+    at: pgrx::datum::TimestampWithTimeZone,
+) -> Result<Option<rust_decimal::Decimal>> {
+    if asset == source {
+        return Ok(Some(rust_decimal::Decimal::ONE));
+    }
+    one::<String>(
+        c,
+        "SELECT rate::text FROM credyt.asset_rate WHERE account_id = $1 AND asset = $2 AND source = $3 \
+           AND valid_from <= $4 AND (valid_to IS NULL OR valid_to > $4)",
+        &[account.into(), asset.into(), source.into(), at.into()],
+    )?
+    .map(|r| crate::money::stored(&r))
+    .transpose()
+}

@@ -47,7 +47,7 @@ pub fn queue(c: &mut SpiClient<'_>, event_id: &str, targets: Vec<(String, String
            SELECT a, $1, w FROM unnest($2::text[], $3::text[]) AS t(w, a) \
            ON CONFLICT (event_id, webhook_id) DO UPDATE SET status = 'pending', attempts = 0, \
              next_attempt_at = now(), last_error = NULL, last_status = NULL, claim = NULL, claimed_by = NULL, \
-             delivered_at = NULL \
+             delivered_at = NULL, failed_at = NULL \
            RETURNING 1) \
          SELECT count(*) FROM q",
         &[event_id.into(), ids.into(), accounts.into()],

@@ -27,6 +27,7 @@ mod spi;
 mod tenancy;
 mod usage;
 mod validate;
+mod vendors;
 mod wallet;
 mod webhooks;
 

@@ -243,6 +243,7 @@ fn delete_webhook(webhook_id: Option<String>) {
 fn send_test_event(
     topic: default!(Option<String>, "'webhook.test'"),
     webhook_id: default!(Option<String>, "NULL"),
+    account_id: default!(Option<String>, "NULL"),
 ) -> String {
     api(move || {
         let topic = topic.ok_or_else(|| CyError::invalid("topic must not be NULL"))?;
@@ -254,16 +255,36 @@ fn send_test_event(
         Spi::connect_mut(|c| {
             let scope = scope(c)?;
             let now = pgrx::datetime::now();
+            // The account the event comes from: the scope, or a connected account below it.
+            let from = match account_id {
+                None => None,
+                Some(a) => {
+                    crate::scope::require_within_scope(c, &a, &scope)?;
+                    Some(a)
+                }
+            };
             match webhook_id {
                 None => {
                     let data = json!({"test": true, "webhook_id": null});
-                    crate::events::emit(c, &scope, topic, now, data)
+                    crate::events::emit(c, from.as_deref().unwrap_or(&scope), topic, now, data)
                 }
                 Some(wid) => {
                     let e = endpoint(c, &wid, &scope)?;
                     require_enabled(&wid, &e)?;
+                    let origin = match from {
+                        Some(a) if a != e.account => {
+                            if !e.connect || !is_within(c, &a, &e.account)? {
+                                return Err(CyError::conflict(format!(
+                                    "webhook {wid} does not receive the events of account {a}"
+                                ))
+                                .hint("an endpoint receives connected accounts' events when its connect is true"));
+                            }
+                            a
+                        }
+                        _ => e.account.clone(),
+                    };
                     let data = json!({"test": true, "webhook_id": wid});
-                    let event = crate::events::write(c, &e.account, topic, now, data)?;
+                    let event = crate::events::write(c, &origin, topic, now, data)?;
                     queue(c, &event, vec![(wid, e.account)])?;
                     Ok(event)
                 }

@@ -170,33 +170,59 @@ fn nonempty_array<'v>(v: Option<&'v Value>, field: &str) -> Result<&'v Vec<Value
     }
 }
 
+/// A pricing's `values`, in either form: flat rows that carry their own `dimensions`,
+/// or Credyt's dimensional groups `{name, dimensions, values: [rows]}` whose rows share
+/// the group's dimensions. Both become the same flat rows.
 fn parse_values(v: Option<&Value>, path: &str, kind: &PriceKind) -> Result<Vec<PriceValue>, PriceError> {
     let field = format!("{path}.values");
     let arr = nonempty_array(v, &field)?;
     let mut out = Vec::with_capacity(arr.len());
     for (i, item) in arr.iter().enumerate() {
-        out.push(parse_value(item, &format!("{field}[{i}]"), kind)?);
+        let vpath = format!("{field}[{i}]");
+        match item.get("values") {
+            Some(rows) => {
+                let o = object(item, &vpath)?;
+                for key in o.keys() {
+                    if !matches!(key.as_str(), "name" | "dimensions" | "values") {
+                        return err(&format!("{vpath}.{key}"), "is not a known field of a dimensional price");
+                    }
+                }
+                optional_name(o, &vpath)?;
+                let dimensions = parse_dimensions(o.get("dimensions"), &vpath, kind)?;
+                let rows_path = format!("{vpath}.values");
+                for (j, row) in nonempty_array(Some(rows), &rows_path)?.iter().enumerate() {
+                    let rpath = format!("{rows_path}[{j}]");
+                    if row.get("dimensions").is_some() {
+                        return err(&format!("{rpath}.dimensions"), "is given by the enclosing dimensional price");
+                    }
+                    let mut value = parse_value(row, &rpath, kind)?;
+                    value.dimensions = dimensions.clone();
+                    out.push(value);
+                }
+            }
+            None => out.push(parse_value(item, &vpath, kind)?),
+        }
     }
     Ok(out)
 }
 
-/// One entry of a pricing's `values`, at `vpath`.
-fn parse_value(item: &Value, vpath: &str, kind: &PriceKind) -> Result<PriceValue, PriceError> {
-    let o = object(item, vpath)?;
-    for key in o.keys() {
-        if !matches!(
-            key.as_str(),
-            "dimensions" | "unit_price" | "volume_rate" | "package_size" | "min_amount" | "max_amount" | "percent"
-        ) {
-            return err(&format!("{vpath}.{key}"), "is not a known field");
-        }
+/// An optional `name`: a string of 1 to 255 characters.
+fn optional_name(o: &Map<String, Value>, path: &str) -> Result<(), PriceError> {
+    match o.get("name") {
+        None | Some(Value::Null) => Ok(()),
+        Some(_) => string(o, "name", path).map(|_| ()),
     }
+}
+
+/// A value's (or a dimensional group's) `dimensions`: each a billable dimension of the
+/// price, with a string value ("*" matches any).
+fn parse_dimensions(d: Option<&Value>, vpath: &str, kind: &PriceKind) -> Result<Vec<(String, String)>, PriceError> {
     let dims_allowed: &[String] = match kind {
         PriceKind::Usage { billable_dimensions, .. } => billable_dimensions,
         _ => &[],
     };
     let mut dimensions = Vec::new();
-    if let Some(d) = o.get("dimensions") {
+    if let Some(d) = d {
         let dpath = format!("{vpath}.dimensions");
         for (k, val) in object(d, &dpath)? {
             if !dims_allowed.contains(k) {
@@ -208,6 +234,24 @@ fn parse_value(item: &Value, vpath: &str, kind: &PriceKind) -> Result<PriceValue
             }
         }
     }
+    Ok(dimensions)
+}
+
+/// One row of a pricing's `values`, at `vpath`.
+fn parse_value(item: &Value, vpath: &str, kind: &PriceKind) -> Result<PriceValue, PriceError> {
+    let o = object(item, vpath)?;
+    for key in o.keys() {
+        match key.as_str() {
+            "name" | "dimensions" | "unit_price" | "volume_rate" | "package_size" | "min_amount" | "max_amount"
+            | "percent" => {}
+            "up_to" => {
+                return err(&format!("{vpath}.up_to"), "belongs to tiered prices, which credyt does not offer yet")
+            }
+            _ => return err(&format!("{vpath}.{key}"), "is not a known field"),
+        }
+    }
+    optional_name(o, vpath)?;
+    let dimensions = parse_dimensions(o.get("dimensions"), vpath, kind)?;
     // (read in this order, so that the first bad field is the one reported)
     let (unit_price, volume_rate, percent) =
         (amount(o, "unit_price", vpath)?, amount(o, "volume_rate", vpath)?, amount(o, "percent", vpath)?);
@@ -262,9 +306,34 @@ fn check_value_fields(v: &PriceValue, vpath: &str, kind: &PriceKind) -> Result<(
 /// Validates one price. `path` names it in errors, e.g. `prices[0]`.
 pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
     let o = object(v, path)?;
+    // Credyt's own fields: a name, an id, and `pricing_model` (only "flat" here).
+    optional_name(o, path)?;
+    if let Some(id) = o.get("id").filter(|i| !i.is_null()) {
+        if !id.is_string() {
+            return err(&format!("{path}.id"), "must be a string");
+        }
+    }
+    match o.get("pricing_model").map(|m| m.as_str()) {
+        None | Some(Some("flat")) => {}
+        Some(_) => {
+            return err(
+                &format!("{path}.pricing_model"),
+                "must be \"flat\" (tiered, bulk and package prices are not offered yet)",
+            )
+        }
+    }
     let type_field = format!("{path}.type");
     let kind = match o.get("type").and_then(Value::as_str) {
-        Some("usage_based") => usage_calculation(o, path)?,
+        Some("usage_based") => {
+            // Credyt gives usage prices `billing_model: {type: real_time}`; that is what they are.
+            if let Some(bm) = o.get("billing_model") {
+                let bm_path = format!("{path}.billing_model");
+                if object(bm, &bm_path)?.get("type").and_then(Value::as_str) != Some("real_time") {
+                    return err(&format!("{bm_path}.type"), "must be \"real_time\" for a usage_based price");
+                }
+            }
+            usage_calculation(o, path)?
+        }
         Some("fixed") => PriceKind::Fixed { interval: interval(o, path)? },
         Some("seat") => PriceKind::Seat { interval: interval(o, path)? },
         Some("outcome") => {
@@ -307,6 +376,18 @@ fn usage_calculation(o: &Map<String, Value>, path: &str) -> Result<PriceKind, Pr
         Some("unit_and_volume") => UsageType::UnitAndVolume,
         _ => return err(&format!("{uc_path}.usage_type"), "must be one of unit, volume, unit_and_volume"),
     };
+    for (key, only) in [("unit_aggregation", "count"), ("volume_aggregation", "sum")] {
+        match uc.get(key) {
+            None | Some(Value::Null) => {}
+            Some(v) if v.as_str() == Some(only) => {}
+            Some(_) => {
+                return err(
+                    &format!("{uc_path}.{key}"),
+                    format!("must be \"{only}\" (custom aggregations are not offered)"),
+                )
+            }
+        }
+    }
     let volume_field = match uc.get("volume_field") {
         None | Some(Value::Null) => None,
         Some(_) => Some(string(uc, "volume_field", &uc_path)?),
@@ -357,6 +438,8 @@ pub struct Entitlement {
     /// the period as Postgres interval text (parsed from ISO 8601 or interval text),
     /// or None for a one-off entitlement
     pub every: Option<String>,
+    /// how long a one-off entitlement lasts (Postgres interval text; None: until used)
+    pub lasts: Option<String>,
     pub on_expiry: crate::burndown::ExpiryPolicy,
 }
 
@@ -366,57 +449,146 @@ pub fn parse_entitlements(v: &Value) -> Result<Vec<Entitlement>, PriceError> {
         Value::Array(a) => a,
         _ => return err("entitlements", "must be a JSON array"),
     };
-    let mut out = Vec::with_capacity(arr.len());
-    for (i, e) in arr.iter().enumerate() {
-        let path = format!("entitlements[{i}]");
-        let o = object(e, &path)?;
-        for key in o.keys() {
-            if !matches!(key.as_str(), "name" | "asset" | "amount" | "purpose" | "priority" | "every" | "on_expiry") {
-                return err(&format!("{path}.{key}"), "is not a known field");
+    arr.iter().enumerate().map(|(i, e)| parse_entitlement(e, &format!("entitlements[{i}]"))).collect()
+}
+
+/// The fields an entitlement may have: credyt's (`every`, `on_expiry`) and Credyt's
+/// (`lifecycle`, `accounting`).
+const ENTITLEMENT_FIELDS: &[&str] =
+    &["name", "asset", "amount", "purpose", "priority", "every", "on_expiry", "lifecycle", "accounting"];
+
+/// One entitlement, at `path`.
+fn parse_entitlement(e: &Value, path: &str) -> Result<Entitlement, PriceError> {
+    let o = object(e, path)?;
+    if let Some(key) = o.keys().find(|k| !ENTITLEMENT_FIELDS.contains(&k.as_str())) {
+        return err(&format!("{path}.{key}"), "is not a known field");
+    }
+    if let Some(a) = o.get("accounting").filter(|a| !a.is_null()) {
+        accounting(a, &format!("{path}.accounting"))?;
+    }
+    let name = string(o, "name", path)?;
+    let asset = string(o, "asset", path)?;
+    let amount = match amount(o, "amount", path)? {
+        Some(a) if !a.is_zero() => a,
+        Some(_) => return err(&format!("{path}.amount"), "must be greater than zero"),
+        None => return err(&format!("{path}.amount"), "is required"),
+    };
+    let purpose = match o.get("purpose") {
+        None | Some(Value::Null) => crate::burndown::Purpose::Bundled,
+        Some(v) => match v.as_str().and_then(crate::burndown::Purpose::parse) {
+            Some(p) => p,
+            None => return err(&format!("{path}.purpose"), "must be one of promotion, bundled, paid"),
+        },
+    };
+    let priority = match o.get("priority") {
+        None | Some(Value::Null) => None,
+        Some(Value::Number(n)) => match n.to_string().parse::<i32>() {
+            Ok(p) if p >= 0 => Some(p),
+            _ => return err(&format!("{path}.priority"), "must be a non-negative integer"),
+        },
+        Some(_) => return err(&format!("{path}.priority"), "must be a non-negative integer"),
+    };
+    let (every, lasts, on_expiry) = timing(o, path)?;
+    Ok(Entitlement { name, asset, amount, purpose, priority, every, lasts, on_expiry })
+}
+
+/// When an entitlement renews (`every`), how long a one-off lasts, and what happens to
+/// what is left: from `every`/`on_expiry`, or from Credyt's `lifecycle`.
+type Timing = (Option<String>, Option<String>, crate::burndown::ExpiryPolicy);
+
+fn timing(o: &Map<String, Value>, path: &str) -> Result<Timing, PriceError> {
+    let every = match o.get("every") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            match crate::period::parse(s).and_then(|p| p.check_recurring().map(|_| p).map_err(String::from)) {
+                Ok(p) => Some(p.to_sql()),
+                Err(why) => return err(&format!("{path}.every"), why),
             }
         }
-        let name = string(o, "name", &path)?;
-        let asset = string(o, "asset", &path)?;
-        let amount = match amount(o, "amount", &path)? {
-            Some(a) if !a.is_zero() => a,
-            Some(_) => return err(&format!("{path}.amount"), "must be greater than zero"),
-            None => return err(&format!("{path}.amount"), "is required"),
-        };
-        let purpose = match o.get("purpose") {
-            None | Some(Value::Null) => crate::burndown::Purpose::Bundled,
-            Some(v) => match v.as_str().and_then(crate::burndown::Purpose::parse) {
-                Some(p) => p,
-                None => return err(&format!("{path}.purpose"), "must be one of promotion, bundled, paid"),
-            },
-        };
-        let priority = match o.get("priority") {
-            None | Some(Value::Null) => None,
-            Some(Value::Number(n)) => match n.to_string().parse::<i32>() {
-                Ok(p) if p >= 0 => Some(p),
-                _ => return err(&format!("{path}.priority"), "must be a non-negative integer"),
-            },
-            Some(_) => return err(&format!("{path}.priority"), "must be a non-negative integer"),
-        };
-        let every = match o.get("every") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => {
-                match crate::period::parse(s).and_then(|p| p.check_recurring().map(|_| p).map_err(String::from)) {
-                    Ok(p) => Some(p.to_sql()),
-                    Err(why) => return err(&format!("{path}.every"), why),
-                }
-            }
-            Some(_) => return err(&format!("{path}.every"), "must be a period such as P1M or '1 month'"),
-        };
-        let on_expiry = match o.get("on_expiry") {
-            None | Some(Value::Null) => crate::burndown::ExpiryPolicy::Expire,
-            Some(v) => match v.as_str().and_then(crate::burndown::ExpiryPolicy::parse) {
-                Some(p) => p,
-                None => return err(&format!("{path}.on_expiry"), "must be one of expire, rollover, reserve"),
-            },
-        };
-        out.push(Entitlement { name, asset, amount, purpose, priority, every, on_expiry });
+        Some(_) => return err(&format!("{path}.every"), "must be a period such as P1M or '1 month'"),
+    };
+    let on_expiry = match o.get("on_expiry") {
+        None | Some(Value::Null) => crate::burndown::ExpiryPolicy::Expire,
+        Some(v) => match v.as_str().and_then(crate::burndown::ExpiryPolicy::parse) {
+            Some(p) => p,
+            None => return err(&format!("{path}.on_expiry"), "must be one of expire, rollover, reserve"),
+        },
+    };
+    let Some(l) = o.get("lifecycle").filter(|l| !l.is_null()) else {
+        return Ok((every, None, on_expiry));
+    };
+    let lpath = format!("{path}.lifecycle");
+    if every.is_some() || o.get("on_expiry").is_some_and(|v| !v.is_null()) {
+        return err(&lpath, "and every/on_expiry are two ways to say the same: give one");
     }
-    Ok(out)
+    Ok(match lifecycle(l, &lpath)? {
+        (period, Some(policy)) => (Some(period), None, policy),
+        (period, None) => (None, Some(period), crate::burndown::ExpiryPolicy::Expire),
+    })
+}
+
+/// Credyt's `lifecycle: {duration: day|week|month|year, duration_count, refresh:
+/// {strategy: expire_and_replace|rollover}}`: the period as interval text, and, when it
+/// refreshes, what happens to what is left at each renewal.
+fn lifecycle(v: &Value, lpath: &str) -> Result<(String, Option<crate::burndown::ExpiryPolicy>), PriceError> {
+    let o = object(v, lpath)?;
+    for key in o.keys() {
+        if !matches!(key.as_str(), "duration" | "duration_count" | "refresh") {
+            return err(&format!("{lpath}.{key}"), "is not a known field");
+        }
+    }
+    let unit = match o.get("duration").and_then(Value::as_str) {
+        Some(u @ ("day" | "week" | "month" | "year")) => u,
+        _ => return err(&format!("{lpath}.duration"), "must be one of day, week, month, year"),
+    };
+    let count = match o.get("duration_count") {
+        None | Some(Value::Null) => 1,
+        Some(Value::Number(n)) => match n.to_string().parse::<i32>() {
+            Ok(c) if (1..=1000).contains(&c) => c,
+            _ => return err(&format!("{lpath}.duration_count"), "must be a whole number from 1 to 1000"),
+        },
+        Some(_) => return err(&format!("{lpath}.duration_count"), "must be a whole number from 1 to 1000"),
+    };
+    let period = crate::period::parse(&format!("{count} {unit}"))
+        .map_err(|why| PriceError { field: format!("{lpath}.duration"), problem: why })?;
+    let refresh = match o.get("refresh") {
+        None | Some(Value::Null) => None,
+        Some(r) => {
+            let rpath = format!("{lpath}.refresh");
+            let ro = object(r, &rpath)?;
+            if let Some(key) = ro.keys().find(|k| k.as_str() != "strategy") {
+                return err(&format!("{rpath}.{key}"), "is not a known field");
+            }
+            match ro.get("strategy").and_then(Value::as_str) {
+                Some("expire_and_replace") => Some(crate::burndown::ExpiryPolicy::Expire),
+                Some("rollover") => Some(crate::burndown::ExpiryPolicy::Rollover),
+                _ => return err(&format!("{rpath}.strategy"), "must be one of expire_and_replace, rollover"),
+            }
+        }
+    };
+    if let (Some(_), Err(why)) = (refresh, period.check_recurring()) {
+        return err(&format!("{lpath}.duration_count"), format!("of a refreshing entitlement: the period {why}"));
+    }
+    Ok((period.to_sql(), refresh))
+}
+
+/// Credyt's `accounting: {revenue_basis, cost_basis: auto}`, checked and kept in the
+/// stored JSON (credyt's margins come from fees and costs, not from it).
+fn accounting(v: &Value, apath: &str) -> Result<(), PriceError> {
+    let o = object(v, apath)?;
+    for key in o.keys() {
+        if !matches!(key.as_str(), "revenue_basis" | "cost_basis") {
+            return err(&format!("{apath}.{key}"), "is not a known field");
+        }
+    }
+    if amount(o, "revenue_basis", apath)?.is_none() {
+        return err(&format!("{apath}.revenue_basis"), "is required");
+    }
+    match o.get("cost_basis") {
+        None | Some(Value::Null) => Ok(()),
+        Some(v) if v.as_str() == Some("auto") => Ok(()),
+        Some(_) => err(&format!("{apath}.cost_basis"), "must be \"auto\""),
+    }
 }
 
 /// The text of a dimension's value in an event's data.
@@ -774,6 +946,87 @@ mod tests {
         assert_eq!(
             bad(json!([{"name": "x", "asset": "USD", "amount": 1, "on_expiry": "keep"}])),
             "entitlements[0].on_expiry must be one of expire, rollover, reserve"
+        );
+    }
+
+    #[test]
+    fn credyts_own_form_is_accepted() {
+        // Credyt's SDK form: name and billing_model, dimensional groups with nested rows.
+        let p = price(json!({"name": "Chat", "type": "usage_based", "billing_model": {"type": "real_time"},
+            "pricing_model": "flat",
+            "usage_calculation": {"event_type": "chat", "usage_type": "unit", "unit_aggregation": "count",
+                                  "billable_dimensions": ["model"]},
+            "pricing": [{"asset": "USD", "values": [
+                {"name": "GPT", "dimensions": {"model": "gpt-4o"}, "values": [{"name": "per call", "unit_price": 0.5}]},
+                {"dimensions": {"model": "*"}, "values": [{"unit_price": 0.1}]}]}]}));
+        assert_eq!(p.pricing[0].values.len(), 2);
+        assert_eq!(p.pricing[0].values[0].dimensions, vec![("model".to_string(), "gpt-4o".to_string())]);
+        assert_eq!(fee_of(&p, json!({"model": "gpt-4o"})), vec![("USD".to_string(), d("0.5"))]);
+        assert_eq!(fee_of(&p, json!({"model": "other"})), vec![("USD".to_string(), d("0.1"))]);
+        let bad = |v: Value| parse_price(&v, "prices[0]").unwrap_err().to_string();
+        let u = |extra: Value, values: Value| {
+            let mut p = json!({"type": "usage_based", "usage_calculation": {"event_type": "x", "usage_type": "unit",
+                "billable_dimensions": ["model"]}, "pricing": [{"asset": "USD", "values": values}]});
+            p.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+            p
+        };
+        assert_eq!(
+            bad(u(json!({"billing_model": {"type": "recurring"}}), json!([{"unit_price": 1}]))),
+            "prices[0].billing_model.type must be \"real_time\" for a usage_based price"
+        );
+        assert_eq!(
+            bad(u(json!({"pricing_model": "tiered"}), json!([{"unit_price": 1}]))),
+            "prices[0].pricing_model must be \"flat\" (tiered, bulk and package prices are not offered yet)"
+        );
+        assert_eq!(
+            bad(u(
+                json!({}),
+                json!([{"dimensions": {"model": "a"}, "values": [{"dimensions": {"model": "b"}, "unit_price": 1}]}])
+            )),
+            "prices[0].pricing[0].values[0].values[0].dimensions is given by the enclosing dimensional price"
+        );
+        assert_eq!(
+            bad(u(json!({}), json!([{"dimensions": {"model": "a"}, "values": [{"volume_rate": 1}]}]))),
+            "prices[0].pricing[0].values[0].values[0].unit_price is required by this usage_type"
+        );
+        assert_eq!(
+            bad(u(json!({}), json!([{"dimensions": {"model": "a"}, "values": []}]))),
+            "prices[0].pricing[0].values[0].values must not be empty"
+        );
+        assert_eq!(
+            bad(u(json!({}), json!([{"unit_price": 1, "up_to": 10}]))),
+            "prices[0].pricing[0].values[0].up_to belongs to tiered prices, which credyt does not offer yet"
+        );
+        // Credyt's entitlement lifecycle
+        let e = parse_entitlements(&json!([
+            {"name": "monthly", "asset": "USD", "amount": 5, "purpose": "bundled",
+             "lifecycle": {"duration": "month", "refresh": {"strategy": "rollover"}},
+             "accounting": {"revenue_basis": 0.8, "cost_basis": "auto"}},
+            {"name": "trial", "asset": "USD", "amount": 1, "purpose": "promotion",
+             "lifecycle": {"duration": "day", "duration_count": 14}}]))
+        .unwrap();
+        assert_eq!(e[0].every.as_deref(), Some("1 months 0 days 0 microseconds"));
+        assert_eq!(e[0].on_expiry.as_str(), "rollover");
+        assert_eq!((e[1].every.as_deref(), e[1].lasts.as_deref()), (None, Some("0 months 14 days 0 microseconds")));
+        let bad_e = |v: Value| parse_entitlements(&json!([v])).unwrap_err().to_string();
+        assert_eq!(
+            bad_e(json!({"name": "x", "asset": "USD", "amount": 1, "lifecycle": {"duration": "hour"}})),
+            "entitlements[0].lifecycle.duration must be one of day, week, month, year"
+        );
+        assert_eq!(
+            bad_e(
+                json!({"name": "x", "asset": "USD", "amount": 1, "every": "P1M", "lifecycle": {"duration": "month"}})
+            ),
+            "entitlements[0].lifecycle and every/on_expiry are two ways to say the same: give one"
+        );
+        assert_eq!(
+            bad_e(json!({"name": "x", "asset": "USD", "amount": 1,
+                         "lifecycle": {"duration": "month", "refresh": {"strategy": "keep"}}})),
+            "entitlements[0].lifecycle.refresh.strategy must be one of expire_and_replace, rollover"
+        );
+        assert_eq!(
+            bad_e(json!({"name": "x", "asset": "USD", "amount": 1, "accounting": {"cost_basis": "auto"}})),
+            "entitlements[0].accounting.revenue_basis is required"
         );
     }
 

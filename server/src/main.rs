@@ -14,10 +14,10 @@ mod routes;
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
-use axum::routing::{get, post};
+use axum::routing::{get, patch, post};
 use axum::Router;
 use config::Config;
-use routes::{accounts, customers, events, wallet, webhooks, App};
+use routes::{accounts, assets, customers, events, products, vendors, wallet, webhooks, App};
 use std::process::ExitCode;
 use utoipa::OpenApi;
 
@@ -43,7 +43,30 @@ fn router(app: App) -> Router {
         .route("/accounts", post(accounts::create).get(accounts::list))
         .route("/accounts/{accountId}", get(accounts::get))
         .route("/customers", post(customers::create).get(customers::list))
+        .route("/customers/stats", get(customers::list_stats))
         .route("/customers/{customerId}", get(customers::get).patch(customers::update))
+        .route("/customers/{customerId}/stats", get(customers::get_stats))
+        .route("/customers/{customerId}/subscriptions", post(customers::create_subscription))
+        .route("/customers/{customerId}/subscriptions/{subscriptionId}", patch(customers::update_subscription))
+        .route(
+            "/customers/{customerId}/subscriptions/{subscriptionId}/products/{productId}",
+            patch(customers::update_subscription_product),
+        )
+        .route("/products", post(products::create).get(products::list))
+        .route("/products/{productId}", get(products::get).post(products::create_version).delete(products::delete))
+        .route("/products/{productId}/subscribers", get(products::subscribers))
+        .route(
+            "/products/{productId}/{version}",
+            get(products::get_version).patch(products::update_version).delete(products::archive_version),
+        )
+        .route("/products/{productId}/{version}/simulate-usage", post(products::simulate_usage))
+        .route("/assets", post(assets::create).get(assets::list))
+        .route("/assets/{assetCode}", get(assets::get))
+        .route("/assets/{assetCode}/rates", post(assets::add_rate))
+        .route("/assets/{assetCode}/quote", post(assets::quote))
+        .route("/vendors", post(vendors::create).get(vendors::list))
+        .route("/vendors/{vendorId}", get(vendors::get))
+        .route("/vendors/{vendorId}/stats", get(vendors::stats))
         .route("/customers/{customerId}/wallet", get(wallet::get))
         .route("/customers/{customerId}/wallet/adjustments", post(wallet::adjust))
         .route("/customers/{customerId}/wallet/charges", post(wallet::charge))
@@ -54,8 +77,11 @@ fn router(app: App) -> Router {
         .route("/events/{eventId}", get(events::get))
         .route("/webhooks", post(webhooks::create).get(webhooks::list))
         .route("/webhooks/{webhookId}", get(webhooks::get).patch(webhooks::update).delete(webhooks::delete))
+        .route("/webhooks/events", get(webhooks::list_events))
         .route("/webhooks/{webhookId}/test/{topic}", post(webhooks::test))
+        .route("/webhooks/{webhookId}/test/{topic}/{connectedAccountId}", post(webhooks::test_connected))
         .route("/webhooks/test/{topic}", post(webhooks::test_all))
+        .route("/webhooks/test/{topic}/{connectedAccountId}", post(webhooks::test_all_connected))
         .route("/billing-portal/sessions", post(later))
         .route("/top-ups", post(later))
         .route("/top-ups/{topUpId}", get(later))

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' own types and paths.
 
-use crate::routes::{accounts, customers, events, wallet, webhooks};
+use crate::routes::{accounts, assets, customers, events, products, vendors, wallet, webhooks};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -9,11 +9,18 @@ use utoipa::{Modify, OpenApi};
     info(title = "credyt", description = "Credyt's REST API over the credyt PostgreSQL extension."),
     paths(
         accounts::get_self, accounts::create, accounts::list, accounts::get,
-        customers::create, customers::list, customers::get, customers::update,
+        customers::create, customers::list, customers::list_stats, customers::get, customers::update,
+        customers::get_stats, customers::create_subscription, customers::update_subscription,
+        customers::update_subscription_product,
+        products::create, products::list, products::get, products::delete, products::create_version,
+        products::get_version, products::update_version, products::archive_version, products::simulate_usage,
+        products::subscribers,
+        assets::create, assets::list, assets::get, assets::add_rate, assets::quote,
+        vendors::create, vendors::list, vendors::get, vendors::stats,
         wallet::get, wallet::account, wallet::adjust, wallet::charge, wallet::transaction, wallet::grants,
         events::submit, events::list, events::get,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::test,
-        webhooks::test_all,
+        webhooks::test_connected, webhooks::test_all, webhooks::test_all_connected, webhooks::list_events,
     ),
     modifiers(&Keys, &Problems),
     security(("api_key" = []))

@@ -65,6 +65,10 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not Found", Some(detail.into()))
     }
 
+    pub fn conflict(detail: impl Into<String>) -> Problem {
+        Problem::new(StatusCode::CONFLICT, "Conflict", Some(detail.into()))
+    }
+
     pub fn unavailable(detail: &str) -> Problem {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable", Some(detail.into()))
     }
@@ -95,8 +99,14 @@ impl Problem {
     /// The HTTP form of a database error: the extension's CY codes by meaning.
     pub fn from_db(e: tokio_postgres::Error) -> Problem {
         let Some(db) = e.as_db_error() else {
-            credyt_service::log!("error", "database error", "error" => credyt_service::log::with_sources(&e));
-            return Problem::unavailable("the database connection failed");
+            // A lost connection is the database's unavailability; anything else (a row
+            // count or a type the code did not expect) is a bug here.
+            let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+            if e.is_closed() || io {
+                credyt_service::log!("error", "database error", "error" => credyt_service::log::with_sources(&e));
+                return Problem::unavailable("the database connection failed");
+            }
+            return Problem::internal(&credyt_service::log::with_sources(&e));
         };
         let code = db.code().code();
         let message = db.message().to_string();
@@ -131,6 +141,11 @@ impl Problem {
 /// The field an error message is about: its first word, the extension's convention
 /// ("amount must be positive", "events[3]: data.tokens ..."), else "body".
 fn field_of(message: &str) -> String {
+    // "invalid price JSON: prices[0].pricing[0].unit_price ..." names its field after the colon
+    let message = ["invalid price JSON: ", "invalid entitlements JSON: "]
+        .iter()
+        .find_map(|p| message.strip_prefix(p))
+        .unwrap_or(message);
     let mut words = message.split([' ', ':']);
     let first = match words.next().unwrap_or("") {
         "unknown" => words.next().unwrap_or(""),
@@ -164,5 +179,9 @@ mod tests {
         assert_eq!(field_of("events[3]: data.tokens must be a number"), "events[3]");
         assert_eq!(field_of("unknown reason \"x\""), "reason");
         assert_eq!(field_of("'x' is bad"), "body");
+        assert_eq!(
+            field_of("invalid price JSON: prices[0].pricing[0].values[1].unit_price must not be negative"),
+            "prices[0].pricing[0].values[1].unit_price"
+        );
     }
 }

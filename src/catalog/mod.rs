@@ -4,8 +4,10 @@
 
 //!
 //! The files: this one validates and publishes versions and resolves products; `api`
-//! creates assets, products and versions; `subscribe` starts and ends subscriptions
-//! (with their wallet accounts and entitlements).
+//! creates assets, products and versions; `versions` publishes, defaults and archives
+//! them and simulates their fees; `rates` keeps assets' exchange rates and quotes;
+//! `subscribe` starts, ends and moves subscriptions (with their wallet accounts and
+//! entitlements).
 
 use crate::assets::{fiat, resolve_asset};
 use crate::customers;
@@ -21,7 +23,9 @@ use pgrx::{AnyNumeric, JsonB};
 use std::collections::BTreeSet;
 
 mod api;
+mod rates;
 mod subscribe;
+mod versions;
 
 fn price_error(e: PriceError) -> CyError {
     CyError::invalid(format!("invalid price JSON: {e}")).hint("see the price shape in the README (SPEC §4)")
@@ -56,19 +60,30 @@ fn validate_version(
     Ok(parsed.into_iter().zip(arr).collect())
 }
 
-fn publish(
+/// Stores a validated version, published or as a draft, with its price rows.
+#[allow(clippy::too_many_arguments)]
+fn insert_version(
     c: &mut SpiClient<'_>,
     account: &str,
     product: &str,
     version: i32,
+    publish: bool,
     prices: Vec<(Price, serde_json::Value)>,
     all_prices: serde_json::Value,
     entitlements: serde_json::Value,
 ) -> Result<()> {
     run(
         c,
-        "INSERT INTO credyt.product_version (account_id, product_id, version, prices, entitlements) VALUES ($1, $2, $3, $4, $5)",
-        &[account.into(), product.into(), version.into(), JsonB(all_prices).into(), JsonB(entitlements).into()],
+        "INSERT INTO credyt.product_version (account_id, product_id, version, prices, entitlements, status, published_at) \
+         VALUES ($1, $2, $3, $4, $5, CASE WHEN $6 THEN 'published' ELSE 'draft' END, CASE WHEN $6 THEN now() END)",
+        &[
+            account.into(),
+            product.into(),
+            version.into(),
+            JsonB(all_prices).into(),
+            JsonB(entitlements).into(),
+            publish.into(),
+        ],
     )?;
     for (position, (price, json)) in prices.into_iter().enumerate() {
         run(
@@ -111,13 +126,21 @@ fn asset_code(code: Option<String>) -> Result<String> {
     Ok(code)
 }
 
+/// A product as resolve_product finds it.
+struct Product {
+    id: String,
+    /// None until a version is published
+    default_version: Option<i32>,
+    archived: bool,
+}
+
 /// A product named by its `prp_…` id or its code, inside `account`.
-fn resolve_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) -> Result<(String, i32)> {
+fn resolve_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) -> Result<Product> {
     let product = product.ok_or_else(|| CyError::invalid("product must not be NULL"))?;
     let t = run(
         c,
-        "(SELECT id, default_version FROM credyt.product WHERE id = $2 AND account_id = $1) \
-         UNION ALL (SELECT id, default_version FROM credyt.product WHERE account_id = $1 AND code = $2) LIMIT 1",
+        "(SELECT id, default_version, archived_at IS NOT NULL AS archived FROM credyt.product WHERE id = $2 AND account_id = $1) \
+         UNION ALL (SELECT id, default_version, archived_at IS NOT NULL FROM credyt.product WHERE account_id = $1 AND code = $2) LIMIT 1",
         &[account.into(), product.into()],
     )?;
     if t.is_empty() {
@@ -126,5 +149,49 @@ fn resolve_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) 
         );
     }
     let row = t.first();
-    Ok((row.req::<String>("id")?, row.req::<i32>("default_version")?))
+    Ok(Product {
+        id: row.req::<String>("id")?,
+        default_version: row.opt::<i32>("default_version")?,
+        archived: row.req::<bool>("archived")?,
+    })
+}
+
+/// An unarchived product, for changes to it.
+fn live_product(c: &mut SpiClient<'_>, account: &str, product: Option<&str>) -> Result<Product> {
+    let p = resolve_product(c, account, product)?;
+    if p.archived {
+        return Err(CyError::conflict(format!("product {} is archived", p.id)));
+    }
+    Ok(p)
+}
+
+/// A version's status, with the version row locked (for a change of status).
+fn lock_version(c: &mut SpiClient<'_>, product: &str, version: Option<i32>) -> Result<(i32, VersionStatus)> {
+    let version = validate::required("version", version)?;
+    let status = one::<String>(
+        c,
+        "SELECT status FROM credyt.product_version WHERE product_id = $1 AND version = $2 FOR UPDATE",
+        &[product.into(), version.into()],
+    )?
+    .ok_or_else(|| CyError::not_found(format!("product {product} has no version {version}")))?;
+    let status = VersionStatus::parse(&status).ok_or_else(|| CyError::internal(format!("version status {status}")))?;
+    Ok((version, status))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum VersionStatus {
+    Draft,
+    Published,
+    Archived,
+}
+
+impl VersionStatus {
+    fn parse(s: &str) -> Option<VersionStatus> {
+        match s {
+            "draft" => Some(VersionStatus::Draft),
+            "published" => Some(VersionStatus::Published),
+            "archived" => Some(VersionStatus::Archived),
+            _ => None,
+        }
+    }
 }

@@ -36,7 +36,8 @@ pub(super) trait Lookups {
     fn prices(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Vec<Rc<SubscribedPrice>>>;
     /// Costs of a model, most recently set first.
     fn model_costs(&mut self, c: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>>;
-    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str) -> Result<Option<Decimal>>;
+    /// What one unit of `asset` cost in `currency` at `at` (Postgres microseconds).
+    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>>;
 }
 
 /// The parsed price for a stored definition, from the per-backend cache.
@@ -129,14 +130,9 @@ impl Lookups for Direct<'_> {
         }
         Ok(out)
     }
-    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str) -> Result<Option<Decimal>> {
-        one::<String>(
-            c,
-            "SELECT rate::text FROM credyt.asset WHERE account_id = $1 AND code = $2 AND rate_currency = $3 AND rate IS NOT NULL",
-            &[self.account.into(), asset.into(), currency.into()],
-        )?
-        .map(|r| stored(&r))
-        .transpose()
+    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>> {
+        let account = self.account;
+        crate::assets::rate_at(c, account, asset, currency, at_time(at)?)
     }
 }
 
@@ -149,7 +145,6 @@ pub(super) struct Preloaded {
     pub(super) customers: HashMap<String, String>,
     prices: PricesByType,
     model_costs: HashMap<String, Vec<Rc<ModelCost>>>,
-    rates: HashMap<(String, String), Decimal>,
 }
 
 impl Preloaded {
@@ -157,8 +152,7 @@ impl Preloaded {
         let customers = Self::customers(c, account, events)?;
         let prices = Self::prices(c, &customers, events)?;
         let model_costs = Self::model_costs(c, account, events)?;
-        let rates = Self::rates(c, account)?;
-        Ok(Preloaded { account: account.to_string(), customers, prices, model_costs, rates })
+        Ok(Preloaded { account: account.to_string(), customers, prices, model_costs })
     }
 
     /// Customer id by each reference the events use (id or external_id).
@@ -239,20 +233,6 @@ impl Preloaded {
         }
         Ok(model_costs)
     }
-
-    /// The account's asset rates, by (asset, currency).
-    fn rates(c: &mut SpiClient<'_>, account: &str) -> Result<HashMap<(String, String), Decimal>> {
-        let mut rates = HashMap::new();
-        let t = run(
-            c,
-            "SELECT code, rate_currency, rate::text AS rate FROM credyt.asset WHERE account_id = $1 AND rate IS NOT NULL",
-            &[account.into()],
-        )?;
-        for row in t {
-            rates.insert((row.req::<String>("code")?, row.req::<String>("rate_currency")?), row.amount("rate")?);
-        }
-        Ok(rates)
-    }
 }
 
 impl Lookups for Preloaded {
@@ -268,7 +248,14 @@ impl Lookups for Preloaded {
     fn model_costs(&mut self, _: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>> {
         Ok(self.model_costs.get(model).cloned().unwrap_or_default())
     }
-    fn rate(&mut self, _: &mut SpiClient<'_>, asset: &str, currency: &str) -> Result<Option<Decimal>> {
-        Ok(self.rates.get(&(asset.to_string(), currency.to_string())).copied())
+    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>> {
+        // (rare: revenue in a custom unit against a cost in a currency; rates change
+        // over time, so each event reads the one of its moment)
+        crate::assets::rate_at(c, &self.account, asset, currency, at_time(at)?)
     }
+}
+
+/// A time in Postgres microseconds as a timestamptz.
+fn at_time(at: i64) -> Result<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(at).map_err(|e| CyError::internal(format!("time {at}: {e:?}")))
 }

@@ -18,7 +18,7 @@ use crate::assets::resolve_asset;
 use crate::customers;
 use crate::error::{api, CyError, Result};
 use crate::holds;
-use crate::money::{self, stored, to_numeric};
+use crate::money::{self, to_numeric};
 use crate::scope::scope;
 use crate::spi::{one, run, run_once, Row};
 use crate::validate;

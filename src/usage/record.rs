@@ -50,7 +50,7 @@ fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> 
     };
     let revenue = match (&asset, &cost_currency) {
         (Some(a), Some(cur)) if a == cur => Some(charged),
-        (Some(a), Some(cur)) => l.rate(c, a, cur)?.map(|r| round_fee(charged * r)),
+        (Some(a), Some(cur)) => l.rate(c, a, cur, at)?.map(|r| round_fee(charged * r)),
         _ => None,
     };
     Ok(Prepared {

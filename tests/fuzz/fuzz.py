@@ -73,7 +73,10 @@ def seed_tenant(s, ext):
     event = one(s, "SELECT credyt.send_test_event()")
     s.execute("SELECT credyt.set_auto_topup(%s, 'USD', 1000, 10)", (ext,))
     topup = one(s, "SELECT id FROM credyt.topups LIMIT 1")
-    return [cust, ext, sub, hold, "seed-hold", grant, "seed-grant", hook, event, topup, "chat", "seed"]
+    s.execute("SELECT credyt.create_asset('tokens', rate => 0.001)")
+    s.execute("SELECT credyt.create_product_version('chat', %s, publish => false)", (PRICES,))
+    vendor = one(s, "SELECT credyt.create_vendor('Vendor', 'seed-vendor')")
+    return [cust, ext, sub, hold, "seed-hold", grant, "seed-grant", hook, event, topup, "chat", "seed", vendor]
 
 
 COUNTS = """SELECT concat_ws('/', (SELECT count(*) FROM credyt.customers), (SELECT count(*) FROM credyt.entries),
@@ -81,6 +84,9 @@ COUNTS = """SELECT concat_ws('/', (SELECT count(*) FROM credyt.customers), (SELE
   (SELECT count(*) FROM credyt.grants), (SELECT count(*) FROM credyt.events), (SELECT count(*) FROM credyt.products),
   (SELECT count(*) FROM credyt.subscriptions), (SELECT count(*) FROM credyt.webhooks), (SELECT count(*) FROM credyt.assets),
   (SELECT count(*) FROM credyt.topups), (SELECT count(*) FROM credyt.deliveries),
+  (SELECT count(*) FROM credyt.asset_rates), (SELECT count(*) FROM credyt.vendors),
+  (SELECT string_agg(concat_ws(':', id, version, status, is_default), ',' ORDER BY id, version) FROM credyt.products),
+  (SELECT string_agg(concat_ws(':', id, version, ends_at), ',' ORDER BY id) FROM credyt.subscriptions),
   (SELECT string_agg(concat_ws(':', status, amount), ',' ORDER BY id) FROM credyt.holds),
   (SELECT sum(amount) FROM credyt.entries))"""
 

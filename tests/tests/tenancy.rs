@@ -16,7 +16,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         r#"SELECT credyt.create_product('b-prod', 'B product', '[{"type": "usage_based",
              "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
              "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]');
-           SELECT credyt.authorize('b-ext', 'b-hold', 'USD', 5);"#,
+           SELECT credyt.authorize('b-ext', 'b-hold', 'USD', 5);
+           SELECT credyt.create_asset('b_credits', rate => 0.01);
+           SELECT credyt.create_vendor('B vendor', 'b-vendor');"#,
     )
     .unwrap();
     let b_sub = text(&mut sb, "SELECT credyt.subscribe('b-ext', 'b-prod')");
@@ -119,6 +121,39 @@ fn a_bound_role_cannot_reach_another_tenant() {
     attack(&mut app, "send_test_event", format!("SELECT credyt.send_test_event(webhook_id => '{b_hook}')"), "CY404");
     attack(&mut app, "complete_topup", format!("SELECT credyt.complete_topup('{b_topup}', true)"), "CY404");
     attack(&mut app, "create_product_version", "SELECT credyt.create_product_version('b-prod', '[]')".into(), "CY404");
+    // B's catalog, named from A's scope: unknown (CY404); from a forged scope, CY403 below.
+    let catalog_calls = [
+        ("publish_product_version", "SELECT credyt.publish_product_version('b-prod', 1)".to_string()),
+        ("set_default_version", "SELECT credyt.set_default_version('b-prod', 1)".into()),
+        ("archive_product_version", "SELECT credyt.archive_product_version('b-prod', 1)".into()),
+        ("archive_product", "SELECT credyt.archive_product('b-prod')".into()),
+        (
+            "simulate_usage",
+            r#"SELECT credyt.simulate_usage('b-prod', 1, '[{"event_id": "x", "event_type": "chat"}]')"#.into(),
+        ),
+        ("set_subscription_status", format!("SELECT credyt.set_subscription_status('{b_sub}', 'inactive')")),
+        ("change_subscription_version", format!("SELECT credyt.change_subscription_version('{b_sub}', 1)")),
+        ("add_asset_rate", "SELECT credyt.add_asset_rate('b_credits', 'USD', 2)".into()),
+        ("quote_asset", "SELECT * FROM credyt.quote_asset('b_credits', 'USD', 10)".into()),
+    ];
+    for (name, sql) in catalog_calls.clone() {
+        attack(&mut app, name, sql, "CY404");
+    }
+    // B's vendor external id is free in A's account: the call succeeds, and only then
+    // does the division by zero (1 / (true - 1)) fail the statement and roll it back.
+    attack(
+        &mut app,
+        "create_vendor",
+        "SELECT 1 / ((credyt.create_vendor('A vendor', 'b-vendor') LIKE 'ven_%')::int - 1)".into(),
+        "22012",
+    );
+    assert_eq!(
+        admin
+            .query_one("SELECT count(*) FROM credyt.vendor WHERE account_id = $1", &[&b.account])
+            .unwrap()
+            .get::<_, i64>(0),
+        1
+    );
     attack(&mut app, "verify_ledger", format!("SELECT * FROM credyt.verify_ledger('{}')", b.account), "CY403");
     attack(
         &mut app,
@@ -166,7 +201,12 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("webhook_secret", format!("SELECT credyt.webhook_secret('{b_hook}')")),
         ("account_context", "SELECT * FROM credyt.account_context()".into()),
         ("update_customer", "SELECT credyt.update_customer('b-ext', name => 'Eve')".into()),
-    ] {
+        ("create_vendor", "SELECT credyt.create_vendor('Eve')".into()),
+        ("delivery_log", "SELECT count(*) FROM credyt.delivery_log()".into()),
+    ]
+    .into_iter()
+    .chain(catalog_calls)
+    {
         attack(&mut app, name, sql, "CY403");
     }
     for view in [
@@ -187,10 +227,16 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "api_keys",
         "accounts",
         "transactions",
+        "asset_rates",
+        "vendors",
     ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
+    // B's delivery log is B's: A's scope sees none of it.
+    let log = format!("SELECT count(*) FROM credyt.delivery_log('{b_hook}')");
+    assert_eq!(app.query_one(log.as_str(), &[]).unwrap().get::<_, i64>(0), 0);
+    assert!(sb.query_one(log.as_str(), &[]).unwrap().get::<_, i64>(0) >= 1);
     // platform_account() reveals only the platform's id, which is not tenant data.
     attacked.insert("platform_account".into());
     text(&mut app, "SELECT credyt.platform_account()");

@@ -81,12 +81,11 @@ pub async fn list(
     Params(p): Params<Paging>,
 ) -> Result<Json<Page<ConnectedAccount>>, Problem> {
     let (offset, limit) = Paging::bounds(p.offset, p.limit)?;
-    let sql = format!(
-        "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.created_at, x.id) FROM \
-           (SELECT {ACCOUNT_JSON} AS j, created_at, id FROM credyt.accounts \
-            WHERE parent_id = credyt.current_account() ORDER BY created_at, id OFFSET $1::bigint LIMIT $2::bigint) x), '[]'), \
-         'total_count', (SELECT count(*) FROM credyt.accounts WHERE parent_id = credyt.current_account()), \
-         'limit', $2::bigint, 'offset', $1::bigint)"
+    let sql = super::page_sql(
+        ACCOUNT_JSON,
+        "FROM credyt.accounts WHERE parent_id = credyt.current_account()",
+        "created_at, id",
+        1,
     );
     read(&app, &auth, &sql, &[&offset, &limit]).await
 }

@@ -207,12 +207,8 @@ pub async fn list(
     Params(q): Params<ListEvents>,
 ) -> Result<Json<Page<ListEventsItem>>, Problem> {
     let (offset, limit) = super::Paging::bounds(q.offset, q.limit)?;
-    for (field, day) in [("period_from", &q.period_from), ("period_to", &q.period_to)] {
-        if day.as_deref().is_some_and(|d| d.len() != 10 || !credyt_core::period::is_rfc3339(&format!("{d}T00:00:00Z")))
-        {
-            return Err(Problem::invalid(field, format!("{field} must be a date such as 2026-12-01")));
-        }
-    }
+    super::day("period_from", &q.period_from)?;
+    super::day("period_to", &q.period_to)?;
     let types: Option<Vec<String>> = q
         .event_types
         .as_deref()
@@ -222,14 +218,8 @@ pub async fn list(
          AND ($5::text IS NULL OR u.occurred_at >= ($5::text::date)::timestamp AT TIME ZONE 'UTC') \
          AND ($6::text IS NULL OR u.occurred_at < ($6::text::date + 1)::timestamp AT TIME ZONE 'UTC') \
          AND ($7::text[] IS NULL OR u.event_type = ANY ($7)) AND ($8::bool IS NULL OR (jsonb_array_length(u.fees) > 0) = $8)";
-    let sql = format!(
-        "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.occurred_at DESC, x.event_id) \
-                   FROM (SELECT {ITEM_JSON} AS j, u.occurred_at, u.event_id FROM credyt.usage u \
-                     JOIN credyt.customers c ON c.id = u.customer_id WHERE {filter} \
-                     ORDER BY u.occurred_at DESC, u.event_id OFFSET $9::bigint LIMIT $10::bigint) x), '[]'), \
-                 'total_count', (SELECT count(*) FROM credyt.usage u JOIN credyt.customers c ON c.id = u.customer_id \
-                   WHERE {filter}), 'limit', $10::bigint, 'offset', $9::bigint)"
-    );
+    let from = format!("FROM credyt.usage u JOIN credyt.customers c ON c.id = u.customer_id WHERE {filter}");
+    let sql = super::page_sql(ITEM_JSON, &from, "u.occurred_at DESC, u.event_id", 9);
     let args: [&(dyn tokio_postgres::types::ToSql + Sync); 10] = [
         &q.event_id,
         &q.customer_id,

@@ -2,8 +2,11 @@
 //! `credyt-api` SDK), each onto the SQL API in one transaction.
 
 pub mod accounts;
+pub mod assets;
 pub mod customers;
 pub mod events;
+pub mod products;
+pub mod vendors;
 pub mod wallet;
 pub mod webhooks;
 
@@ -120,6 +123,29 @@ impl Paging {
         }
         Ok((offset, limit))
     }
+}
+
+/// An optional UTC day (`2026-12-01`) from the query, or 422 naming it.
+pub fn day(field: &str, d: &Option<String>) -> Result<(), Problem> {
+    match d.as_deref() {
+        Some(d) if d.len() != 10 || !credyt_core::period::is_rfc3339(&format!("{d}T00:00:00Z")) => {
+            Err(Problem::invalid(field, format!("{field} must be a date such as 2026-12-01")))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The SQL of one offset page as a jsonb `{items, total_count, limit, offset}`: the
+/// JSON `item` of each row of `from` (a FROM clause with its WHERE), in `order`;
+/// `$n` is the offset and `$n+1` the limit.
+pub fn page_sql(item: &str, from: &str, order: &str, n: usize) -> String {
+    let (offset, limit) = (n, n + 1);
+    format!(
+        "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.k) FROM \
+           (SELECT {item} AS j, row_number() OVER (ORDER BY {order}) AS k {from} \
+            ORDER BY {order} OFFSET ${offset}::bigint LIMIT ${limit}::bigint) x), '[]'), \
+         'total_count', (SELECT count(*) {from}), 'limit', ${limit}::bigint, 'offset', ${offset}::bigint)"
+    )
 }
 
 /// A page of items.

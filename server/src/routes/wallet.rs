@@ -312,15 +312,25 @@ pub async fn grants(
          AND ($8::text IS NULL OR l.expires_at <= $8::text::timestamptz)";
     let v = s
         .json(
-            &format!(
-                "SELECT jsonb_build_object('items', coalesce((SELECT jsonb_agg(x.j ORDER BY x.created_at, x.id) FROM \
-                   (SELECT jsonb_build_object('id', l.id, 'available', l.remaining, 'effective_at', l.effective_at, \
-                      'expires_at', l.expires_at, 'purpose', l.purpose, 'created_at', l.created_at) AS j, l.created_at, l.id \
-                    FROM credyt.lots l WHERE {filter} ORDER BY l.created_at, l.id OFFSET $9::bigint LIMIT $10::bigint) x), '[]'), \
-                 'total_count', (SELECT count(*) FROM credyt.lots l WHERE {filter}), 'limit', $10::bigint, 'offset', $9::bigint)"
+            &super::page_sql(
+                "jsonb_build_object('id', l.id, 'available', l.remaining, 'effective_at', l.effective_at, \
+                   'expires_at', l.expires_at, 'purpose', l.purpose, 'created_at', l.created_at)",
+                &format!("FROM credyt.lots l WHERE {filter}"),
+                "l.created_at, l.id",
+                9,
             ),
-            &[&customer, &account, &q.purpose, &q.exclude_expired, &q.effective_from, &q.effective_to, &q.expired_from,
-              &q.expired_to, &offset, &limit],
+            &[
+                &customer,
+                &account,
+                &q.purpose,
+                &q.exclude_expired,
+                &q.effective_from,
+                &q.effective_to,
+                &q.expired_from,
+                &q.expired_to,
+                &offset,
+                &limit,
+            ],
         )
         .await?;
     s.commit().await?;

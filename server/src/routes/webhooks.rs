@@ -170,6 +170,25 @@ pub async fn delete(State(app): State<App>, auth: Auth, Path(id): Path<String>) 
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// A test event of `topic` to one endpoint of the account's own (or to all its
+/// endpoints that take it), from the account or from a connected account below it.
+async fn send_test(
+    app: &App,
+    auth: &Auth,
+    topic: &str,
+    webhook: Option<&str>,
+    account: Option<&str>,
+) -> Result<(StatusCode, Json<TestWebhookResponse>), Problem> {
+    let s = auth.session(app).await?;
+    if let Some(id) = webhook {
+        own(&s, id).await?;
+    }
+    let event: String =
+        s.query_one("SELECT credyt.send_test_event($1, $2, $3)", &[&topic, &webhook, &account]).await?.get(0);
+    s.commit().await?;
+    Ok((StatusCode::ACCEPTED, Json(TestWebhookResponse { id: event })))
+}
+
 #[utoipa::path(post, path = "/webhooks/{webhookId}/test/{topic}", tag = "webhooks",
     params(("webhookId" = String, Path), ("topic" = String, Path, description = "an event type")),
     responses((status = 202, body = TestWebhookResponse), (status = 404, body = Problem), (status = 409, body = Problem),
@@ -179,11 +198,7 @@ pub async fn test(
     auth: Auth,
     Path((id, topic)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<TestWebhookResponse>), Problem> {
-    let s = auth.session(&app).await?;
-    own(&s, &id).await?;
-    let event: String = s.query_one("SELECT credyt.send_test_event($1, $2)", &[&topic, &id]).await?.get(0);
-    s.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(TestWebhookResponse { id: event })))
+    send_test(&app, &auth, &topic, Some(&id), None).await
 }
 
 #[utoipa::path(post, path = "/webhooks/test/{topic}", tag = "webhooks",
@@ -194,8 +209,191 @@ pub async fn test_all(
     auth: Auth,
     Path(topic): Path<String>,
 ) -> Result<(StatusCode, Json<TestWebhookResponse>), Problem> {
+    send_test(&app, &auth, &topic, None, None).await
+}
+
+#[utoipa::path(post, path = "/webhooks/{webhookId}/test/{topic}/{connectedAccountId}", tag = "webhooks",
+    params(("webhookId" = String, Path), ("topic" = String, Path, description = "an event type"),
+           ("connectedAccountId" = String, Path, description = "the account below this one the event comes from")),
+    responses((status = 202, body = TestWebhookResponse), (status = 404, body = Problem), (status = 409, body = Problem),
+              (status = 422, body = Problem)), operation_id = "webhooks_test_connected")]
+pub async fn test_connected(
+    State(app): State<App>,
+    auth: Auth,
+    Path((id, topic, account)): Path<(String, String, String)>,
+) -> Result<(StatusCode, Json<TestWebhookResponse>), Problem> {
+    send_test(&app, &auth, &topic, Some(&id), Some(&account)).await
+}
+
+#[utoipa::path(post, path = "/webhooks/test/{topic}/{connectedAccountId}", tag = "webhooks",
+    params(("topic" = String, Path, description = "an event type"),
+           ("connectedAccountId" = String, Path, description = "the account below this one the event comes from")),
+    responses((status = 202, body = TestWebhookResponse), (status = 404, body = Problem), (status = 422, body = Problem)),
+    operation_id = "webhooks_test_all_connected")]
+pub async fn test_all_connected(
+    State(app): State<App>,
+    auth: Auth,
+    Path((topic, account)): Path<(String, String)>,
+) -> Result<(StatusCode, Json<TestWebhookResponse>), Problem> {
+    send_test(&app, &auth, &topic, None, Some(&account)).await
+}
+
+/// One delivery of an event to one of the account's endpoints.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct WebhookEventListItem {
+    /// The event's id.
+    pub id: String,
+    pub destination_id: String,
+    pub topic: String,
+    /// When the event was queued for the endpoint.
+    pub time: String,
+    pub successful_at: Option<String>,
+    /// When the worker gave up on it.
+    pub failed_at: Option<String>,
+    /// status (pending, delivered, failed), attempts, last_status, last_error
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// The event as delivered (the envelope's `data`).
+    #[schema(value_type = Object)]
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CursorPaginationMetadata {
+    pub limit: i64,
+    /// Pass as `next` for the page after this one (older deliveries).
+    pub next: Option<String>,
+    /// Pass as `prev` for the page before this one (newer deliveries).
+    pub prev: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct CursorPageWebhookEventListItem {
+    pub models: Vec<WebhookEventListItem>,
+    pub pagination: CursorPaginationMetadata,
+}
+
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ListDeliveries {
+    #[param(minimum = 1, maximum = 100)]
+    pub limit: Option<i64>,
+    /// A cursor from `pagination.next`.
+    pub next: Option<String>,
+    /// A cursor from `pagination.prev`.
+    pub prev: Option<String>,
+    pub destination_id: Option<String>,
+    /// `Success` (delivered) or `Failed` (given up)
+    pub status: Option<String>,
+    pub time_gte: Option<String>,
+    pub time_lte: Option<String>,
+}
+
+/// A position in the delivery log: `micros.event_id.webhook_id` of a delivery.
+struct Cursor {
+    micros: i64,
+    event: String,
+    webhook: String,
+}
+
+impl Cursor {
+    fn parse(field: &str, text: &str) -> Result<Cursor, Problem> {
+        let bad = || Problem::invalid(field, format!("{field} is not a cursor from pagination"));
+        let mut parts = text.splitn(3, '.');
+        let micros = parts.next().and_then(|m| m.parse::<i64>().ok()).ok_or_else(bad)?;
+        let event = parts.next().filter(|e| !e.is_empty()).ok_or_else(bad)?.to_string();
+        let webhook = parts.next().filter(|w| !w.is_empty()).ok_or_else(bad)?.to_string();
+        Ok(Cursor { micros, event, webhook })
+    }
+}
+
+/// The delivery log's query, checked.
+struct LogQuery {
+    limit: i64,
+    /// the delivery status asked for
+    status: Option<&'static str>,
+    cursor: Option<Cursor>,
+    /// going back (prev): the rows newer than the cursor
+    newer: bool,
+}
+
+fn log_query(q: &ListDeliveries) -> Result<LogQuery, Problem> {
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        return Err(Problem::invalid("limit", "limit must be from 1 to 100".into()));
+    }
+    let status = match q.status.as_deref() {
+        None => None,
+        Some(s) if s.eq_ignore_ascii_case("success") => Some("delivered"),
+        Some(s) if s.eq_ignore_ascii_case("failed") => Some("failed"),
+        Some(_) => return Err(Problem::invalid("status", "status must be Success or Failed".into())),
+    };
+    for (field, t) in [("time_gte", &q.time_gte), ("time_lte", &q.time_lte)] {
+        if let Some(t) = t.as_deref().filter(|t| !credyt_core::period::is_rfc3339(t)) {
+            return Err(Problem::invalid(field, format!("{field} {t:?} is not an RFC 3339 timestamp")));
+        }
+    }
+    let (cursor, newer) = match (&q.next, &q.prev) {
+        (Some(_), Some(_)) => return Err(Problem::invalid("next", "give next or prev, not both".into())),
+        (Some(n), None) => (Some(Cursor::parse("next", n)?), false),
+        (None, Some(p)) => (Some(Cursor::parse("prev", p)?), true),
+        (None, None) => (None, false),
+    };
+    Ok(LogQuery { limit, status, cursor, newer })
+}
+
+#[utoipa::path(get, path = "/webhooks/events", tag = "webhooks", params(ListDeliveries),
+    responses((status = 200, body = CursorPageWebhookEventListItem), (status = 422, body = Problem)),
+    operation_id = "webhooks_list_events")]
+pub async fn list_events(
+    State(app): State<App>,
+    auth: Auth,
+    Params(q): Params<ListDeliveries>,
+) -> Result<Json<CursorPageWebhookEventListItem>, Problem> {
+    let LogQuery { limit, status, cursor, newer } = log_query(&q)?;
+    let (micros, event, webhook) = match &cursor {
+        Some(c) => (Some(c.micros), Some(c.event.clone()), Some(c.webhook.clone())),
+        None => (None, None, None),
+    };
+    // Newest first. Going back (prev), the log gives the newer rows in ascending
+    // order, turned round here. One row more than the page tells whether there is another.
+    let sql = "SELECT coalesce(jsonb_agg(jsonb_build_object('id', d.event_id, 'destination_id', d.webhook_id, \
+                 'topic', d.event_type, 'time', d.created_at, 'successful_at', d.delivered_at, 'failed_at', d.failed_at, \
+                 'metadata', jsonb_build_object('status', d.status, 'attempts', d.attempts, 'last_status', d.last_status, \
+                                                'last_error', d.last_error, 'account_id', d.event_account_id), \
+                 'data', d.data, \
+                 'cursor', ((extract(epoch FROM d.created_at) * 1000000)::bigint)::text || '.' || d.event_id || '.' || d.webhook_id) \
+                 ORDER BY d.n), '[]') \
+               FROM credyt.delivery_log($1, $2, $3::text::timestamptz, $4::text::timestamptz, \
+                      'epoch'::timestamptz + $5::bigint * interval '1 microsecond', $6, $7, $8, $9::int + 1) WITH ORDINALITY AS d(event_id, webhook_id, status, attempts, last_status, last_error, \
+                      delivered_at, failed_at, created_at, event_type, event_account_id, data, n)";
     let s = auth.session(&app).await?;
-    let event: String = s.query_one("SELECT credyt.send_test_event($1)", &[&topic]).await?.get(0);
+    let v = s
+        .json(
+            sql,
+            &[&q.destination_id, &status, &q.time_gte, &q.time_lte, &micros, &event, &webhook, &newer, &(limit as i32)],
+        )
+        .await?;
     s.commit().await?;
-    Ok((StatusCode::ACCEPTED, Json(TestWebhookResponse { id: event })))
+    let mut rows = v.as_array().cloned().unwrap_or_default();
+    let more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    if newer {
+        rows.reverse();
+    }
+    let cursor_of = |r: Option<&serde_json::Value>| r.and_then(|r| r["cursor"].as_str()).map(str::to_string);
+    // Older rows exist past the last one when the read found more (going forward) or
+    // when we came back from there (going back); newer ones before the first likewise.
+    let next = if (!newer && more) || (newer && cursor.is_some()) { cursor_of(rows.last()) } else { None };
+    let prev = if (newer && more) || (!newer && cursor.is_some()) { cursor_of(rows.first()) } else { None };
+    let models = rows
+        .into_iter()
+        .map(|mut r| {
+            if let Some(o) = r.as_object_mut() {
+                o.remove("cursor");
+            }
+            decode(r)
+        })
+        .collect::<Result<Vec<WebhookEventListItem>, Problem>>()?;
+    Ok(Json(CursorPageWebhookEventListItem { models, pagination: CursorPaginationMetadata { limit, next, prev } }))
 }
