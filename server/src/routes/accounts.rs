@@ -21,6 +21,7 @@ pub struct AccountContext {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Acme EU", "external_id": "acme-eu", "metadata": {"region": "eu"}}))]
 pub struct CreateAccountRequest {
     pub name: String,
     pub external_id: Option<String>,

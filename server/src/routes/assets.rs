@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"code": "credits", "name": "Credits", "precision": 0, "symbol": "C", "rates": [{"source": "USD", "inverse_rate": 100}]}))]
 pub struct CreateAssetRequest {
     /// A letter, then letters, digits or `_` (at most 32); never an ISO 4217 code.
     pub code: String,
@@ -75,6 +76,7 @@ pub struct GetAssetResponse {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"source": "USD", "rate": 0.02, "valid_from": "2027-01-01T00:00:00Z"}))]
 pub struct AddAssetRateRequest {
     pub source: String,
     /// From when (now when not given); the rate then in effect ends there.
@@ -86,6 +88,7 @@ pub struct AddAssetRateRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"source": "USD", "amount": 5.0}))]
 pub struct QuoteAssetRequest {
     pub source: String,
     #[schema(value_type = f64)]

@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Ann", "external_id": "user-42", "email": "ann@example.com", "subscriptions": [{"products": [{"code": "chat", "version": "default"}]}]}))]
 pub struct CreateCustomerRequest {
     pub name: String,
     pub external_id: Option<String>,
@@ -21,6 +22,7 @@ pub struct CreateCustomerRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"products": [{"code": "chat", "version": "default"}]}))]
 pub struct CreateCustomerSubscription {
     /// When the subscription starts (now when not given).
     pub starts_at: Option<String>,
@@ -110,6 +112,7 @@ pub struct GetCustomerResponse {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Ann B."}))]
 pub struct UpdateCustomerRequest {
     pub name: Option<String>,
     pub external_id: Option<String>,
@@ -155,7 +158,8 @@ const ACTIVE_COUNT: &str =
     "(SELECT count(*) FROM credyt.subscriptions s WHERE s.customer_id = c.id AND s.status = 'active')";
 
 #[utoipa::path(post, path = "/customers", tag = "customers", request_body = CreateCustomerRequest,
-    responses((status = 201, body = CreateCustomerResponse), (status = 409, body = Problem), (status = 422, body = Problem)), operation_id = "customers_create")]
+    responses((status = 201, body = CreateCustomerResponse), (status = 404, body = Problem, description = "a subscription's product is unknown"),
+              (status = 409, body = Problem), (status = 422, body = Problem)), operation_id = "customers_create")]
 pub async fn create(
     State(app): State<App>,
     auth: Auth,
@@ -383,12 +387,14 @@ pub async fn get_stats(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"status": "inactive"}))]
 pub struct UpdateCustomerSubscriptionRequest {
     /// active or inactive
     pub status: String,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"version": "default"}))]
 pub struct UpdateCustomerSubscriptionProductRequest {
     /// A version number, or "default".
     pub version: VersionRef,

@@ -13,6 +13,7 @@ use utoipa::{IntoParams, ToSchema};
 
 /// Events of one customer, named by id or by external id.
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"customer_external_id": "user-42", "events": [{"id": "evt-8c1f", "event_type": "chat_completion", "occurred_at": "2026-12-01T10:00:00Z", "subject": "support-agent", "data": {"model": "gpt-4o", "output_tokens": 310}}]}))]
 pub struct UsageRequest {
     pub customer_id: Option<String>,
     pub customer_external_id: Option<String>,

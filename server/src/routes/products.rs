@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "Chat API", "code": "chat", "prices": [{"name": "Completions", "type": "usage_based", "billing_model": {"type": "real_time"}, "usage_calculation": {"event_type": "chat_completion", "usage_type": "unit_and_volume", "volume_field": "output_tokens", "billable_dimensions": ["model"]}, "pricing": [{"asset": "USD", "values": [{"dimensions": {"model": "gpt-4o"}, "values": [{"unit_price": 0.001, "volume_rate": 0.01, "package_size": 1000}]}, {"dimensions": {"model": "*"}, "values": [{"unit_price": 0.0005, "volume_rate": 0.002, "package_size": 1000}]}]}]}], "entitlements": [{"name": "Monthly credit", "asset": "USD", "amount": 5.0, "purpose": "bundled", "lifecycle": {"duration": "month", "refresh": {"strategy": "expire_and_replace"}}}]}))]
 pub struct CreateProductRequest {
     pub name: String,
     pub code: String,
@@ -27,6 +28,7 @@ pub struct CreateProductRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"prices": [{"name": "Completions", "type": "usage_based", "billing_model": {"type": "real_time"}, "usage_calculation": {"event_type": "chat_completion", "usage_type": "unit"}, "pricing": [{"asset": "USD", "values": [{"unit_price": 0.002}]}]}], "publish": false}))]
 pub struct CreateProductVersionRequest {
     #[schema(value_type = Option<Vec<Object>>)]
     pub entitlements: Option<Vec<Value>>,
@@ -95,6 +97,7 @@ pub struct GetProductVersionResponse {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"publish": true, "make_default": true}))]
 pub struct UpdateProductVersionRequest {
     /// true publishes a draft (a published version cannot be unpublished).
     pub publish: Option<bool>,
@@ -103,6 +106,7 @@ pub struct UpdateProductVersionRequest {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"events": [{"id": "sim-1", "event_type": "chat_completion", "occurred_at": "2026-12-01T10:00:00Z", "data": {"model": "gpt-4o", "output_tokens": 500}}]}))]
 pub struct SimulateUsageRequest {
     pub events: Vec<UsageEvent>,
 }

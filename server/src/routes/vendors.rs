@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"name": "OpenAI", "external_id": "openai"}))]
 pub struct CreateVendorRequest {
     pub name: String,
     /// Your id for the vendor, unique in the account; usage costs may name it.

@@ -38,6 +38,7 @@ pub struct GetAccountDetailsResponse {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"transaction_id": "top-2026-12-01", "asset": "USD", "amount": 20.0, "reason": "external_topup", "description": "Top-up by card"}))]
 pub struct CreateAdjustmentRequest {
     /// The idempotency key: the same request again returns the same adjustment.
     pub transaction_id: String,
@@ -163,6 +164,7 @@ pub async fn adjust(
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"transaction_id": "api-call-77", "asset": "USD", "amount": 1.5, "description": "API call"}))]
 pub struct CreateChargeRequest {
     /// The idempotency key.
     pub transaction_id: String,

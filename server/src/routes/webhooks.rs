@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"url": "https://example.com/credyt/webhooks", "topics": ["grant.*", "balance_threshold_hit"], "connect": false}))]
 pub struct CreateWebhookDestinationRequest {
     pub url: String,
     /// Event types, prefixes such as `grant.*`, or `*` (the default).
@@ -52,6 +53,7 @@ pub struct WebhookDestinations {
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
+#[schema(example = json!({"enabled": false}))]
 pub struct UpdateWebhookDestinationRequest {
     pub url: Option<String>,
     pub topics: Option<Vec<String>>,
