@@ -370,12 +370,15 @@ def sweep(c, a, cust, live, b_live):
         ref = op.get("requestBody", {}).get("content", {}).get("application/json", {}).get("schema", {}).get("$ref")
         return schemas[ref.split("/")[-1]].get("example", {}) if ref else ({} if "requestBody" in op else None)
 
-    before = (available(c, cust), c.execute(
-        "SELECT (SELECT count(*) FROM credyt.customer WHERE account_id = %s) || '/' || "
-        "(SELECT count(*) FROM credyt.usage_event WHERE account_id = %s) || '/' || "
-        "(SELECT count(*) FROM credyt.product_version WHERE account_id = %s AND status = 'published') || '/' || "
-        "(SELECT count(*) FROM credyt.webhook WHERE account_id = %s AND deleted_at IS NULL) || '/' || "
-        "(SELECT count(*) FROM credyt.subscription WHERE account_id = %s AND ends_at IS NULL)", (a,) * 5).fetchone()[0])
+    def snapshot():
+        return (available(c, cust), c.execute(
+            "SELECT (SELECT count(*) FROM credyt.customer WHERE account_id = %s) || '/' || "
+            "(SELECT count(*) FROM credyt.usage_event WHERE account_id = %s) || '/' || "
+            "(SELECT count(*) FROM credyt.product_version WHERE account_id = %s AND status = 'published') || '/' || "
+            "(SELECT count(*) FROM credyt.webhook WHERE account_id = %s AND deleted_at IS NULL) || '/' || "
+            "(SELECT count(*) FROM credyt.subscription WHERE account_id = %s AND ends_at IS NULL)", (a,) * 5).fetchone()[0])
+
+    before = snapshot()
     tried = 0
     for path, item in doc["paths"].items():
         if path.startswith(("/billing-portal", "/top-ups")):
@@ -400,12 +403,7 @@ def sweep(c, a, cust, live, b_live):
             assert status == 403 and not leaked, (method, url, status, text[:300])
             tried += 1
     assert tried >= 45, tried
-    after = (available(c, cust), c.execute(
-        "SELECT (SELECT count(*) FROM credyt.customer WHERE account_id = %s) || '/' || "
-        "(SELECT count(*) FROM credyt.usage_event WHERE account_id = %s) || '/' || "
-        "(SELECT count(*) FROM credyt.product_version WHERE account_id = %s AND status = 'published') || '/' || "
-        "(SELECT count(*) FROM credyt.webhook WHERE account_id = %s AND deleted_at IS NULL) || '/' || "
-        "(SELECT count(*) FROM credyt.subscription WHERE account_id = %s AND ends_at IS NULL)", (a,) * 5).fetchone()[0])
+    after = snapshot()
     assert before == after, (before, after)
     api.webhooks.webhooks.delete_webhook_destination(ids["webhookId"])
 
