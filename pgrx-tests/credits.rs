@@ -363,3 +363,64 @@ fn rollover_and_reserve_lots_take_the_clock_time() {
     );
     assert_ledger_ok();
 }
+
+/// A Stripe webhook event about a top-up, and its Stripe-Signature header at `t`.
+#[allow(dead_code)]
+fn stripe_event(secret: &str, id: &str, kind: &str, object: serde_json::Value, t: i64) -> (String, String) {
+    let body = serde_json::json!({"id": id, "type": kind, "data": {"object": object}}).to_string();
+    let header = format!("t={t},v1={}", credyt_core::stripe::sign(secret, t, body.as_bytes()));
+    (body, header)
+}
+
+#[pg_test]
+fn checkout_top_ups_complete_through_signed_stripe_events_once() {
+    let acc = fresh_account("Acme");
+    assert_eq!(sqlstate_of("SELECT credyt.connect_stripe('pk_test_123456789012', 'whsec_abcdef')").as_deref(), Some("CY400"));
+    assert_eq!(sqlstate_of("SELECT credyt.connect_stripe('sk_test_123456789012', 'nope')").as_deref(), Some("CY400"));
+    Spi::run("SELECT credyt.connect_stripe('sk_test_123456789012', 'whsec_abcdef')").unwrap();
+    assert_eq!(text("SELECT key_hint FROM credyt.stripe_connections"), "sk_test_…9012");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    Spi::run("SELECT credyt.create_asset('credits', \"precision\" => 0, rate => 0.01)").unwrap();
+    // $10 buys 1,000 credits at the asset's rate; 0.015 USD is refused (cents).
+    let top = text("SELECT credyt.initiate_topup('ann', 10, 'USD', 'credits', return_url => 'https://app.example/ok')");
+    assert_eq!(text(&format!("SELECT status || ' ' || amount || ' ' || payment_amount || ' ' || currency FROM credyt.topups WHERE id = '{top}'")),
+               "initiated 1000 10 USD");
+    assert_eq!(text(&format!("SELECT (credit_expires_at - now() BETWEEN interval '364 days' AND interval '366 days')::text FROM credyt.topups WHERE id = '{top}'")), "true");
+    assert_eq!(sqlstate_of("SELECT credyt.initiate_topup('ann', 0.015)").as_deref(), Some("CY400"));
+    assert_eq!(sqlstate_of("SELECT credyt.initiate_topup('ann', 10, 'EUR', 'credits')").as_deref(), Some("CY404"));
+    assert_eq!(sqlstate_of("SELECT credyt.initiate_topup('ann', 10, return_url => 'javascript:alert(1)')").as_deref(), Some("CY400"));
+    assert_eq!(sqlstate_of("SELECT credyt.initiate_topup('ann', 10, credit_expires_at => now() - interval '1 day')").as_deref(), Some("CY400"));
+    // Only a server role records sessions or reads the key.
+    assert_eq!(sqlstate_of(&format!("SELECT credyt._server_topup_session('{top}', 'cs_1', 'https://pay', now())")).as_deref(), Some("CY403"));
+    assert_eq!(sqlstate_of("SELECT * FROM credyt._server_stripe_key()").as_deref(), Some("CY403"));
+    assert_eq!(sqlstate_of("SELECT * FROM credyt._server_claim_auto_topups(10, 60)").as_deref(), Some("CY403"));
+    assert_eq!(sqlstate_of(&format!("SELECT credyt._server_auto_topup_result('{top}', true, 'pi_x')")).as_deref(), Some("CY403"));
+    let now = count("SELECT extract(epoch FROM now())::bigint");
+    let meta = serde_json::json!({"credyt_connection": acc, "credyt_account": acc, "credyt_topup": top});
+    let paid = serde_json::json!({"id": "cs_1", "payment_status": "paid", "payment_intent": "pi_1", "customer": "cus_1", "metadata": meta});
+    let call = |(body, header): (String, String)| outcome_of(&format!("SELECT credyt.stripe_webhook($b${body}$b$, '{header}')"));
+    // Tampered, stale and wrongly signed events change nothing.
+    let (body, header) = stripe_event("whsec_abcdef", "evt_1", "checkout.session.completed", paid.clone(), now);
+    assert!(call((body.replace("paid", "PAID"), header.clone())).starts_with("CY400 invalid Stripe signature"));
+    assert!(call(stripe_event("whsec_abcdef", "evt_1", "checkout.session.completed", paid.clone(), now - 400)).starts_with("CY400"));
+    assert!(call(stripe_event("whsec_other", "evt_1", "checkout.session.completed", paid.clone(), now)).starts_with("CY400"));
+    assert_eq!(text(&format!("SELECT status FROM credyt.topups WHERE id = '{top}'")), "initiated");
+    // The signed event credits 1,000 credits as a paid lot expiring with the top-up; once.
+    assert_eq!(call((body.clone(), header.clone())), "succeeded");
+    assert_eq!(call((body, header)), "duplicate");
+    assert_eq!(text("SELECT credyt.balance('ann', 'credits')::text"), "1000");
+    assert_eq!(text("SELECT purpose || ' ' || (expires_at IS NOT NULL) FROM credyt.lots WHERE asset = 'credits'"), "paid true");
+    assert_eq!(text(&format!("SELECT status || ' ' || payment_reference FROM credyt.topups WHERE id = '{top}'")), "succeeded pi_1");
+    // A later event of another kind about the same top-up does not undo it.
+    let failed = serde_json::json!({"id": "pi_1", "metadata": meta});
+    assert!(call(stripe_event("whsec_abcdef", "evt_2", "payment_intent.payment_failed", failed, now)).starts_with("ignored"));
+    assert_eq!(text("SELECT credyt.balance('ann', 'credits')::text"), "1000");
+    // An unpaid session that expires: expired, nothing credited; events not about credyt: ignored.
+    let late = text("SELECT credyt.initiate_topup('ann', 5)");
+    let meta2 = serde_json::json!({"credyt_connection": acc, "credyt_account": acc, "credyt_topup": late});
+    assert_eq!(call(stripe_event("whsec_abcdef", "evt_3", "checkout.session.expired", serde_json::json!({"id": "cs_2", "metadata": meta2}), now)), "expired");
+    assert_eq!(call(stripe_event("whsec_abcdef", "evt_4", "customer.created", serde_json::json!({"id": "cus_2"}), now)), "ignored");
+    assert_eq!(text("SELECT credyt.balance('ann')::text"), "0");
+    assert_eq!(text("SELECT stripe_customer FROM credyt.stripe_customer"), "cus_1");
+    assert_ledger_ok();
+}

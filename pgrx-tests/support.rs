@@ -72,3 +72,16 @@ fn error_of(sql: &str) -> Option<String> {
     .expect("create helper");
     Spi::get_one_with_args::<String>("SELECT pg_temp.error_of($1)", &[sql.into()]).expect("error_of")
 }
+
+/// Runs `sql` (one text value) once, in a subtransaction: its value, or "SQLSTATE
+/// message" of its error.
+#[allow(dead_code)]
+fn outcome_of(sql: &str) -> String {
+    Spi::run(
+        "CREATE OR REPLACE FUNCTION pg_temp.outcome_of(stmt text) RETURNS text LANGUAGE plpgsql AS $f$ \
+         DECLARE r text; BEGIN EXECUTE stmt INTO r; RETURN r; \
+         EXCEPTION WHEN OTHERS THEN RETURN SQLSTATE || ' ' || SQLERRM; END $f$",
+    )
+    .expect("create helper");
+    Spi::get_one_with_args::<String>("SELECT pg_temp.outcome_of($1)", &[sql.into()]).expect("outcome_of").expect("NULL")
+}

@@ -93,7 +93,7 @@ ensure_python_verifier() {
 # once into $ROOT/.venv. credyt-api is the official Credyt SDK.
 VENV="$ROOT/.venv"
 PY_PACKAGES=("hypothesis==6.170.15" "psycopg[binary]==3.3.9" "credyt-api==0.2.0" "requests==2.34.2"
-             "openapi-spec-validator==0.9.0" "schemathesis==4.32.5")
+             "openapi-spec-validator==0.9.0" "schemathesis==4.32.5" "localstripe==1.15.10" "stripe==16.1.0")
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating the project's Python environment in $VENV"
@@ -104,7 +104,7 @@ ensure_venv() {
             python3 -m venv "$VENV"
         fi
     fi
-    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg, credytapi, requests, openapi_spec_validator, schemathesis' \
+    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg, credytapi, requests, openapi_spec_validator, schemathesis, localstripe, stripe' \
         2>/dev/null; then
         say "installing ${PY_PACKAGES[*]} from PyPI into $VENV"
         "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"

@@ -35,22 +35,40 @@ FROM credyt.credit_grant;
 -- Top-ups requested by set_auto_topup when available falls below its threshold, and
 -- completed by the payment integration with complete_topup(). At most one pending
 -- per wallet account (the wallet row records it; this index backs that up).
+-- Checkout top-ups (initiate_topup, paid through a Stripe Checkout Session) live here
+-- too: `initiated` until the session exists, then `pending` until Stripe says how it
+-- ended (succeeded, failed or expired); they never count in pending_in.
 CREATE TABLE credyt.topup (
     account_id        text NOT NULL,
     id                text PRIMARY KEY,
     customer_id       text NOT NULL,
     wallet_name       text NOT NULL,
     asset             text NOT NULL,
-    amount            numeric NOT NULL,
-    status            text NOT NULL CHECK (status IN ('pending', 'succeeded', 'failed')),
+    amount            numeric NOT NULL,     -- what is credited, in asset
+    status            text NOT NULL CHECK (status IN ('initiated', 'pending', 'succeeded', 'failed', 'expired')),
+    kind              text NOT NULL DEFAULT 'auto' CHECK (kind IN ('auto', 'checkout')),
+    currency          text,                 -- checkout: what the customer pays in
+    payment_amount    numeric,              -- checkout: how much, in currency
+    credit_expires_at timestamptz,          -- checkout: the paid lot's expiry
+    return_url        text,
+    failure_url       text,
+    stripe_session    text,                 -- the Checkout Session (cs_…)
+    redirect_url      text,                 -- where the customer pays
+    session_expires_at timestamptz,
     payment_reference text,
     txn_id            text,
+    charge_claimed_until timestamptz,       -- auto: a server is charging the saved card until then
+    charge_attempts   integer NOT NULL DEFAULT 0,
     created_at        timestamptz NOT NULL DEFAULT now(),
     completed_at      timestamptz
 );
-CREATE UNIQUE INDEX topup_one_pending ON credyt.topup (customer_id, wallet_name, asset) WHERE status = 'pending';
+CREATE INDEX topup_auto_pending ON credyt.topup (created_at) WHERE status = 'pending' AND kind = 'auto';
+CREATE UNIQUE INDEX topup_one_pending ON credyt.topup (customer_id, wallet_name, asset)
+    WHERE status = 'pending' AND kind = 'auto';
+CREATE UNIQUE INDEX topup_session ON credyt.topup (stripe_session) WHERE stripe_session IS NOT NULL;
 
 CREATE VIEW credyt.topups WITH (security_invoker = true) AS
 SELECT id, customer_id, wallet_name || ':' || asset AS account_id, asset, amount, status, payment_reference,
-       txn_id AS transaction_id, created_at, completed_at, account_id AS tenant_id
+       txn_id AS transaction_id, created_at, completed_at, account_id AS tenant_id, kind, currency, payment_amount,
+       credit_expires_at, return_url, failure_url, redirect_url, session_expires_at
 FROM credyt.topup;

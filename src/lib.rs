@@ -24,6 +24,7 @@ mod json;
 mod money;
 mod scope;
 mod spi;
+mod stripe;
 mod tenancy;
 mod usage;
 mod validate;
@@ -38,6 +39,7 @@ extension_sql_file!("../sql/020_usage.sql", name = "usage", requires = ["catalog
 extension_sql_file!("../sql/030_events.sql", name = "events", requires = ["usage"]);
 extension_sql_file!("../sql/040_credits.sql", name = "credits", requires = ["events"]);
 extension_sql_file!("../sql/050_webhooks.sql", name = "webhooks", requires = ["credits"]);
+extension_sql_file!("../sql/060_stripe.sql", name = "stripe", requires = ["webhooks"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 
 /// Registers credyt's settings when a backend loads the library.

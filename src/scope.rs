@@ -67,6 +67,12 @@ fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFact
     })
 }
 
+/// True when the role in effect is a server role (credyt.grant_server): what only the
+/// server may call (the Stripe secret key) checks this besides the scope.
+pub fn is_server(c: &mut SpiClient<'_>) -> Result<bool> {
+    Ok(scope_facts(c, None)?.server)
+}
+
 /// True when `account` is `ancestor` or one of its descendants.
 pub fn is_within(c: &mut SpiClient<'_>, account: &str, ancestor: &str) -> Result<bool> {
     if account == ancestor {

@@ -9,6 +9,7 @@ pub mod ids;
 pub mod money;
 pub mod period;
 pub mod pricing;
+pub mod stripe;
 pub mod webhook;
 
 /// Test support shared by the modules' property tests.

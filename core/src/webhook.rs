@@ -122,7 +122,7 @@ pub fn secret_key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
-fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+pub(crate) fn hmac_sha256(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     // HMAC takes a key of any length, so new_from_slice cannot fail.
     let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key).expect("HMAC accepts any key length");
     for p in parts {

@@ -19,12 +19,27 @@ usage: credyt-server [--database-url URL] [options]
   --shutdown-timeout DUR   on SIGTERM/SIGINT, how long requests in flight
                            may finish (default 30s)                         [CREDYT_SERVER_SHUTDOWN_TIMEOUT]
   --log-level LEVEL        info, or debug to log every request (default info) [CREDYT_SERVER_LOG_LEVEL]
+  --stripe-api-base URL    Stripe's API (default https://api.stripe.com; a
+                           local fake in tests)                             [CREDYT_STRIPE_API_BASE]
+  --stripe-timeout DUR     per call to Stripe, before a retry (default 10s) [CREDYT_STRIPE_TIMEOUT]
+  --auto-topup-interval DUR  how often pending auto top-ups are charged to
+                           saved cards (default 2s; off disables)           [CREDYT_AUTO_TOPUP_INTERVAL]
   --help, --version
 
 Durations are whole numbers with a unit: 500ms, 5s, 5m, 2h.
 ";
 
-const KNOWN: &[&str] = &["database-url", "listen", "pool-size", "pool-timeout", "shutdown-timeout", "log-level"];
+const KNOWN: &[&str] = &[
+    "database-url",
+    "listen",
+    "pool-size",
+    "pool-timeout",
+    "shutdown-timeout",
+    "log-level",
+    "stripe-api-base",
+    "stripe-timeout",
+    "auto-topup-interval",
+];
 
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -34,6 +49,10 @@ pub struct Config {
     pub pool_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub debug: bool,
+    pub stripe_api_base: String,
+    pub stripe_timeout: Duration,
+    /// None: off
+    pub auto_topup_interval: Option<Duration>,
 }
 
 /// Reads options from `args` (without the program name), falling back to `env`.
@@ -53,7 +72,27 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
     let pool_timeout = o.duration("pool-timeout", "CREDYT_SERVER_POOL_TIMEOUT", Duration::from_secs(5))?;
     let shutdown_timeout = o.duration("shutdown-timeout", "CREDYT_SERVER_SHUTDOWN_TIMEOUT", Duration::from_secs(30))?;
     let debug = o.debug("CREDYT_SERVER_LOG_LEVEL")?;
-    Ok(Parsed::Run(Config { database_url, listen, pool_size, pool_timeout, shutdown_timeout, debug }))
+    let stripe_api_base =
+        o.get("stripe-api-base", "CREDYT_STRIPE_API_BASE").unwrap_or_else(|| "https://api.stripe.com".to_string());
+    if !(stripe_api_base.starts_with("https://") || stripe_api_base.starts_with("http://")) {
+        return Err(format!("--stripe-api-base: {stripe_api_base:?} is not an http(s) URL"));
+    }
+    let stripe_timeout = o.duration("stripe-timeout", "CREDYT_STRIPE_TIMEOUT", Duration::from_secs(10))?;
+    let auto_topup_interval = match o.get("auto-topup-interval", "CREDYT_AUTO_TOPUP_INTERVAL").as_deref() {
+        Some("off") => None,
+        _ => Some(o.duration("auto-topup-interval", "CREDYT_AUTO_TOPUP_INTERVAL", Duration::from_secs(2))?),
+    };
+    Ok(Parsed::Run(Config {
+        database_url,
+        listen,
+        pool_size,
+        pool_timeout,
+        shutdown_timeout,
+        debug,
+        stripe_api_base,
+        stripe_timeout,
+        auto_topup_interval,
+    }))
 }
 
 #[cfg(test)]

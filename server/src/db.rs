@@ -61,6 +61,15 @@ impl Db {
         Ok(s)
     }
 
+    /// A transaction with no key authenticated: it can reach nothing but what needs no
+    /// account (Stripe's webhook, which the database verifies by its signature).
+    pub async fn unauthenticated(&self) -> Result<Session, Problem> {
+        let conn = self.connection().await?;
+        let s = Session { conn: Some(conn), done: false };
+        s.conn()?.batch_execute("BEGIN").await.map_err(Problem::from_db)?;
+        Ok(s)
+    }
+
     /// (open, idle) connections of the pool.
     pub fn status(&self) -> (usize, usize) {
         let s = self.pool.status();
@@ -96,6 +105,12 @@ impl Session {
         let c = self.conn()?;
         let st = c.prepare_cached(sql).await.map_err(Problem::from_db)?;
         c.query_opt(&st, args).await.map_err(Problem::from_db)
+    }
+
+    pub async fn query(&self, sql: &str, args: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>, Problem> {
+        let c = self.conn()?;
+        let st = c.prepare_cached(sql).await.map_err(Problem::from_db)?;
+        c.query(&st, args).await.map_err(Problem::from_db)
     }
 
     /// The first column of a one-row statement that returns jsonb.

@@ -5,19 +5,21 @@
 //! account of its own: without a key it can read and write nothing), then the
 //! route's SQL API calls, then COMMIT. Errors are problem+json.
 
+mod autotopup;
 mod config;
 mod db;
 mod observe;
 mod openapi;
 mod problem;
 mod routes;
+mod stripe;
 
 use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::{get, patch, post};
 use axum::Router;
 use config::Config;
-use routes::{accounts, assets, customers, events, products, vendors, wallet, webhooks, App};
+use routes::{accounts, assets, customers, events, products, topups, vendors, wallet, webhooks, App};
 use std::process::ExitCode;
 use utoipa::OpenApi;
 
@@ -83,8 +85,9 @@ fn router(app: App) -> Router {
         .route("/webhooks/test/{topic}", post(webhooks::test_all))
         .route("/webhooks/test/{topic}/{connectedAccountId}", post(webhooks::test_all_connected))
         .route("/billing-portal/sessions", post(later))
-        .route("/top-ups", post(later))
-        .route("/top-ups/{topUpId}", get(later))
+        .route("/top-ups", post(topups::initiate))
+        .route("/top-ups/{topUpId}", get(topups::get))
+        .route("/stripe/webhook", post(topups::webhook))
         .fallback(observe::no_route)
         .layer(axum::middleware::from_fn(observe::track))
         .with_state(app)
@@ -107,8 +110,18 @@ async fn run(cfg: Config) -> ExitCode {
     };
     credyt_service::log!("info", "credyt-server started", "listen" => cfg.listen.to_string(),
                          "pool_size" => cfg.pool_size as u64);
-    let app = App { db };
+    let stripe = match stripe::Stripe::new(&cfg.stripe_api_base, cfg.stripe_timeout) {
+        Ok(s) => s,
+        Err(e) => {
+            credyt_service::log!("error", "cannot start", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
+    let app = App { db, stripe };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(every) = cfg.auto_topup_interval {
+        tokio::spawn(autotopup::run(app.clone(), every, stop_rx.clone()));
+    }
     let serve = axum::serve(listener, router(app)).with_graceful_shutdown(async move {
         credyt_service::shutdown::signal().await;
         let _ = stop_tx.send(true);
@@ -154,7 +167,7 @@ async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi::ApiDoc::openapi().to_pretty_json().unwrap_or_default())
 }
 
-/// The billing portal and Stripe top-ups come with credyt's next issue (12).
+/// The billing portal comes with the rest of issue 12.
 async fn later() -> problem::Problem {
-    problem::Problem::not_implemented("billing portal sessions and Stripe top-ups are not served yet")
+    problem::Problem::not_implemented("billing portal sessions are not served yet")
 }

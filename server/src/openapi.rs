@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' own types and paths.
 
-use crate::routes::{accounts, assets, customers, events, products, vendors, wallet, webhooks};
+use crate::routes::{accounts, assets, customers, events, products, topups, vendors, wallet, webhooks};
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
@@ -21,6 +21,7 @@ use utoipa::{Modify, OpenApi};
         events::submit, events::list, events::get,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::test,
         webhooks::test_connected, webhooks::test_all, webhooks::test_all_connected, webhooks::list_events,
+        topups::initiate, topups::get, topups::webhook,
     ),
     modifiers(&Keys, &Problems),
     security(("api_key" = []))

@@ -65,6 +65,14 @@ impl Problem {
         Problem::new(StatusCode::NOT_FOUND, "Not Found", Some(detail.into()))
     }
 
+    pub fn bad_request(detail: String) -> Problem {
+        Problem::new(StatusCode::BAD_REQUEST, "Bad Request", Some(detail))
+    }
+
+    pub fn bad_gateway(detail: String) -> Problem {
+        Problem::new(StatusCode::BAD_GATEWAY, "Bad Gateway", Some(detail))
+    }
+
     pub fn conflict(detail: impl Into<String>) -> Problem {
         Problem::new(StatusCode::CONFLICT, "Conflict", Some(detail.into()))
     }

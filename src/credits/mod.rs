@@ -9,7 +9,8 @@
 //!
 //! The files: this one holds what grants and expiry share (the tick limit, counter
 //! accounts); `grants` records grants and issues their periods; `expiry` applies the
-//! on_expiry policies at the clock; `api` the SQL functions (grant, auto top-up).
+//! on_expiry policies at the clock; `api` the SQL functions (grant, auto top-up);
+//! `topups` completes top-ups and starts checkout ones.
 
 use crate::assets::resolve_asset;
 use crate::customers;
@@ -30,6 +31,7 @@ use serde_json::json;
 mod api;
 mod expiry;
 mod grants;
+pub mod topups;
 
 pub use expiry::*;
 pub use grants::*;

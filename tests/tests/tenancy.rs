@@ -18,7 +18,8 @@ fn a_bound_role_cannot_reach_another_tenant() {
              "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]');
            SELECT credyt.authorize('b-ext', 'b-hold', 'USD', 5);
            SELECT credyt.create_asset('b_credits', rate => 0.01);
-           SELECT credyt.create_vendor('B vendor', 'b-vendor');"#,
+           SELECT credyt.create_vendor('B vendor', 'b-vendor');
+           SELECT credyt.connect_stripe('sk_test_bbbbbbbbbbbbbbbb', 'whsec_bbbbbbbbbbbb');"#,
     )
     .unwrap();
     let b_sub = text(&mut sb, "SELECT credyt.subscribe('b-ext', 'b-prod')");
@@ -28,6 +29,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
     // (port 9, discard: nothing listens, so no worker delivers anywhere real)
     let b_hook = text(&mut sb, "SELECT id FROM credyt.create_webhook('http://127.0.0.1:9/b')");
     let b_event = text(&mut sb, "SELECT credyt.send_test_event()");
+    let b_checkout = text(&mut sb, "SELECT credyt.initiate_topup('b-ext', 10)");
     let b_key = text(&mut sb, "SELECT credyt.create_api_key('b key', 'live')");
     let b_key_id = text(&mut sb, "SELECT id FROM credyt.api_keys");
     let b_rows_before = text(
@@ -135,10 +137,18 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("change_subscription_version", format!("SELECT credyt.change_subscription_version('{b_sub}', 1)")),
         ("add_asset_rate", "SELECT credyt.add_asset_rate('b_credits', 'USD', 2)".into()),
         ("quote_asset", "SELECT * FROM credyt.quote_asset('b_credits', 'USD', 10)".into()),
+        ("initiate_topup", "SELECT credyt.initiate_topup('b-ext', 10)".into()),
     ];
     for (name, sql) in catalog_calls.clone() {
         attack(&mut app, name, sql, "CY404");
     }
+    // A Stripe event naming B's top-up, signed with anything but B's webhook secret.
+    let forged = format!(
+        r#"{{"id": "evt_x", "type": "checkout.session.completed", "data": {{"object": {{"payment_status": "paid",
+             "metadata": {{"credyt_connection": "{0}", "credyt_account": "{0}", "credyt_topup": "{b_checkout}"}}}}}}}}"#,
+        b.account
+    );
+    attack(&mut app, "stripe_webhook", format!("SELECT credyt.stripe_webhook($j${forged}$j$, 't=1,v1=00')"), "CY400");
     // B's vendor external id is free in A's account: the call succeeds, and only then
     // does the division by zero (1 / (true - 1)) fail the statement and roll it back.
     attack(
@@ -203,6 +213,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("update_customer", "SELECT credyt.update_customer('b-ext', name => 'Eve')".into()),
         ("create_vendor", "SELECT credyt.create_vendor('Eve')".into()),
         ("delivery_log", "SELECT count(*) FROM credyt.delivery_log()".into()),
+        ("connect_stripe", "SELECT credyt.connect_stripe('sk_test_eeeeeeeeeeeeeeee', 'whsec_eeeeeeeeeeee')".into()),
     ]
     .into_iter()
     .chain(catalog_calls)
@@ -229,6 +240,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "transactions",
         "asset_rates",
         "vendors",
+        "stripe_connections",
     ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }

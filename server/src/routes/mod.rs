@@ -6,6 +6,7 @@ pub mod assets;
 pub mod customers;
 pub mod events;
 pub mod products;
+pub mod topups;
 pub mod vendors;
 pub mod wallet;
 pub mod webhooks;
@@ -21,10 +22,11 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 
-/// What every route shares: the database.
+/// What every route shares: the database, Stripe's API.
 #[derive(Clone)]
 pub struct App {
     pub db: Db,
+    pub stripe: crate::stripe::Stripe,
 }
 
 /// The request's credentials (X-CREDYT-API-KEY, X-CREDYT-ACCOUNT). Missing key: 401.
