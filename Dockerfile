@@ -10,7 +10,8 @@ ARG POSTGRES_IMAGE=postgres:15-bookworm
 
 FROM ${RUST_IMAGE} AS builder
 ARG PGRX_VERSION=0.18.1
-# The packages scripts/lib.sh installs (sudo is only needed for the test runner there).
+# The packages scripts/lib.sh installs to build (sudo, curl and chromium serve only its
+# test runner: the browser tests of the billing portal).
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang pkg-config ca-certificates \

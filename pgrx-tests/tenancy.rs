@@ -173,3 +173,45 @@ fn update_customer_changes_given_fields_and_refuses_bad_input() {
         "refused updates wrote nothing"
     );
 }
+
+#[pg_test]
+fn portal_grants_confine_a_transaction_to_their_customer() {
+    let acc = fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.create_customer('Bob', 'bob')").unwrap();
+    Spi::run("SELECT credyt.adjust('bob', 'b1', 'USD', 5, 'external_topup')").unwrap();
+    assert_eq!(
+        sqlstate_of("SELECT * FROM credyt.create_portal_grant('ann', 'javascript:x', 'https://a/ko')").as_deref(),
+        Some("CY400")
+    );
+    assert_eq!(
+        sqlstate_of("SELECT * FROM credyt.create_portal_grant('ann', 'https://a/ok', 'https://a/ko', '1 minute')").as_deref(),
+        Some("CY400")
+    );
+    assert_eq!(sqlstate_of("SELECT * FROM credyt.create_portal_grant('nobody', 'https://a/ok', 'https://a/ko')").as_deref(), Some("CY404"));
+    let (gid, secret) = Spi::connect(|c| {
+        let row = c
+            .select("SELECT grant_id, secret FROM credyt.create_portal_grant('ann', 'https://a/ok', 'https://a/ko')", None, &[])
+            .unwrap()
+            .first();
+        (row.get::<String>(1).unwrap().unwrap(), row.get::<String>(2).unwrap().unwrap())
+    });
+    assert_eq!(secret.len(), 64);
+    assert_eq!(count("SELECT count(*) FROM credyt.portal_grant WHERE secret_hash = '{secret}'".replace("{secret}", &secret).as_str()), 0);
+    // A wrong or unknown secret: CY401 alike.
+    assert_eq!(sqlstate_of(&format!("SELECT * FROM credyt.authenticate_portal('{gid}', 'x')")).as_deref(), Some("CY401"));
+    assert_eq!(sqlstate_of(&format!("SELECT * FROM credyt.authenticate_portal('prt_x', '{secret}')")).as_deref(), Some("CY401"));
+    assert_eq!(text(&format!("SELECT credyt.portal_failure_url('{gid}', '{secret}')")), "https://a/ko");
+    assert_eq!(count(&format!("SELECT count(credyt.portal_failure_url('{gid}', 'wrong'))")), 0);
+    // Authenticated: only Ann resolves; Bob is unknown, by id or external id.
+    let ann = text(&format!("SELECT customer_id FROM credyt.authenticate_portal('{gid}', '{secret}')"));
+    assert_eq!(ann, text("SELECT id FROM credyt.customers WHERE external_id = 'ann'"));
+    assert_eq!(balance("ann"), "0");
+    assert_eq!(sqlstate_of("SELECT credyt.balance('bob', 'USD')").as_deref(), Some("CY404"));
+    assert_eq!(sqlstate_of("SELECT credyt.set_auto_topup('bob', 'USD', 1, 5)").as_deref(), Some("CY404"));
+    assert_eq!(sqlstate_of("SELECT credyt.initiate_topup('bob', 5)").as_deref(), Some("CY404"));
+    Spi::run("SELECT set_config('credyt.portal_customer', '', true)").unwrap();
+    // Expired: CY401.
+    Spi::run(&format!("UPDATE credyt.portal_grant SET expires_at = now() - interval '1 second' WHERE id = '{gid}'")).unwrap();
+    assert_eq!(sqlstate_of(&format!("SELECT * FROM credyt.authenticate_portal('{gid}', '{secret}')")).as_deref(), Some("CY401"));
+    let _ = acc;
+}

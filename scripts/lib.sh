@@ -15,7 +15,7 @@ PGRX_VERSION="$(sed -n 's/^pgrx = "=\([0-9.]*\)"/\1/p' "$ROOT/Cargo.toml")"
 CREDYT_PGROOT="${CREDYT_PGROOT:-/tmp/credyt-pg-$(id -un)}"
 CREDYT_PGPORT="${CREDYT_PGPORT:-54329}"
 PGDATA_DIR="$CREDYT_PGROOT/data"
-APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang sudo curl)
+APT_PACKAGES=(postgresql-15 postgresql-server-dev-15 postgresql-15-cron libclang-dev clang sudo curl chromium)
 
 if [ "$(id -u)" -eq 0 ]; then SUDO=(); else SUDO=(sudo); fi
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -93,7 +93,7 @@ ensure_python_verifier() {
 # once into $ROOT/.venv. credyt-api is the official Credyt SDK.
 VENV="$ROOT/.venv"
 PY_PACKAGES=("hypothesis==6.170.15" "psycopg[binary]==3.3.9" "credyt-api==0.2.0" "requests==2.34.2"
-             "openapi-spec-validator==0.9.0" "schemathesis==4.32.5" "localstripe==1.15.10" "stripe==16.1.0")
+             "openapi-spec-validator==0.9.0" "schemathesis==4.32.5" "localstripe==1.15.10" "stripe==16.1.0" "playwright==1.49.1")
 ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         say "creating the project's Python environment in $VENV"
@@ -104,7 +104,7 @@ ensure_venv() {
             python3 -m venv "$VENV"
         fi
     fi
-    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg, credytapi, requests, openapi_spec_validator, schemathesis, localstripe, stripe' \
+    if ! "$VENV/bin/python" -c 'import hypothesis, psycopg, credytapi, requests, openapi_spec_validator, schemathesis, localstripe, stripe, playwright' \
         2>/dev/null; then
         say "installing ${PY_PACKAGES[*]} from PyPI into $VENV"
         "$VENV/bin/pip" install -q "${PY_PACKAGES[@]}"

@@ -55,9 +55,10 @@ psql_admin -d credyt_test -q -c "DO \$\$ BEGIN CREATE ROLE credyt_server LOGIN; 
 SERVER_PORT="${CREDYT_TEST_SERVER_PORT:-18080}"
 # (Stripe is the tests' fake: localstripe behind tests/server/fake_stripe.py, on this port)
 STRIPE_PORT="${CREDYT_TEST_STRIPE_PORT:-18095}"
+PORTAL_KEY="$(od -An -N32 -tx1 /dev/urandom | tr -d ' \n')"
 "$ROOT/target/debug/credyt-server" --database-url "$(database_url credyt_test) user=credyt_server" \
     --listen "127.0.0.1:$SERVER_PORT" --stripe-api-base "http://127.0.0.1:$STRIPE_PORT" \
-    --auto-topup-interval 500ms >"$LOG.server" 2>&1 &
+    --auto-topup-interval 500ms --portal-signing-key "$PORTAL_KEY" >"$LOG.server" 2>&1 &
 SERVER_PID=$!
 trap 'kill "$SERVER_PID" 2>/dev/null || true; rm -f "$LOG" "$LOG.server" "$LOG.st"' EXIT
 "$VENV/bin/python" - "$SERVER_PORT" <<'PY'
@@ -72,6 +73,10 @@ PY
 CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_SERVER_URL="http://127.0.0.1:$SERVER_PORT" \
     CREDYT_WORKER_BIN="$ROOT/target/debug/credyt-worker" CREDYT_TEST_STRIPE_PORT="$STRIPE_PORT" \
     "$VENV/bin/python" "$ROOT/tests/server/sdk_test.py" 2>&1 | tee -a "$LOG"
+# The billing portal in headless Chromium (Playwright), then what is in the server's log.
+CREDYT_TEST_DATABASE_URL="$(database_url credyt_test)" CREDYT_SERVER_URL="http://127.0.0.1:$SERVER_PORT" \
+    CREDYT_TEST_STRIPE_PORT="$STRIPE_PORT" CREDYT_PORTAL_SIGNING_KEY="$PORTAL_KEY" CREDYT_SERVER_LOG="$LOG.server" \
+    "$VENV/bin/python" "$ROOT/tests/server/portal_test.py" 2>&1 | tee -a "$LOG"
 # schemathesis against the live server, every operation, a bounded number of examples
 # each: no 5xx, every status, content type, header and body as the document says, and
 # schema-invalid input refused. (Not positive_data_acceptance: schema-valid input that

@@ -67,6 +67,12 @@ CREATE UNIQUE INDEX topup_one_pending ON credyt.topup (customer_id, wallet_name,
     WHERE status = 'pending' AND kind = 'auto';
 CREATE UNIQUE INDEX topup_session ON credyt.topup (stripe_session) WHERE stripe_session IS NOT NULL;
 
+-- Auto top-up settings per wallet account (set_auto_topup).
+CREATE VIEW credyt.auto_topups WITH (security_invoker = true) AS
+SELECT customer_id, name || ':' || asset AS account_id, asset, topup_enabled AS enabled, topup_threshold AS threshold,
+       topup_amount AS amount, pending_topup, account_id AS tenant_id
+FROM credyt.wallet_account;
+
 CREATE VIEW credyt.topups WITH (security_invoker = true) AS
 SELECT id, customer_id, wallet_name || ':' || asset AS account_id, asset, amount, status, payment_reference,
        txn_id AS transaction_id, created_at, completed_at, account_id AS tenant_id, kind, currency, payment_amount,

@@ -13,6 +13,15 @@ use pgrx::JsonB;
 /// reported as unknown: the error does not reveal that they exist.
 pub fn resolve(c: &mut SpiClient<'_>, account: &str, reference: Option<&str>) -> Result<String> {
     let reference = reference.ok_or_else(|| CyError::invalid("customer must not be NULL"))?;
+    let found = lookup(c, account, reference)?;
+    // A billing portal session reaches its own customer and no other.
+    match crate::scope::portal_customer() {
+        Some(only) if only != found => Err(CyError::not_found(format!("unknown customer {reference}"))),
+        _ => Ok(found),
+    }
+}
+
+fn lookup(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<String> {
     one::<String>(
         c,
         // Two unique-index lookups, id first: a plan that is right with or without

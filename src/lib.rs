@@ -22,6 +22,7 @@ mod holds;
 mod ids;
 mod json;
 mod money;
+mod portal;
 mod scope;
 mod spi;
 mod stripe;
@@ -40,6 +41,7 @@ extension_sql_file!("../sql/030_events.sql", name = "events", requires = ["usage
 extension_sql_file!("../sql/040_credits.sql", name = "credits", requires = ["events"]);
 extension_sql_file!("../sql/050_webhooks.sql", name = "webhooks", requires = ["credits"]);
 extension_sql_file!("../sql/060_stripe.sql", name = "stripe", requires = ["webhooks"]);
+extension_sql_file!("../sql/070_portal.sql", name = "portal", requires = ["stripe"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 
 /// Registers credyt's settings when a backend loads the library.
@@ -49,6 +51,7 @@ pub extern "C-unwind" fn _PG_init() {
     events::init_gucs();
     credits::init_gucs();
     webhooks::init_gucs();
+    portal::init_gucs();
 }
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.

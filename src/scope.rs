@@ -67,6 +67,15 @@ fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFact
     })
 }
 
+/// The one customer a billing portal session may reach in this transaction (set by
+/// credyt.authenticate_portal, which only a superuser can: see crate::portal).
+pub const PORTAL_CUSTOMER: &std::ffi::CStr = c"credyt.portal_customer";
+
+/// The customer the transaction is confined to by a portal session, if any.
+pub fn portal_customer() -> Option<String> {
+    setting(PORTAL_CUSTOMER)
+}
+
 /// True when the role in effect is a server role (credyt.grant_server): what only the
 /// server may call (the Stripe secret key) checks this besides the scope.
 pub fn is_server(c: &mut SpiClient<'_>) -> Result<bool> {

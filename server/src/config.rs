@@ -22,6 +22,10 @@ usage: credyt-server [--database-url URL] [options]
   --stripe-api-base URL    Stripe's API (default https://api.stripe.com; a
                            local fake in tests)                             [CREDYT_STRIPE_API_BASE]
   --stripe-timeout DUR     per call to Stripe, before a retry (default 10s) [CREDYT_STRIPE_TIMEOUT]
+  --public-url URL         where the server is reached from outside, for portal
+                           links (default http://LISTEN)                    [CREDYT_PUBLIC_URL]
+  --portal-signing-key K   the secret (32+ characters) that signs portal links
+                           and sessions (default: random per process)       [CREDYT_PORTAL_SIGNING_KEY]
   --auto-topup-interval DUR  how often pending auto top-ups are charged to
                            saved cards (default 2s; off disables)           [CREDYT_AUTO_TOPUP_INTERVAL]
   --help, --version
@@ -39,6 +43,8 @@ const KNOWN: &[&str] = &[
     "stripe-api-base",
     "stripe-timeout",
     "auto-topup-interval",
+    "public-url",
+    "portal-signing-key",
 ];
 
 #[derive(Clone, Debug)]
@@ -53,6 +59,8 @@ pub struct Config {
     pub stripe_timeout: Duration,
     /// None: off
     pub auto_topup_interval: Option<Duration>,
+    pub public_url: Option<String>,
+    pub portal_signing_key: Option<String>,
 }
 
 /// Reads options from `args` (without the program name), falling back to `env`.
@@ -82,6 +90,14 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
         Some("off") => None,
         _ => Some(o.duration("auto-topup-interval", "CREDYT_AUTO_TOPUP_INTERVAL", Duration::from_secs(2))?),
     };
+    let public_url = o.get("public-url", "CREDYT_PUBLIC_URL");
+    if public_url.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://"))) {
+        return Err("--public-url: not an http(s) URL".to_string());
+    }
+    let portal_signing_key = o.get("portal-signing-key", "CREDYT_PORTAL_SIGNING_KEY");
+    if portal_signing_key.as_deref().is_some_and(|k| k.len() < 32) {
+        return Err("--portal-signing-key: at least 32 characters".to_string());
+    }
     Ok(Parsed::Run(Config {
         database_url,
         listen,
@@ -92,6 +108,8 @@ pub fn parse(args: &[String], env: &dyn Fn(&str) -> Option<String>) -> Result<Pa
         stripe_api_base,
         stripe_timeout,
         auto_topup_interval,
+        public_url,
+        portal_signing_key,
     }))
 }
 

@@ -10,8 +10,10 @@ mod config;
 mod db;
 mod observe;
 mod openapi;
+mod portal;
 mod problem;
 mod routes;
+mod signing;
 mod stripe;
 
 use axum::http::{header, StatusCode};
@@ -84,7 +86,16 @@ fn router(app: App) -> Router {
         .route("/webhooks/{webhookId}/test/{topic}/{connectedAccountId}", post(webhooks::test_connected))
         .route("/webhooks/test/{topic}", post(webhooks::test_all))
         .route("/webhooks/test/{topic}/{connectedAccountId}", post(webhooks::test_all_connected))
-        .route("/billing-portal/sessions", post(later))
+        .route("/billing-portal/sessions", post(portal::create_session))
+        .route("/billing-portal/open", get(portal::open))
+        .route("/portal", get(portal::api::page))
+        .route("/portal/embed.js", get(portal::api::embed))
+        .route("/portal/api/summary", get(portal::api::summary))
+        .route("/portal/api/usage", get(portal::api::usage))
+        .route("/portal/api/grants", get(portal::api::grants))
+        .route("/portal/api/auto-topup", post(portal::api::set_auto_topup))
+        .route("/portal/api/top-ups", post(portal::api::top_up))
+        .route("/portal/api/stream", get(portal::api::stream))
         .route("/top-ups", post(topups::initiate))
         .route("/top-ups/{topUpId}", get(topups::get))
         .route("/stripe/webhook", post(topups::webhook))
@@ -117,7 +128,14 @@ async fn run(cfg: Config) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let app = App { db, stripe };
+    let portal = match portal_signer(&cfg) {
+        Ok(p) => p,
+        Err(e) => {
+            credyt_service::log!("error", "cannot start", "error" => e);
+            return ExitCode::from(1);
+        }
+    };
+    let app = App { db, stripe, portal };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(every) = cfg.auto_topup_interval {
         tokio::spawn(autotopup::run(app.clone(), every, stop_rx.clone()));
@@ -167,7 +185,27 @@ async fn openapi_json() -> impl IntoResponse {
     ([(header::CONTENT_TYPE, "application/json")], openapi::ApiDoc::openapi().to_pretty_json().unwrap_or_default())
 }
 
-/// The billing portal comes with the rest of issue 12.
-async fn later() -> problem::Problem {
-    problem::Problem::not_implemented("billing portal sessions are not served yet")
+/// The portal's signer: --portal-signing-key, or a random key for this process.
+fn portal_signer(cfg: &Config) -> Result<signing::Portal, String> {
+    let key = match &cfg.portal_signing_key {
+        Some(k) => k.clone().into_bytes(),
+        None => {
+            // (links and sessions then end with the process: set one for several servers)
+            credyt_service::log!(
+                "warn",
+                "no --portal-signing-key: a random one signs portal links until this server stops"
+            );
+            let mut k = vec![0u8; 32];
+            getrandom_fill(&mut k)?;
+            k
+        }
+    };
+    let public_url = cfg.public_url.clone().unwrap_or_else(|| format!("http://{}", cfg.listen));
+    Ok(signing::Portal::new(&key, &public_url))
+}
+
+/// Random bytes from the operating system (a portal signing key when none is given).
+fn getrandom_fill(buf: &mut [u8]) -> Result<(), String> {
+    use std::io::Read;
+    std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(buf)).map_err(|e| format!("/dev/urandom: {e}"))
 }

@@ -21,7 +21,7 @@ use utoipa::{Modify, OpenApi};
         events::submit, events::list, events::get,
         webhooks::create, webhooks::list, webhooks::get, webhooks::update, webhooks::delete, webhooks::test,
         webhooks::test_connected, webhooks::test_all, webhooks::test_all_connected, webhooks::list_events,
-        topups::initiate, topups::get, topups::webhook,
+        topups::initiate, topups::get, topups::webhook, crate::portal::create_session,
     ),
     modifiers(&Keys, &Problems),
     security(("api_key" = []))

@@ -86,10 +86,6 @@ impl Problem {
         Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error", None)
     }
 
-    pub fn not_implemented(detail: &str) -> Problem {
-        Problem::new(StatusCode::NOT_IMPLEMENTED, "Not Implemented", Some(detail.into()))
-    }
-
     /// 422 for a request body or query that does not parse, naming the field.
     pub fn invalid(field: &str, message: String) -> Problem {
         let mut p = Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "Validation failed", Some(message.clone()));

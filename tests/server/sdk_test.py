@@ -385,8 +385,8 @@ def sweep(c, a, cust, live, b_live):
     before = snapshot()
     tried = 0
     for path, item in doc["paths"].items():
-        if path.startswith("/billing-portal") or path == "/stripe/webhook":
-            continue  # (501 until the portal exists; Stripe's webhook has no key, only a signature)
+        if path == "/stripe/webhook":
+            continue  # (no key: Stripe's signature, which tests/server/sdk_test.py's top_ups proves)
         for method, op in item.items():
             params = [x for x in op.get("parameters", []) if x["in"] == "path"]
             url = path
@@ -724,7 +724,8 @@ def document():
     assert status == 200 and headers["x-request-id"] == "mine-1"
     status, _, body = raw("GET", "/metrics")
     assert status == 200 and b'credyt_server_requests_total{method="GET",route="/customers/{customerId}"' in body, body[:300]
-    assert raw("POST", "/billing-portal/sessions", "x")[0] == 501
+    body = {"customer_id": "cust_x", "return_url": "https://a.example", "failure_url": "https://b.example"}
+    assert raw("POST", "/billing-portal/sessions", "x", body)[0] == 401
 
 
 def main():

@@ -30,6 +30,8 @@ fn a_bound_role_cannot_reach_another_tenant() {
     let b_hook = text(&mut sb, "SELECT id FROM credyt.create_webhook('http://127.0.0.1:9/b')");
     let b_event = text(&mut sb, "SELECT credyt.send_test_event()");
     let b_checkout = text(&mut sb, "SELECT credyt.initiate_topup('b-ext', 10)");
+    let b_grant =
+        text(&mut sb, "SELECT grant_id FROM credyt.create_portal_grant('b-ext', 'https://b/ok', 'https://b/ko')");
     let b_key = text(&mut sb, "SELECT credyt.create_api_key('b key', 'live')");
     let b_key_id = text(&mut sb, "SELECT id FROM credyt.api_keys");
     let b_rows_before = text(
@@ -149,6 +151,20 @@ fn a_bound_role_cannot_reach_another_tenant() {
         b.account
     );
     attack(&mut app, "stripe_webhook", format!("SELECT credyt.stripe_webhook($j${forged}$j$, 't=1,v1=00')"), "CY400");
+    // A portal grant is its secret: a guessed one is refused, and names no failure URL.
+    attack(
+        &mut app,
+        "authenticate_portal",
+        format!("SELECT * FROM credyt.authenticate_portal('{b_grant}', 'guess')"),
+        "CY401",
+    );
+    attack(
+        &mut app,
+        "portal_failure_url",
+        // (NULL, so 1 / (1 - 1): the division by zero is the proof)
+        format!("SELECT 1 / ((credyt.portal_failure_url('{b_grant}', 'guess') IS NULL)::int - 1)"),
+        "22012",
+    );
     // B's vendor external id is free in A's account: the call succeeds, and only then
     // does the division by zero (1 / (true - 1)) fail the statement and roll it back.
     attack(
@@ -214,6 +230,10 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("create_vendor", "SELECT credyt.create_vendor('Eve')".into()),
         ("delivery_log", "SELECT count(*) FROM credyt.delivery_log()".into()),
         ("connect_stripe", "SELECT credyt.connect_stripe('sk_test_eeeeeeeeeeeeeeee', 'whsec_eeeeeeeeeeee')".into()),
+        (
+            "create_portal_grant",
+            "SELECT * FROM credyt.create_portal_grant('b-ext', 'https://a/ok', 'https://a/ko')".into(),
+        ),
     ]
     .into_iter()
     .chain(catalog_calls)
@@ -241,6 +261,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "asset_rates",
         "vendors",
         "stripe_connections",
+        "auto_topups",
     ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }

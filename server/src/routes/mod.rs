@@ -22,11 +22,12 @@ use serde::{Deserialize, Serialize};
 use tokio_postgres::types::ToSql;
 use utoipa::{IntoParams, ToSchema};
 
-/// What every route shares: the database, Stripe's API.
+/// What every route shares: the database, Stripe's API, the portal's signing key.
 #[derive(Clone)]
 pub struct App {
     pub db: Db,
     pub stripe: crate::stripe::Stripe,
+    pub portal: crate::signing::Portal,
 }
 
 /// The request's credentials (X-CREDYT-API-KEY, X-CREDYT-ACCOUNT). Missing key: 401.

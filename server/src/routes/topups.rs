@@ -4,6 +4,7 @@
 //! The call to Stripe happens between two transactions, never inside one.
 
 use super::{decode, numeric, read_one, App, Auth, Body};
+use crate::db::Session;
 use crate::problem::Problem;
 use crate::stripe::StripeError;
 use axum::body::Bytes;
@@ -75,6 +76,53 @@ pub struct StripeWebhookResponse {
     pub outcome: String,
 }
 
+/// A checkout top-up asked for, through the API (a customer named) or the portal (the
+/// session's customer).
+pub struct CheckoutRequest {
+    pub customer: Option<String>,
+    pub amount: serde_json::Number,
+    pub currency: String,
+    pub asset: Option<String>,
+    pub exchange_rate: Option<serde_json::Number>,
+    pub credit_expires_at: Option<String>,
+    pub account_name: Option<String>,
+    pub return_url: String,
+    pub failure_url: String,
+    pub description: Option<String>,
+    pub metadata: Option<std::collections::BTreeMap<String, String>>,
+}
+
+impl From<InitiateTopUpRequest> for CheckoutRequest {
+    fn from(r: InitiateTopUpRequest) -> CheckoutRequest {
+        let d = r.destination;
+        CheckoutRequest {
+            customer: Some(r.customer_id),
+            amount: r.amount,
+            currency: r.currency,
+            asset: d.as_ref().and_then(|d| d.asset.clone()),
+            exchange_rate: d.as_ref().and_then(|d| d.exchange_rate.clone()),
+            credit_expires_at: r.credit_expires_at,
+            account_name: d.and_then(|d| d.account_name),
+            return_url: r.return_url,
+            failure_url: r.failure_url,
+            description: r.description,
+            metadata: r.metadata,
+        }
+    }
+}
+
+/// Who asks for a top-up: an API key, or a portal session (confined to its customer).
+pub trait Opener {
+    /// The request's transaction, and the customer it is confined to, if any.
+    fn open(&self, app: &App) -> impl std::future::Future<Output = Result<(Session, Option<String>), Problem>> + Send;
+}
+
+impl Opener for Auth {
+    async fn open(&self, app: &App) -> Result<(Session, Option<String>), Problem> {
+        Ok((self.session(app).await?, None))
+    }
+}
+
 /// A checkout top-up as Stripe's Checkout Session needs it, and its connection.
 struct Checkout {
     account: String,
@@ -89,7 +137,7 @@ struct Checkout {
 /// The form of the Checkout Session for top-up `id` (payment mode, the card saved for
 /// later off-session top-ups, credyt's ids in the metadata of the session and of its
 /// PaymentIntent, which is how stripe_webhook finds the top-up).
-fn session_form(id: &str, t: &Checkout, req: &InitiateTopUpRequest) -> Vec<(String, String)> {
+fn session_form(id: &str, t: &Checkout, req: &CheckoutRequest) -> Vec<(String, String)> {
     let name = req.description.clone().unwrap_or_else(|| format!("Top-up: {} {}", t.credited, t.asset));
     let mut form: Vec<(String, String)> = [
         ("mode", "payment".to_string()),
@@ -120,21 +168,21 @@ fn session_form(id: &str, t: &Checkout, req: &InitiateTopUpRequest) -> Vec<(Stri
 
 /// The first transaction of a top-up: the checkout top-up recorded (initiated) and
 /// what its Checkout Session needs, committed before Stripe is called.
-async fn prepare(app: &App, auth: &Auth, req: &InitiateTopUpRequest) -> Result<(String, Checkout), Problem> {
-    let dest = req.destination.as_ref();
-    let s = auth.session(app).await?;
+async fn prepare(app: &App, who: &impl Opener, req: &CheckoutRequest) -> Result<(String, Checkout), Problem> {
+    let (s, confined) = who.open(app).await?;
+    let customer = confined.or_else(|| req.customer.clone()).unwrap_or_default();
     let id: String = s
         .query_one(
             "SELECT credyt.initiate_topup($1, $2::text::numeric, $3, $4, $5::text::numeric, \
                coalesce($6::text::timestamptz, now() + interval '1 year'), coalesce($7, 'default'), $8, $9)",
             &[
-                &req.customer_id,
+                &customer,
                 &numeric(&req.amount),
                 &req.currency,
-                &dest.and_then(|d| d.asset.clone()),
-                &dest.and_then(|d| d.exchange_rate.as_ref().map(numeric)),
+                &req.asset,
+                &req.exchange_rate.as_ref().map(numeric),
                 &req.credit_expires_at,
-                &dest.and_then(|d| d.account_name.clone()),
+                &req.account_name,
                 &req.return_url,
                 &req.failure_url,
             ],
@@ -175,17 +223,23 @@ pub async fn initiate(
     auth: Auth,
     Body(req): Body<InitiateTopUpRequest>,
 ) -> Result<(StatusCode, Json<InitiateTopUpResponse>), Problem> {
+    Ok((StatusCode::CREATED, Json(checkout(&app, &auth, req.into()).await?)))
+}
+
+/// A checkout top-up: recorded, then its Checkout Session created at Stripe (no
+/// transaction open meanwhile), then the session recorded.
+pub async fn checkout(app: &App, who: &impl Opener, req: CheckoutRequest) -> Result<InitiateTopUpResponse, Problem> {
     if let Some(t) = req.credit_expires_at.as_deref().filter(|t| !credyt_core::period::is_rfc3339(t)) {
         return Err(Problem::invalid(
             "credit_expires_at",
             format!("credit_expires_at {t:?} is not an RFC 3339 timestamp"),
         ));
     }
-    let (id, checkout) = prepare(&app, &auth, &req).await?;
+    let (id, checkout) = prepare(app, who, &req).await?;
     let form = session_form(&id, &checkout, &req);
     let created =
         app.stripe.post(&checkout.key, "/v1/checkout/sessions", &form, &format!("credyt-{id}-checkout")).await;
-    let s = auth.session(&app).await?;
+    let (s, _) = who.open(app).await?;
     let session = match created {
         Ok(v) => v,
         Err(StripeError::Refused(status, message)) => {
@@ -212,7 +266,7 @@ pub async fn initiate(
         )
         .await?;
     s.commit().await?;
-    Ok((StatusCode::CREATED, Json(decode(v)?)))
+    decode(v)
 }
 
 #[utoipa::path(get, path = "/top-ups/{topUpId}", tag = "top-ups", params(("topUpId" = String, Path)),
