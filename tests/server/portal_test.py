@@ -49,9 +49,12 @@ def scoped(c, account, sql, *args):
         c.execute("RESET credyt.account")
 
 
-def get(path, cookie=None, follow=False):
+def get(path, cookie=None, follow=False, bearer=None):
     """(status, headers, body) of a GET; redirects not followed unless asked."""
-    req = urllib.request.Request(URL + path, headers={"Cookie": cookie} if cookie else {})
+    h = {"Cookie": cookie} if cookie else {}
+    if bearer:
+        h["Authorization"] = "Bearer " + bearer
+    req = urllib.request.Request(URL + path, headers=h)
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *a, **k):
@@ -108,17 +111,23 @@ def links_and_sessions(c, account, api, cust, other):
     assert s.redirect_url.startswith(URL + "/billing-portal/open?token="), s
     token = s.redirect_url.split("token=")[1]
     status, headers, _ = get("/billing-portal/open?token=" + token)
-    assert status == 303 and headers["Location"] == "/portal", (status, headers)
+    assert status == 303 and headers["Location"].startswith("/portal#session="), (status, headers)
     cookie_header = headers["Set-Cookie"]
     assert "HttpOnly" in cookie_header and "SameSite" in cookie_header, cookie_header
     cookie = cookie_header.split(";")[0]
     status, _, body = get("/portal/api/summary", cookie)
     summary = json.loads(body)
     assert status == 200 and summary["customer"]["id"] == cust and summary["return_url"] == back, summary
+    # The session also works as a bearer token (what an embedded page sends).
+    session_token = cookie.split("=", 1)[1]
+    assert get("/portal/api/summary", bearer=session_token)[0] == 200
     # The link is not a session, nor the session a link.
     assert get("/portal/api/summary", "credyt_portal=" + token)[0] == 401
-    assert get("/billing-portal/open?token=" + cookie.split("=", 1)[1])[0] in (303, 400)
-    assert get("/portal/api/summary")[0] == 401 and get("/portal")[0] == 401
+    assert get("/portal/api/summary", bearer=token)[0] == 401
+    assert get("/billing-portal/open?token=" + session_token)[0] in (303, 400)
+    assert get("/billing-portal/open?token=" + session_token)[1].get("Set-Cookie") is None
+    # No session: the page (which holds no data) but none of the data.
+    assert get("/portal/api/summary")[0] == 401 and get("/portal/api/stream")[0] == 401 and get("/portal")[0] == 200
     # Tampered: the grant's failure_url; garbage: 400.
     status, headers, _ = get("/billing-portal/open?token=" + token[:-2] + ("AA" if not token.endswith("AA") else "BB"))
     assert status == 303 and headers["Location"] == fail, (status, headers)
@@ -133,6 +142,15 @@ def links_and_sessions(c, account, api, cust, other):
     c2 = get("/billing-portal/open?token=" + s2.redirect_url.split("token=")[1])[1]["Set-Cookie"].split(";")[0]
     body = get("/portal/api/summary", c2)[2] + get("/portal/api/usage", c2)[2] + get("/portal/api/grants", c2)[2]
     assert cust.encode() not in body and b"Robin" not in body, body[:300]
+    # What a request can name (a wallet account) is always the session's customer's.
+    req = urllib.request.Request(URL + "/portal/api/auto-topup", method="POST", headers={
+        "Cookie": c2, "Content-Type": "application/json"}, data=json.dumps(
+        {"account_id": "default:USD", "enabled": True, "threshold": 1, "amount": 9}).encode())
+    with urllib.request.urlopen(req, timeout=10) as r:
+        assert r.status == 200
+    rows = c.execute("SELECT customer_id, enabled FROM credyt.auto_topups WHERE customer_id = ANY(%s) ORDER BY 1",
+                     ([cust, other],)).fetchall()
+    assert dict(rows) == {cust: False, other: True}, rows
     return s.redirect_url
 
 
@@ -149,7 +167,7 @@ def browser(c, account, api, cust, stripe_key):
             b = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
             page = b.new_page(viewport={"width": 1280, "height": 900})
             page.goto(link)
-            assert page.url == URL + "/portal", page.url
+            assert page.url == URL + "/portal", page.url  # (the session's fragment is dropped at once)
             card = page.locator('[data-account="default:USD"] .amount')
             card.wait_for()
             page.wait_for_function("() => document.querySelector('[data-account=\"default:USD\"] .amount').textContent.includes('17')")
@@ -187,6 +205,27 @@ def browser(c, account, api, cust, stripe_key):
             width = phone.evaluate("() => document.documentElement.scrollWidth")
             assert width <= 390, width  # no sideways scrolling at phone width
             phone.screenshot(path=os.path.join(SHOTS, "portal-phone.png"), full_page=True)
+            # Embedded: one script and one element on another site's page (served from
+            # `localhost`, another site than the server's 127.0.0.1, both on loopback as
+            # Chromium's private-network rules want).
+            embedded = api.billing_portal.create_portal_session(
+                {"customer_id": cust, "return_url": URL + "/healthz", "failure_url": URL + "/healthz"}).redirect_url
+            host = host_page(f'<!doctype html><title>Shop</title><h1>Shop</h1><script src="{URL}/portal/embed.js">'
+                             f'</script><credyt-portal src="{embedded}"></credyt-portal>')
+            embed = b.new_context().new_page()
+            embed.goto(host)
+            frame = embed.frame_locator("credyt-portal iframe")
+            frame.locator('[data-account="default:USD"] .amount').wait_for()
+            assert "$" in frame.locator('[data-account="default:USD"] .amount').inner_text()
+            charge(c, account, cust, 1, "embedded")
+            frame.locator('[data-account="default:USD"] .amount', has_text="16.50").wait_for(timeout=10000)
+            embed.context.close()
+            # An expired link (signed, but past its time) lands on the failure_url.
+            token = link.split("token=")[1]
+            claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
+            expired_page = b.new_page()
+            expired_page.goto(URL + "/billing-portal/open?token=" + mint(dict(claims, exp=int(time.time()) - 5)))
+            assert expired_page.url == URL + "/healthz?failed", expired_page.url
             # A top-up: the Pay button takes the customer to Stripe's (fake) payment page.
             page.get_by_label("Amount", exact=True).fill("10")
             page.get_by_role("button", name="Pay").click()
@@ -198,6 +237,28 @@ def browser(c, account, api, cust, stripe_key):
         print(f"portal: screenshots in {SHOTS}")
     finally:
         fake.close()
+
+
+def host_page(html):
+    """Serves `html` from a loopback server, as http://localhost:PORT/ (its URL)."""
+    import http.server
+    import threading
+    body = html.encode()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *a):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://localhost:{server.server_address[1]}/account"
 
 
 def secrets_stay_out_of_logs(c, stripe_key):

@@ -266,6 +266,14 @@ fn a_bound_role_cannot_reach_another_tenant() {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
     app.batch_execute("RESET credyt.account").unwrap();
+    // Stripe keys and portal secrets are readable by no application role at all.
+    for sql in [
+        "SELECT secret_key FROM credyt.stripe_connection",
+        "SELECT webhook_secret FROM credyt.stripe_connection",
+        "SELECT secret_hash FROM credyt.portal_grant",
+    ] {
+        assert_eq!(fails(&mut app, sql), "42501", "{sql}");
+    }
     // B's delivery log is B's: A's scope sees none of it.
     let log = format!("SELECT count(*) FROM credyt.delivery_log('{b_hook}')");
     assert_eq!(app.query_one(log.as_str(), &[]).unwrap().get::<_, i64>(0), 0);

@@ -16,13 +16,16 @@ use serde_json::Value;
 use std::convert::Infallible;
 use std::time::Duration;
 
-/// The page: plain HTML, CSS and JavaScript, no build step.
-pub async fn page(State(app): State<App>, headers: HeaderMap) -> Response {
-    match PortalSession::from_headers(&app, &headers) {
-        Some(_) => Html(include_str!("index.html")).into_response(),
-        None => (axum::http::StatusCode::UNAUTHORIZED, Html(super::page_message("This billing session has ended.")))
-            .into_response(),
-    }
+/// The page: plain HTML, CSS and JavaScript, no build step. It holds no data (its
+/// reads need the session), so it is served as it is; `frame-ancestors *` lets any site
+/// embed it, which is what it is for.
+pub async fn page() -> Response {
+    let csp = "frame-ancestors *";
+    (
+        [(axum::http::header::CONTENT_SECURITY_POLICY, csp), (axum::http::header::CACHE_CONTROL, "no-store")],
+        Html(include_str!("index.html")),
+    )
+        .into_response()
 }
 
 /// The web component: `<script src=".../portal/embed.js"></script>` and
@@ -74,6 +77,11 @@ pub async fn summary(State(app): State<App>, headers: HeaderMap) -> Result<Json<
     let v = s.json(&sql, &[&customer, &back]).await?;
     s.commit().await?;
     Ok(Json(v))
+}
+
+#[derive(Deserialize)]
+pub struct StreamQuery {
+    session: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -179,8 +187,10 @@ pub async fn top_up(
 pub async fn stream(
     State(app): State<App>,
     headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
 ) -> Result<Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>>, Problem> {
-    let p = session(&app, &headers)?;
+    // (EventSource cannot send headers: the page passes its session in the query)
+    let p = PortalSession::from_request(&app, &headers, q.session.as_deref()).ok_or_else(Problem::unauthorized)?;
     let sql = format!("SELECT {BALANCES}::text");
     let events = futures_util::stream::unfold((app, p, sql, None::<String>), |(app, p, sql, last)| async move {
         loop {

@@ -78,8 +78,11 @@ pub async fn open(State(app): State<App>, Query(q): Query<OpenQuery>) -> Respons
             let secure = if app.portal.secure() { "; Secure; SameSite=None" } else { "; SameSite=Lax" };
             let max_age = (session.exp - now()).max(0);
             let set = format!("{COOKIE}={cookie}; HttpOnly; Path=/portal; Max-Age={max_age}{secure}");
-            return (StatusCode::SEE_OTHER, [(header::SET_COOKIE, set), (header::LOCATION, "/portal".into())])
-                .into_response();
+            // The session also travels in the fragment (never sent to a server, dropped from
+            // the address at once): an embedded portal keeps it in sessionStorage, for
+            // browsers that keep third-party cookies from iframes.
+            let to = format!("/portal#session={cookie}");
+            return (StatusCode::SEE_OTHER, [(header::SET_COOKIE, set), (header::LOCATION, to)]).into_response();
         }
     }
     // (the grant a bad link names says where it goes; nothing else of it is revealed)
@@ -112,11 +115,24 @@ pub struct PortalSession {
 }
 
 impl PortalSession {
+    /// From the session cookie, or `Authorization: Bearer` (what the page sends when it
+    /// holds the session itself), or `query` (the live stream's `?session=`).
     pub fn from_headers(app: &App, headers: &HeaderMap) -> Option<PortalSession> {
-        let cookies = headers.get(header::COOKIE)?.to_str().ok()?;
-        let token = cookies.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")))?;
-        let c = app.portal.verify(token, SESSION)?;
-        Some(PortalSession { gid: c.gid, sec: c.sec })
+        PortalSession::from_request(app, headers, None)
+    }
+
+    pub fn from_request(app: &App, headers: &HeaderMap, query: Option<&str>) -> Option<PortalSession> {
+        let cookie = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()).and_then(|cs| {
+            cs.split(';').find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_string))
+        });
+        let bearer = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer ").map(str::to_string));
+        [bearer, query.map(str::to_string), cookie].into_iter().flatten().find_map(|token| {
+            let c = app.portal.verify(&token, SESSION)?;
+            Some(PortalSession { gid: c.gid, sec: c.sec })
+        })
     }
 
     /// The request's transaction, confined in the database to the session's customer:
