@@ -197,6 +197,14 @@ def browser(c, account, api, cust, stripe_key):
             row = scoped(c, account, "SELECT enabled, threshold::text, amount::text FROM credyt.auto_topups "
                          "WHERE customer_id = %s AND account_id = 'default:USD'", cust)
             assert row == (True, "5", "30"), row
+            # By keyboard alone: Enter in a field submits its form.
+            page.locator("#auto-status").evaluate("e => e.textContent = ''")
+            page.get_by_label("When the balance falls below").fill("6")
+            page.get_by_label("When the balance falls below").press("Enter")
+            page.wait_for_function("() => document.querySelector('#auto-status').textContent === 'Saved.'")
+            row = scoped(c, account, "SELECT threshold::text FROM credyt.auto_topups "
+                         "WHERE customer_id = %s AND account_id = 'default:USD'", cust)
+            assert row == ("6",), row
             page.screenshot(path=os.path.join(SHOTS, "portal-desktop.png"), full_page=True)
             phone = b.new_page(viewport={"width": 390, "height": 844}, is_mobile=True)
             phone.context.add_cookies(page.context.cookies())
