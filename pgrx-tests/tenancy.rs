@@ -209,6 +209,12 @@ fn portal_grants_confine_a_transaction_to_their_customer() {
     assert_eq!(sqlstate_of("SELECT credyt.balance('bob', 'USD')").as_deref(), Some("CY404"));
     assert_eq!(sqlstate_of("SELECT credyt.set_auto_topup('bob', 'USD', 1, 5)").as_deref(), Some("CY404"));
     assert_eq!(sqlstate_of("SELECT credyt.initiate_topup('bob', 5)").as_deref(), Some("CY404"));
+    assert_eq!(
+        sqlstate_of(r#"SELECT * FROM credyt.record_usage('[{"customer": "bob", "event_id": "x1", "event_type": "chat"}]')"#)
+            .as_deref(),
+        Some("CY404")
+    );
+    assert_eq!(sqlstate_of("SELECT * FROM credyt.record_usage('bob', 'x2', 'chat')").as_deref(), Some("CY404"));
     Spi::run("SELECT set_config('credyt.portal_customer', '', true)").unwrap();
     // Expired: CY401.
     Spi::run(&format!("UPDATE credyt.portal_grant SET expires_at = now() - interval '1 second' WHERE id = '{gid}'")).unwrap();

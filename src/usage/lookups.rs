@@ -149,7 +149,11 @@ pub(super) struct Preloaded {
 
 impl Preloaded {
     pub(super) fn load(c: &mut SpiClient<'_>, account: &str, events: &[Event]) -> Result<Preloaded> {
-        let customers = Self::customers(c, account, events)?;
+        let mut customers = Self::customers(c, account, events)?;
+        // A billing portal session reaches its own customer only (as customers::resolve).
+        if let Some(only) = crate::scope::portal_customer() {
+            customers.retain(|_, id| *id == only);
+        }
         let prices = Self::prices(c, &customers, events)?;
         let model_costs = Self::model_costs(c, account, events)?;
         Ok(Preloaded { account: account.to_string(), customers, prices, model_costs })
