@@ -25,13 +25,9 @@ pub fn init_gucs() {
     );
 }
 
-/// A URL argument: http(s), at most 2048 characters.
-fn url(param: &str, v: Option<String>) -> Result<String> {
-    let v = validate::required(param, v)?;
-    if !(v.starts_with("https://") || v.starts_with("http://")) || v.len() > 2048 {
-        return Err(CyError::invalid(format!("{param} must be an http(s) URL of at most 2048 characters")));
-    }
-    Ok(v)
+/// A required http(s) URL argument.
+fn required_url(param: &str, v: Option<String>) -> Result<String> {
+    validate::required(param, validate::optional_url(param, v)?)
 }
 
 /// A portal grant for `customer` of the account in scope: (id, secret, expires_at).
@@ -47,7 +43,8 @@ fn create_portal_grant(
 ) -> TableIterator<'static, (name!(grant_id, String), name!(secret, String), name!(expires_at, TimestampWithTimeZone))>
 {
     api(move || {
-        let (return_url, failure_url) = (url("return_url", return_url)?, url("failure_url", failure_url)?);
+        let (return_url, failure_url) =
+            (required_url("return_url", return_url)?, required_url("failure_url", failure_url)?);
         let ttl = validate::required("ttl", ttl)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;

@@ -55,6 +55,14 @@ pub fn optional_text(param: &str, v: Option<String>) -> Result<Option<String>> {
     Ok(v)
 }
 
+/// An optional http(s) URL of at most 2048 characters (where a customer is sent back).
+pub fn optional_url(param: &str, v: Option<String>) -> Result<Option<String>> {
+    if v.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2048) {
+        return Err(CyError::invalid(format!("{param} must be an http(s) URL of at most 2048 characters")));
+    }
+    Ok(v)
+}
+
 /// A wallet account name: lowercase letters, digits, '_' and '-', 1 to 64 characters.
 pub fn wallet_name(v: Option<String>) -> Result<String> {
     let v = v.unwrap_or_else(|| "default".to_string());

@@ -219,7 +219,8 @@ fn initiate_topup(
         validate::expiry_after(None, credit_expires_at)
             .map_err(|_| CyError::invalid("credit_expires_at must be in the future"))?;
         let name = validate::wallet_name(account_name)?;
-        let (return_url, failure_url) = (url_arg("return_url", return_url)?, url_arg("failure_url", failure_url)?);
+        let (return_url, failure_url) =
+            (validate::optional_url("return_url", return_url)?, validate::optional_url("failure_url", failure_url)?);
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
@@ -251,13 +252,4 @@ fn initiate_topup(
             Ok(id)
         })
     })
-}
-
-/// An optional http(s) URL argument.
-fn url_arg(param: &str, v: Option<String>) -> Result<Option<String>> {
-    let v = validate::optional_text(param, v)?;
-    if v.as_deref().is_some_and(|u| !(u.starts_with("https://") || u.starts_with("http://")) || u.len() > 2048) {
-        return Err(CyError::invalid(format!("{param} must be an http(s) URL of at most 2048 characters")));
-    }
-    Ok(v)
 }

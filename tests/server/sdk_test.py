@@ -682,6 +682,8 @@ def auto_topups(c, a, cust, key, fake):
     assert failed == 1, failed
     assert [r for r in fake.requests if r[1] == "/v1/payment_intents" and r[2] == declined], fake.requests[-5:]
     c.execute("RESET credyt.account")
+    problems = c.execute("SELECT count(*) FROM credyt.verify_ledger()").fetchone()[0]
+    assert problems == 0, problems
 
 
 def concurrency(c, cust, live):
