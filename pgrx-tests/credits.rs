@@ -213,13 +213,16 @@ fn auto_topup_requests_once_and_completes_idempotently() {
 }
 
 /// Moves the lots whose source is like `source` into the past: effective `from` ago,
-/// expiring `to` ago (the in-database tests cannot wait for the wall clock).
+/// expiring `to` ago (the in-database tests cannot wait for the wall clock). Wallet
+/// rows keep when time next changes their figures (fresh_until): moving time by hand
+/// makes that moment now.
 fn backdate_lots(source: &str, from: &str, to: &str) {
     Spi::run(&format!(
         "UPDATE credyt.lot SET effective_at = now() - interval '{from}', expires_at = now() - interval '{to}' \
          WHERE source LIKE '{source}' AND remaining > 0"
     ))
     .unwrap();
+    Spi::run("UPDATE credyt.wallet_account SET fresh_until = now()").unwrap();
 }
 
 #[pg_test]

@@ -222,7 +222,9 @@ fn verify_ledger_reports_tampering() {
     Spi::run("INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, kind) \
               SELECT account_id, txn_id, customer_id, true, 'revenue', asset, 0, 'charge' FROM credyt.entry LIMIT 1").unwrap();
     Spi::run("UPDATE credyt.lot SET purpose = 'free'").unwrap();
+    Spi::run("UPDATE credyt.wallet_account SET live = live + 2").unwrap();
     let problems = ledger_problems().join("\n");
+    assert!(problems.contains("wallet_available_mismatch"), "{problems}");
     assert!(problems.contains("wallet_malformed"), "{problems}");
     assert!(problems.contains("entry_zero"), "{problems}");
     assert!(problems.contains("lot_malformed"), "{problems}");

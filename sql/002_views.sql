@@ -20,10 +20,7 @@ SELECT id, customer_id, wallet_name || ':' || asset AS account_id, asset, purpos
        txn_id AS transaction_id, account_id AS tenant_id, created_at
 FROM credyt.lot;
 
--- Ledger transactions: the client's transaction_id (when it gave one) beside the id.
-CREATE VIEW credyt.transactions WITH (security_invoker = true) AS
-SELECT id, idem_key AS transaction_id, kind, customer_id, description, metadata, created_at, account_id AS tenant_id
-FROM credyt.ledger_txn;
+-- (credyt.transactions, over ledger_txn and the usage events, is in 020_usage.sql)
 
 CREATE VIEW credyt.entries WITH (security_invoker = true) AS
 SELECT txn_id AS transaction_id, customer_id, ledger_name || ':' || asset AS account_id, asset,

@@ -67,6 +67,15 @@ CREATE INDEX hold_wallet ON credyt.hold (customer_id, wallet_name, asset) WHERE 
 -- the clock's expiry, per account (clock::expire_holds)
 CREATE INDEX hold_due ON credyt.hold (account_id, expires_at) WHERE status = 'active';
 
+-- Ledger transactions: the client's transaction_id (when it gave one) beside the id.
+-- A usage event's row is the header of its charge (its txn_id names the entries).
+CREATE VIEW credyt.transactions WITH (security_invoker = true) AS
+SELECT id, idem_key AS transaction_id, kind, customer_id, description, metadata, created_at, account_id AS tenant_id
+FROM credyt.ledger_txn
+UNION ALL
+SELECT txn_id, NULL, 'usage', customer_id, description, '{}'::jsonb, recorded_at, account_id
+FROM credyt.usage_event WHERE txn_id IS NOT NULL;
+
 CREATE VIEW credyt.usage WITH (security_invoker = true) AS
 SELECT event_id, customer_id, event_type, subject, model, input_tokens, output_tokens, status, charged, asset,
        cost, occurred_at, recorded_at, cost_currency, fees, data, description, hold_id, txn_id AS transaction_id,

@@ -3,7 +3,7 @@
 //! it imports no domain, so the catalog, credits, usage and the wallet can all use it.
 
 use crate::error::{CyError, Result};
-use crate::spi::one;
+use crate::spi::{one, Row};
 use pgrx::spi::SpiClient;
 
 #[derive(Debug, Clone)]
@@ -38,6 +38,45 @@ pub fn resolve_asset(c: &mut SpiClient<'_>, account: &str, code: Option<&str>) -
     } else {
         e.hint("use an ISO 4217 currency code such as USD, or create the unit with credyt.create_asset()")
     })
+}
+
+thread_local! {
+    /// Custom units' precision by (account, code), under the account's catalog generation.
+    static UNITS: std::cell::RefCell<credyt_core::cache::Owned<String, String, u32>> = Default::default();
+}
+
+/// resolve_asset(), with the account's catalog generation a custom unit was read
+/// under (none for a fiat code, which no table decides); the caller checks it
+/// (crate::wallet::Gens) before it relies on the answer.
+pub fn resolve_asset_cached(c: &mut SpiClient<'_>, account: &str, code: Option<&str>) -> Result<(Asset, Option<i64>)> {
+    let code = code.ok_or_else(|| CyError::invalid("asset must not be NULL"))?;
+    if let Some(a) = fiat(code) {
+        return Ok((a, None));
+    }
+    let owner = account.to_string();
+    if let Some((precision, gen)) = credyt_core::cache::get(&UNITS, &owner, &code.to_string()) {
+        return Ok((Asset { code: code.to_string(), precision }, Some(gen)));
+    }
+    let t = crate::spi::run(
+        c,
+        "SELECT (SELECT precision FROM credyt.asset WHERE account_id = $1 AND code = $2) AS precision, \
+           (SELECT catalog_gen FROM credyt.account WHERE id = $1) AS gen",
+        &[account.into(), code.into()],
+    )?;
+    let row = t.first();
+    let gen = row.opt::<i64>("gen")?.unwrap_or(-1);
+    match row.opt::<i32>("precision")? {
+        Some(p) => {
+            credyt_core::cache::put(&UNITS, &owner, gen, code.to_string(), p as u32);
+            Ok((Asset { code: code.to_string(), precision: p as u32 }, Some(gen)))
+        }
+        None => resolve_asset(c, account, Some(code)).map(|a| (a, Some(gen))),
+    }
+}
+
+/// Forgets the account's cached units unless read under generation `gen`.
+pub fn check_units(account: &str, gen: i64) -> bool {
+    credyt_core::cache::check(&UNITS, &account.to_string(), gen)
 }
 
 /// What one unit of `asset` costs in `source` at `at`: 1 for an asset in itself, the

@@ -29,15 +29,22 @@ fn expire_holds(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTi
     let t = run(
         c,
         // Per account (as credits::issue_recurring): one tenant's flood of expired
-        // holds does not hold back another's.
+        // holds does not hold back another's. A tick ahead of the clock expires holds
+        // that still count in their wallet rows' held: `unheld` takes them out.
         "WITH due AS (SELECT id FROM credyt.hold WHERE id = ANY (ARRAY( \
                         SELECT x.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
                           SELECT h.id FROM credyt.hold h WHERE h.account_id = a.id AND h.status = 'active' \
                             AND h.expires_at <= $2 ORDER BY h.expires_at, h.id LIMIT $3) x)) \
                       AND status = 'active' AND expires_at <= $2 ORDER BY expires_at, id FOR UPDATE SKIP LOCKED) \
-         UPDATE credyt.hold h SET status = 'expired', closed_at = $2 FROM due WHERE h.id = due.id \
-         RETURNING h.account_id, h.id, h.hold_key, h.customer_id, h.wallet_name || ':' || h.asset AS wallet, \
-           h.amount::text AS amount, h.expires_at",
+         , done AS (UPDATE credyt.hold h SET status = 'expired', closed_at = $2 FROM due WHERE h.id = due.id \
+           RETURNING h.account_id, h.id, h.hold_key, h.customer_id, h.wallet_name, h.asset, h.amount, h.expires_at) \
+         , unheld AS ( \
+           UPDATE credyt.wallet_account w SET held = w.held - x.amount \
+           FROM (SELECT customer_id, wallet_name, asset, sum(amount) AS amount FROM done WHERE expires_at > now() \
+                 GROUP BY 1, 2, 3) x \
+           WHERE w.customer_id = x.customer_id AND w.name = x.wallet_name AND w.asset = x.asset) \
+         SELECT account_id, id, hold_key, customer_id, wallet_name || ':' || asset AS wallet, amount::text AS amount, \
+           expires_at FROM done",
         &[accounts.to_vec().into(), now.into(), HOLDS_PER_TICK.into()],
     )?;
     let mut expired = Vec::new();

@@ -3,7 +3,7 @@
 
 use crate::error::{api, CyError, Result};
 use crate::scope::scope;
-use crate::spi::one;
+use crate::spi::{one, Row};
 use crate::validate;
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
@@ -21,6 +21,51 @@ pub fn resolve(c: &mut SpiClient<'_>, account: &str, reference: Option<&str>) ->
     }
 }
 
+thread_local! {
+    /// Customer id by (account, reference), under the account's catalog generation.
+    static IDS: std::cell::RefCell<credyt_core::cache::Owned<String, String, String>> = Default::default();
+}
+
+/// resolve(), from the backend's cache while the account's catalog generation is the
+/// one the id was read under; with that generation, which the caller checks
+/// (crate::wallet::Gens) before it relies on the answer. Unknown references are not
+/// kept: the customer may be created a moment later.
+pub fn resolve_cached(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<(String, i64)> {
+    let owner = account.to_string();
+    let (found, gen) = match credyt_core::cache::get(&IDS, &owner, &reference.to_string()) {
+        Some(hit) => hit,
+        None => {
+            let t = crate::spi::run(
+                c,
+                "SELECT (SELECT id FROM ((SELECT id FROM credyt.customer WHERE id = $2 AND account_id = $1) \
+                   UNION ALL (SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2) LIMIT 1) x) AS id, \
+                   (SELECT catalog_gen FROM credyt.account WHERE id = $1) AS gen",
+                &[account.into(), reference.into()],
+            )?;
+            let row = t.first();
+            let gen = row.opt::<i64>("gen")?.unwrap_or(-1);
+            let id = row.opt::<String>("id")?.ok_or_else(|| unknown(account, reference))?;
+            credyt_core::cache::put(&IDS, &owner, gen, reference.to_string(), id.clone());
+            (id, gen)
+        }
+    };
+    match crate::scope::portal_customer() {
+        Some(only) if only != found => Err(CyError::not_found(format!("unknown customer {reference}"))),
+        _ => Ok((found, gen)),
+    }
+}
+
+/// Forgets the account's cached customer ids unless read under generation `gen`.
+pub fn check_ids(account: &str, gen: i64) -> bool {
+    credyt_core::cache::check(&IDS, &account.to_string(), gen)
+}
+
+fn unknown(account: &str, reference: &str) -> CyError {
+    CyError::not_found(format!("unknown customer {reference}"))
+        .detail(format!("no customer with that id or external_id in account {account}"))
+        .hint("create it with credyt.create_customer(), or check credyt.account")
+}
+
 fn lookup(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<String> {
     one::<String>(
         c,
@@ -30,11 +75,7 @@ fn lookup(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Strin
          UNION ALL (SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2) LIMIT 1",
         &[account.into(), reference.into()],
     )?
-    .ok_or_else(|| {
-        CyError::not_found(format!("unknown customer {reference}"))
-            .detail(format!("no customer with that id or external_id in account {account}"))
-            .hint("create it with credyt.create_customer(), or check credyt.account")
-    })
+    .ok_or_else(|| unknown(account, reference))
 }
 
 #[pg_extern(security_definer)]

@@ -89,9 +89,13 @@ pub fn close(
     captured: Option<Decimal>,
     event_id: Option<&str>,
 ) -> Result<()> {
+    // The wallet row's held drops with it (the hold was active and unexpired).
     run(
         c,
-        "UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() WHERE id = $1",
+        "WITH h AS (UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() WHERE id = $1 \
+           RETURNING customer_id, wallet_name, asset, amount) \
+         UPDATE credyt.wallet_account w SET held = w.held - h.amount FROM h \
+         WHERE w.customer_id = h.customer_id AND w.name = h.wallet_name AND w.asset = h.asset",
         &[hold.id.as_str().into(), status.as_str().into(), captured.map(to_numeric).into(), event_id.into()],
     )?;
     Ok(())
@@ -161,8 +165,7 @@ fn authorize(
             if let Some(id) = existing(c, &w, &key, amount)? {
                 return Ok(id);
             }
-            let lots = wallet::live_lots(c, &w)?;
-            let before = wallet::available(&lots, &wallet);
+            let before = wallet.available();
             let after = before - amount;
             if let Some(limit) = wallet.limit {
                 if after < -limit {
@@ -175,16 +178,19 @@ fn authorize(
                 }
             }
             let id = crate::ids::new_id("hld")?;
-            run(
+            let expires_at = crate::spi::one::<TimestampWithTimeZone>(
                 c,
                 "INSERT INTO credyt.hold (account_id, id, hold_key, customer_id, wallet_name, asset, amount, status, expires_at) \
-                 VALUES ($1, $2, $3, $4, 'default', $5, $6, 'active', now() + $7)",
+                 VALUES ($1, $2, $3, $4, 'default', $5, $6, 'active', now() + $7) RETURNING expires_at",
                 &[account.as_str().into(), id.as_str().into(), key.as_str().into(), customer.as_str().into(),
                   asset.code.as_str().into(), to_numeric(amount).into(), expires_in.into()],
-            )?;
+            )?
+            .ok_or_else(|| CyError::internal("hold insert returned no row"))?;
+            wallet.add_hold(amount, expires_at.into_inner());
             wallet::notify_balance(c, &wallet, &w, after)?;
-            if let Some(t) = wallet.cross_threshold(after) {
-                wallet::save_armed(c, &w, wallet.armed)?;
+            let hit = wallet.cross_threshold(after);
+            wallet::save_holds(c, &w, &wallet)?;
+            if let Some(t) = hit {
                 wallet::threshold_hit(c, &w, after, t)?;
             }
             wallet::request_topup(c, &w, &mut wallet, after)?;

@@ -44,6 +44,8 @@ struct ScopeFacts {
     server: bool,
     platform: String,
     setting_exists: bool,
+    /// the platform row's catalog generation (role bindings: crate::cache)
+    platform_gen: i64,
 }
 
 fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFacts> {
@@ -53,7 +55,8 @@ fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFact
         c,
         "SELECT b.account_id AS bound, coalesce(b.server, false) AS server, \
                 (SELECT id FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform, \
-                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists \
+                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists, \
+                (SELECT catalog_gen FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform_gen \
          FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT account_id, server FROM credyt.role_binding \
            WHERE role_oid = $1 OR role_oid = $2 ORDER BY role_oid = $1 DESC LIMIT 1) b ON true",
         &[outer.into(), session.into(), setting.into()],
@@ -64,6 +67,7 @@ fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFact
         server: row.req::<bool>("server")?,
         platform: row.opt::<String>("platform")?.ok_or_else(|| CyError::internal("the platform account is missing"))?,
         setting_exists: row.req::<bool>("setting_exists")?,
+        platform_gen: row.opt::<i64>("platform_gen")?.unwrap_or(-1),
     })
 }
 
@@ -106,8 +110,43 @@ fn account_exists(c: &mut SpiClient<'_>, id: &str) -> Result<bool> {
 /// The account in scope (SPEC §3): the bound role's account (or a descendant it
 /// selected), else the `credyt.account` setting, else the platform account.
 pub fn scope(c: &mut SpiClient<'_>) -> Result<String> {
-    let setting = account_setting();
+    scope_with_gen(c, account_setting()).map(|(account, _)| account)
+}
+
+/// The scope's inputs besides the tables: the role in effect, the session's role, the
+/// `credyt.account` setting and the account an API key authenticated.
+type ScopeKey = (u32, u32, Option<String>, Option<String>);
+
+thread_local! {
+    static SCOPES: std::cell::RefCell<credyt_core::cache::Owned<(), ScopeKey, String>> = Default::default();
+}
+
+/// The account in scope as scope() decides it, from the backend's cache while the
+/// role bindings are unchanged, with the platform generation it was decided under:
+/// the caller checks it (crate::wallet::Gens) before it relies on the answer.
+pub fn scope_cached(c: &mut SpiClient<'_>) -> Result<(String, i64)> {
+    let (outer, session) = unsafe { (pg_sys::GetOuterUserId(), pg_sys::GetSessionUserId()) };
+    let key: ScopeKey = (outer.to_u32(), session.to_u32(), account_setting(), setting(KEY_ACCOUNT));
+    if let Some(hit) = credyt_core::cache::get(&SCOPES, &(), &key) {
+        return Ok(hit);
+    }
+    let (account, gen) = scope_with_gen(c, key.2.clone())?;
+    credyt_core::cache::put(&SCOPES, &(), gen, key, account.clone());
+    Ok((account, gen))
+}
+
+/// Forgets cached scopes unless they were decided under platform generation `gen`.
+pub fn check_scopes(gen: i64) -> bool {
+    credyt_core::cache::check(&SCOPES, &(), gen)
+}
+
+fn scope_with_gen(c: &mut SpiClient<'_>, setting: Option<String>) -> Result<(String, i64)> {
     let facts = scope_facts(c, setting.as_deref())?;
+    let gen = facts.platform_gen;
+    decide(c, facts, setting).map(|account| (account, gen))
+}
+
+fn decide(c: &mut SpiClient<'_>, facts: ScopeFacts, setting: Option<String>) -> Result<String> {
     // A server role has no account of its own: only the one a key authenticated.
     if facts.server {
         return crate::scope::setting(KEY_ACCOUNT).ok_or_else(|| {

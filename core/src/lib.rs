@@ -4,6 +4,7 @@
 
 pub mod apikey;
 pub mod burndown;
+pub mod cache;
 pub mod fiat;
 pub mod ids;
 pub mod money;

@@ -106,8 +106,7 @@ fn set_auto_topup(
             )?;
             // Already below: request one now rather than at the next charge.
             wallet.auto_topup = enabled.then_some((threshold, amount));
-            let lots = wallet::live_lots(c, &w)?;
-            let now = wallet::available(&lots, &wallet);
+            let now = wallet.available();
             wallet::request_topup(c, &w, &mut wallet, now)
         })
     })

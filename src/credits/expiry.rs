@@ -115,13 +115,18 @@ fn expire_one(
         let id = carry(c, w, wallet::RESERVE, lot, split.reserved, &format!("reserve:{}", lot.id), &txn)?;
         book.leg_on(wallet::RESERVE, split.reserved, Some(id.clone()), "reserve");
         new_lot = Some(id);
-        wallet::save_pool(c, &r, pool.balance + split.reserved)?;
+        let mut pool = pool;
+        pool.balance += split.reserved;
+        wallet::save_pool(c, &r, &pool)?;
+        wallet::refresh(c, &r)?;
     }
     if split.lost > Decimal::ZERO {
         book.system_leg("expired", split.lost, "expiry");
     }
     wallet.balance -= split.lost + split.reserved;
     wallet::write(c, wallet, book, None)?;
+    // (the tick's time may differ from the transaction's: live is summed afresh)
+    wallet::refresh(c, w)?;
     Ok(new_lot)
 }
 

@@ -88,10 +88,7 @@ fn record_usage(
             costs: crate::json::optional("costs", costs, crate::json::MAX_BYTES)?,
             hold_id,
         };
-        Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            record(c, &account, ev)
-        })
+        Spi::connect_mut(|c| record_one(c, ev))
     });
     TableIterator::new(std::iter::once(row(outcome)))
 }

@@ -136,6 +136,161 @@ impl Lookups for Direct<'_> {
     }
 }
 
+// ---------------------------------------------------------------------------------
+// One call, from the backend's cache (crate::cache says why it is safe)
+
+/// A customer's prices for one event type, and the (account, customer) generations
+/// they were read under.
+type Subscribed = (Vec<Rc<SubscribedPrice>>, (i64, i64));
+type SubscribedCache = credyt_core::cache::Owned<String, String, Rc<Vec<Rc<SubscribedPrice>>>, (i64, i64)>;
+type CostCache = credyt_core::cache::Owned<String, String, Rc<Vec<Rc<ModelCost>>>>;
+
+thread_local! {
+    /// A customer's subscribed prices by event type, under (account, customer) generations.
+    static SUBSCRIBED: RefCell<SubscribedCache> = Default::default();
+    /// A model's costs by account, under the account's generation.
+    static COSTS: RefCell<CostCache> = Default::default();
+}
+
+/// One call's lookups from the cache, noting the generations of what it used; the
+/// charge checks them against the ones its wallet statement reads (Cached::fresh).
+pub(super) struct Cached<'a> {
+    pub(super) account: &'a str,
+    account_gen: Option<i64>,
+    customer_gen: Option<i64>,
+    /// two values used were read under different generations
+    mixed: bool,
+}
+
+impl<'a> Cached<'a> {
+    pub(super) fn new(account: &'a str) -> Self {
+        Cached { account, account_gen: None, customer_gen: None, mixed: false }
+    }
+
+    fn note(slot: &mut Option<i64>, mixed: &mut bool, gen: i64) {
+        *mixed |= slot.is_some_and(|g| g != gen);
+        *slot = Some(gen);
+    }
+
+    /// True when everything used was read under `gens`; otherwise forgets what is
+    /// stale, for the call to look again.
+    pub(super) fn fresh(&self, customer: &str, gens: &wallet::Gens, scope_gen: i64) -> bool {
+        let mut fresh = !self.mixed;
+        if scope_gen != gens.platform {
+            crate::scope::check_scopes(gens.platform);
+            fresh = false;
+        }
+        if self.account_gen.is_some_and(|g| g != gens.account) || self.mixed {
+            customers::check_ids(self.account, gens.account);
+            COSTS.with(|m| m.borrow_mut().check(&self.account.to_string(), gens.account));
+            fresh = false;
+        }
+        if self.customer_gen.is_some_and(|g| g != gens.customer) || !fresh {
+            SUBSCRIBED.with(|m| m.borrow_mut().check(&customer.to_string(), (gens.account, gens.customer)));
+            fresh = false;
+        }
+        fresh
+    }
+}
+
+impl Lookups for Cached<'_> {
+    fn customer(&mut self, c: &mut SpiClient<'_>, reference: &str) -> Result<String> {
+        let (id, gen) = customers::resolve_cached(c, self.account, reference)?;
+        Self::note(&mut self.account_gen, &mut self.mixed, gen);
+        Ok(id)
+    }
+    fn prices(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Vec<Rc<SubscribedPrice>>> {
+        let owner = customer.to_string();
+        let (prices, (ag, cg)) = match credyt_core::cache::get(&SUBSCRIBED, &owner, &event_type.to_string()) {
+            Some(hit) => hit,
+            None => {
+                let (prices, gens) = subscribed_with_gens(c, self.account, customer, event_type)?;
+                let prices = Rc::new(prices);
+                credyt_core::cache::put(&SUBSCRIBED, &owner, gens, event_type.to_string(), prices.clone());
+                (prices, gens)
+            }
+        };
+        Self::note(&mut self.account_gen, &mut self.mixed, ag);
+        Self::note(&mut self.customer_gen, &mut self.mixed, cg);
+        Ok(prices.as_ref().clone())
+    }
+    fn model_costs(&mut self, c: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>> {
+        let owner = self.account.to_string();
+        let (costs, gen) = match credyt_core::cache::get(&COSTS, &owner, &model.to_string()) {
+            Some(hit) => hit,
+            None => {
+                let (costs, gen) = model_costs_with_gen(c, self.account, model)?;
+                let costs = Rc::new(costs);
+                credyt_core::cache::put(&COSTS, &owner, gen, model.to_string(), costs.clone());
+                (costs, gen)
+            }
+        };
+        Self::note(&mut self.account_gen, &mut self.mixed, gen);
+        Ok(costs.as_ref().clone())
+    }
+    fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>> {
+        // (rare, and by time: read each time, as Direct does)
+        crate::assets::rate_at(c, self.account, asset, currency, at_time(at)?)
+    }
+}
+
+/// The generations of the account and the customer, as one statement's first columns.
+macro_rules! gens_row {
+    () => {
+        "SELECT g.account_gen, g.customer_gen, x.* FROM (SELECT \
+           (SELECT catalog_gen FROM credyt.account WHERE id = $1) AS account_gen, \
+           (SELECT catalog_gen FROM credyt.customer WHERE id = $2) AS customer_gen) g "
+    };
+}
+
+/// A customer's prices for an event type and the generations they were read under.
+fn subscribed_with_gens(c: &mut SpiClient<'_>, account: &str, customer: &str, event_type: &str) -> Result<Subscribed> {
+    let t = run(
+        c,
+        concat!(
+            gens_row!(),
+            "LEFT JOIN LATERAL (SELECT s.id AS subscription_id, ",
+            price_columns!(),
+            "FROM credyt.subscription s JOIN credyt.price p \
+               ON p.product_id = s.product_id AND p.version = s.version AND p.event_type = $3 \
+             WHERE s.customer_id = $2) x ON true ORDER BY x.subscription_id, x.position"
+        ),
+        &[account.into(), customer.into(), event_type.into()],
+    )?;
+    let mut gens = (-1, -1);
+    let mut out = Vec::new();
+    for row in t {
+        gens = (row.opt::<i64>("account_gen")?.unwrap_or(-1), row.opt::<i64>("customer_gen")?.unwrap_or(-1));
+        if row.opt::<String>("product_id")?.is_some() {
+            out.push(subscribed_price(&row)?);
+        }
+    }
+    Ok((out, gens))
+}
+
+/// A model's costs, most recently set first, and the account generation they were read under.
+fn model_costs_with_gen(c: &mut SpiClient<'_>, account: &str, model: &str) -> Result<(Vec<Rc<ModelCost>>, i64)> {
+    let t = run(
+        c,
+        concat!(
+            gens_row!(),
+            "LEFT JOIN LATERAL (SELECT updated_at, ",
+            model_cost_columns!(),
+            "FROM credyt.model_cost WHERE account_id = $1 AND model = $3) x ON true ORDER BY x.updated_at DESC"
+        ),
+        &[account.into(), "".into(), model.into()],
+    )?;
+    let mut gen = -1;
+    let mut out = Vec::new();
+    for row in t {
+        gen = row.opt::<i64>("account_gen")?.unwrap_or(-1);
+        if row.opt::<String>("vendor")?.is_some() {
+            out.push(model_cost_row(&row)?);
+        }
+    }
+    Ok((out, gen))
+}
+
 /// Subscribed prices by (customer id, event type).
 type PricesByType = HashMap<(String, String), Vec<Rc<SubscribedPrice>>>;
 

@@ -35,9 +35,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
 mod api;
+mod charge;
 mod lookups;
 mod record;
 
+pub use charge::*;
 use lookups::*;
 pub use record::*;
 

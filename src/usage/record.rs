@@ -6,28 +6,29 @@ use super::*;
 // Preparing, claiming, charging
 
 /// An event with everything computed that it will write.
-struct Prepared {
-    ev: Event,
-    customer: String,
-    model: Option<String>,
-    input_tokens: Option<i64>,
-    output_tokens: Option<i64>,
-    status: UsageStatus,
-    fees: Value,
+pub(super) struct Prepared {
+    pub(super) ev: Event,
+    pub(super) customer: String,
+    pub(super) model: Option<String>,
+    pub(super) input_tokens: Option<i64>,
+    pub(super) output_tokens: Option<i64>,
+    pub(super) status: UsageStatus,
+    pub(super) fees: Value,
     /// fee total per asset
-    totals: BTreeMap<String, Decimal>,
-    charged: Decimal,
-    asset: Option<String>,
-    cost: Option<Decimal>,
-    cost_currency: Option<String>,
-    revenue: Option<Decimal>,
-    txn_id: String,
+    pub(super) totals: BTreeMap<String, Decimal>,
+    pub(super) charged: Decimal,
+    pub(super) asset: Option<String>,
+    pub(super) cost: Option<Decimal>,
+    pub(super) cost_currency: Option<String>,
+    pub(super) revenue: Option<Decimal>,
+    /// the ledger transaction of its charge: the entries' txn_id, kept on the event row
+    pub(super) txn_id: String,
 }
 
 /// Computes an event's fees, token detail and cost; writes nothing.
 /// `now` is the transaction's timestamp (Postgres microseconds), used when the event
 /// gives no occurred_at.
-fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> Result<Prepared> {
+pub(super) fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> Result<Prepared> {
     let customer = l.customer(c, &ev.customer)?;
     let (model, input_tokens, output_tokens) = tokens(&ev.data)?;
     let at = ev.occurred_at.map(|t| t.into_inner()).unwrap_or(now);
@@ -184,7 +185,7 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
     Ok(events.iter().map(|p| inserted.remove(&p.ev.event_id)).collect())
 }
 
-fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
+pub(super) fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
     Outcome {
         event_id: p.ev.event_id,
         duplicate: false,
@@ -196,13 +197,9 @@ fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
     }
 }
 
-/// Adds the ledger transaction header of a charged event.
-fn usage_header(headers: &mut wallet::Headers, p: &Prepared) {
-    let payload = json!({"event_id": p.ev.event_id});
-    headers.push(p.txn_id.clone(), None, &p.customer, &payload, p.ev.description.as_deref(), None);
-}
-
-/// Records one event for `account`. Everything is computed before the first write.
+/// Records one event for `account` the general way (charge::record_one takes the
+/// fast one where it can). Everything is computed before the first write; the event
+/// row is the header of its charge's ledger transaction.
 pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome> {
     let now = pgrx::datetime::now().into_inner();
     let p = prepare(c, &mut Direct { account }, ev, now)?;
@@ -226,9 +223,6 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
     }
     let mut available = None;
     if p.status == UsageStatus::Charged {
-        let mut header = wallet::Headers::default();
-        usage_header(&mut header, &p);
-        header.write(c, account, "usage", wallet::Plan::Kept)?;
         // Assets in sorted order: events charging several assets lock them in one order.
         for (a, total) in &p.totals {
             if total.is_zero() {
@@ -330,7 +324,6 @@ struct BatchPlan<'a> {
     account: &'a str,
     state: BTreeMap<wallet::WalletKey, (wallet::Wallet, Vec<wallet::LiveLot>)>,
     bulk: wallet::BulkWrite,
-    headers: wallet::Headers,
     /// (customer, asset, available, threshold) of each downward threshold crossing
     hits: Vec<(String, String, Decimal, Decimal)>,
     /// (customer, asset, available) of each debit below the auto top-up threshold
@@ -342,14 +335,13 @@ impl BatchPlan<'_> {
     /// the table (which this batch has not written yet).
     fn available_now(&self, c: &mut SpiClient<'_>, customer: &str, asset: &str) -> Result<Decimal> {
         match self.state.get(&(customer.to_string(), asset.to_string())) {
-            Some((w, lots)) => Ok(wallet::available(lots, w)),
+            Some((w, _)) => Ok(w.available()),
             None => wallet::available_of(c, customer, "default", asset),
         }
     }
 
     /// Plans the debits of one charged event; returns available in its asset after them.
     fn charge(&mut self, p: &Prepared) -> Result<Option<Decimal>> {
-        usage_header(&mut self.headers, p);
         let mut available = None;
         for (a, total) in p.totals.iter().filter(|(_, t)| !t.is_zero()) {
             let key = (p.customer.clone(), a.clone());
@@ -372,12 +364,9 @@ impl BatchPlan<'_> {
         Ok(available)
     }
 
-    /// The writes: headers, then lots, entries and wallets, then the events.
+    /// The writes: lots, entries and wallets (the events, their headers, are claimed).
     fn write(mut self, c: &mut SpiClient<'_>) -> Result<()> {
         let account = self.account;
-        if !self.headers.is_empty() {
-            std::mem::take(&mut self.headers).write(c, account, "usage", wallet::Plan::Once)?;
-        }
         std::mem::take(&mut self.bulk).write(c, account, &self.state)?;
         for (customer, asset, available, threshold) in &self.hits {
             let w = WalletRef { account, customer, name: "default", asset };
@@ -396,7 +385,7 @@ impl BatchPlan<'_> {
 
 /// The event id is taken: the same request gets the original result; another payload
 /// is a conflict.
-fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> Result<Outcome> {
+pub(super) fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> Result<Outcome> {
     let t = run(
         c,
         "SELECT customer_id = $3 AND event_type = $4 AND data = $5 AND subject IS NOT DISTINCT FROM $6 \

@@ -258,8 +258,7 @@ fn set_threshold(
             let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
             let w = t.wallet(&name);
             let wallet = lock(c, &w)?;
-            let lots = live_lots(c, &w)?;
-            let now = available(&lots, &wallet);
+            let now = wallet.available();
             let armed = threshold.is_none_or(|t| now >= t);
             run(
                 c,
@@ -284,11 +283,28 @@ fn balance(
 ) -> AnyNumeric {
     api(move || {
         let name = validate::wallet_name(account_name)?;
-        Spi::connect_mut(|c| {
-            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
-            Ok(to_numeric(available_of(c, &t.customer, &name, &t.asset.code)?))
-        })
+        Spi::connect_mut(|c| Ok(to_numeric(cached_balance(c, customer.as_deref(), asset.as_deref(), &name)?)))
     })
+}
+
+/// balance(): the scope, asset and customer from the backend's cache, checked against
+/// the generations read in the one statement that reads the wallet row.
+fn cached_balance(c: &mut SpiClient<'_>, customer: Option<&str>, asset: Option<&str>, name: &str) -> Result<Decimal> {
+    for _ in 0..3 {
+        let (account, scope_gen) = crate::scope::scope_cached(c)?;
+        let (asset, unit_gen) = crate::assets::resolve_asset_cached(c, &account, asset)?;
+        let reference = customer.ok_or_else(|| CyError::invalid("customer must not be NULL"))?;
+        let (customer, id_gen) = customers::resolve_cached(c, &account, reference)?;
+        let (gens, available) = gens_and_available(c, &account, &customer, name, Some(&asset.code))?;
+        if gens.platform == scope_gen && gens.account == id_gen && unit_gen.is_none_or(|g| g == gens.account) {
+            return Ok(available.unwrap_or_default());
+        }
+        crate::scope::check_scopes(gens.platform);
+        customers::check_ids(&account, gens.account);
+        crate::assets::check_units(&account, gens.account);
+    }
+    let t = Target::resolve(c, asset, customer)?;
+    available_of(c, &t.customer, name, &t.asset.code)
 }
 
 #[pg_extern(security_definer, stable)]
@@ -340,7 +356,11 @@ fn wallet(
                 concat!(
                     "SELECT w.name, w.asset, ",
                     available_columns!(),
-                    ", (SELECT coalesce(sum(p.amount), 0) FROM credyt.topup p WHERE p.customer_id = w.customer_id \
+                    ", (CASE WHEN ",
+                    fresh!(),
+                    " THEN w.held ELSE ",
+                    held_sum!(),
+                    " END)::text AS held, (SELECT coalesce(sum(p.amount), 0) FROM credyt.topup p WHERE p.customer_id = w.customer_id \
                        AND p.wallet_name = w.name AND p.asset = w.asset AND p.status = 'pending')::text AS pending \
                      FROM credyt.wallet_account w WHERE w.customer_id = $1 ORDER BY w.name, w.asset"
                 ),

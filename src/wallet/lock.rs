@@ -5,7 +5,9 @@ use super::*;
 const LOCK_WALLET: &str = concat!(
     "SELECT ",
     wallet_columns!(),
-    "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w"
+    "FROM ",
+    wallet_source!(),
+    "WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w"
 );
 
 /// Decodes the columns of wallet_columns!().
@@ -14,7 +16,10 @@ pub(super) fn wallet_row(row: &impl Row) -> Result<Wallet> {
         balance: row.amount("balance")?,
         debt: row.amount("debt")?,
         limit: row.opt_amount("overdraft_limit")?,
+        live: row.amount("live")?,
         held: row.amount("held")?,
+        fresh_until: row.opt::<TimestampWithTimeZone>("fresh_until")?.map(|t| t.into_inner()),
+        fresh: row.req::<bool>("fresh")?,
         threshold: row.opt_amount("threshold")?,
         armed: row.req::<bool>("threshold_armed")?,
         auto_topup: match (
@@ -44,12 +49,193 @@ pub(super) fn live_lot_row(row: &impl Row) -> Result<LiveLot> {
     })
 }
 
+/// How many lots, in burn-down order, the statement that locks a wallet to draw from
+/// it reads with it. A charge that needs more reads the rest in a second statement.
+/// (Origin: a wallet rarely holds more than a grant, a top-up and a rollover live at
+/// once; eight covers that with room, and each lot read costs about 2% of a charge.)
+macro_rules! lots_read {
+    () => {
+        8
+    };
+}
+const LOTS_READ: usize = lots_read!();
+
+/// The columns of lock_to_draw's statements: the wallet row, whether the row locked is
+/// the one the statement's snapshot holds, and the first lots in burn-down order.
+macro_rules! draw_columns {
+    () => {
+        concat!(
+            "SELECT ",
+            wallet_columns!(),
+            ", w.xmin = (SELECT w2.xmin FROM credyt.wallet_account w2 WHERE w2.customer_id = $1 AND w2.name = $2 \
+               AND w2.asset = $3) AS current, x.* "
+        )
+    };
+}
+macro_rules! draw_from {
+    () => {
+        concat!(
+            "FROM ",
+            wallet_source!(),
+            "LEFT JOIN LATERAL (SELECT ",
+            lot_columns!(),
+            "FROM credyt.lot l WHERE ",
+            of_lots!(),
+            " AND ",
+            live_lot!(),
+            " ORDER BY ",
+            burn_order!(),
+            " LIMIT ",
+            lots_read!(),
+            ") x ON true WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w"
+        )
+    };
+}
+
+/// The catalog generations a cached charge checks (crate::cache), read in the
+/// statement that locks its wallet: the platform's, the account's, the customer's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Gens {
+    pub platform: i64,
+    pub account: i64,
+    pub customer: i64,
+}
+
+/// A wallet locked to draw from, with the live lots a draw of the amount asked for
+/// needs (the first in burn-down order, or all of them).
+pub struct Drawable {
+    pub wallet: Wallet,
+    pub lots: Vec<LiveLot>,
+    pub gens: Option<Gens>,
+}
+
+/// Locks the wallet account (creating it on first use) and reads, in the same
+/// statement, the first live lots in burn-down order: enough for `amount` after the
+/// debt, or all of them. `with_gens`: also the catalog generations (the platform's,
+/// the account's, the customer's).
+///
+/// A statement that waited for the lock sees the wallet row as committed by the
+/// transaction it waited for, but everything else (the lots) as of its start: then
+/// the row's xmin differs from the snapshot's, and the statement runs again, now
+/// holding the lock, on a snapshot that has the other transaction's writes.
+pub fn lock_to_draw(c: &mut SpiClient<'_>, w: &WalletRef, amount: Decimal, with_gens: bool) -> Result<Drawable> {
+    const PLAIN: &str = concat!(draw_columns!(), draw_from!());
+    const WITH_GENS: &str = concat!(
+        draw_columns!(),
+        ", (SELECT catalog_gen FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform_gen, \
+           (SELECT catalog_gen FROM credyt.customer WHERE id = $1) AS customer_gen ",
+        draw_from!()
+    );
+    for attempt in 0..4 {
+        let sql = if with_gens { WITH_GENS } else { PLAIN };
+        let t = run(c, sql, &[w.customer.into(), w.name.into(), w.asset.into()])?;
+        if t.is_empty() {
+            ensure(c, w)?;
+            continue;
+        }
+        let (mut head, mut lots) = (None, Vec::with_capacity(t.len()));
+        for row in t {
+            if head.is_none() {
+                let gens = match with_gens {
+                    true => Some(Gens {
+                        platform: row.req::<i64>("platform_gen")?,
+                        account: row.req::<i64>("account_gen")?,
+                        customer: row.opt::<i64>("customer_gen")?.unwrap_or(-1),
+                    }),
+                    false => None,
+                };
+                head = Some((wallet_row(&row)?, row.opt::<bool>("current")?.unwrap_or(false), gens));
+            }
+            if row.opt::<String>("lot_id")?.is_some() {
+                lots.push(live_lot_row(&row)?);
+            }
+        }
+        let Some((mut wallet, current, gens)) = head else { continue };
+        if !current && attempt < 3 {
+            continue;
+        }
+        freshen(c, w, &mut wallet)?;
+        let read: Decimal = lots.iter().map(|l| l.view.remaining).sum();
+        if lots.len() >= LOTS_READ && read < amount + wallet.debt {
+            lots = live_lots(c, w)?;
+        }
+        return Ok(Drawable { wallet, lots, gens });
+    }
+    Err(CyError::internal("wallet account could not be locked"))
+}
+
+/// The catalog generations of the account and customer, and the available balance of
+/// the customer's wallet account `name` in `asset` when one is named (0 for one never
+/// used), without a lock: what balance() and a charge-free event read.
+pub fn gens_and_available(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    customer: &str,
+    name: &str,
+    asset: Option<&str>,
+) -> Result<(Gens, Option<Decimal>)> {
+    let t = run(
+        c,
+        "SELECT (SELECT catalog_gen FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform_gen, \
+           (SELECT catalog_gen FROM credyt.account WHERE id = $1) AS account_gen, \
+           (SELECT catalog_gen FROM credyt.customer WHERE id = $2) AS customer_gen, \
+           w.available, w.fresh \
+         FROM (SELECT 1) one LEFT JOIN (SELECT (w.live - w.debt - w.held)::text AS available, \
+             (w.fresh_until IS NULL OR w.fresh_until > now()) AS fresh \
+           FROM credyt.wallet_account w WHERE w.customer_id = $2 AND w.name = $4 AND w.asset = $3) w ON true",
+        &[account.into(), customer.into(), asset.into(), name.into()],
+    )?;
+    let row = t.first();
+    let gens = Gens {
+        platform: row.req::<i64>("platform_gen")?,
+        account: row.req::<i64>("account_gen")?,
+        customer: row.opt::<i64>("customer_gen")?.unwrap_or(-1),
+    };
+    let fresh = row.opt::<bool>("fresh")?.unwrap_or(true);
+    let available = row.opt::<String>("available")?.map(|a| stored(&a)).transpose()?;
+    let available = match (asset, fresh) {
+        (None, _) => None,
+        (Some(_), true) => Some(available.unwrap_or_default()),
+        (Some(a), false) => Some(available_of(c, customer, name, a)?),
+    };
+    Ok((gens, available))
+}
+
 pub(super) fn read_locked(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> {
     let t = run(c, LOCK_WALLET, &[w.customer.into(), w.name.into(), w.asset.into()])?;
     if t.is_empty() {
         return Ok(None);
     }
-    Ok(Some(wallet_row(&t.first())?))
+    let mut wallet = wallet_row(&t.first())?;
+    freshen(c, w, &mut wallet)?;
+    Ok(Some(wallet))
+}
+
+/// A locked wallet read past its fresh_until: live, held and the next such moment,
+/// summed from its lots and holds (its row gets them with the movement's write).
+pub(super) fn freshen(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &mut Wallet) -> Result<()> {
+    if wallet.fresh {
+        return Ok(());
+    }
+    let t = run(
+        c,
+        concat!(
+            "SELECT ",
+            live_sum!(),
+            "::text AS live, ",
+            held_sum!(),
+            "::text AS held, ",
+            next_change!(),
+            " AS fresh_until FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
+        ),
+        &[w.customer.into(), w.name.into(), w.asset.into()],
+    )?;
+    let row = t.first();
+    wallet.live = row.amount("live")?;
+    wallet.held = row.amount("held")?;
+    wallet.fresh_until = row.opt::<TimestampWithTimeZone>("fresh_until")?.map(|t| t.into_inner());
+    wallet.fresh = true;
+    Ok(())
 }
 
 /// Locks the wallet account row unless another transaction holds it (then None): for
@@ -60,15 +246,18 @@ pub fn try_lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Wallet>> 
         concat!(
             "SELECT ",
             wallet_columns!(),
-            "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 \
-             FOR UPDATE OF w SKIP LOCKED"
+            "FROM ",
+            wallet_source!(),
+            "WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3 FOR UPDATE OF w SKIP LOCKED"
         ),
         &[w.customer.into(), w.name.into(), w.asset.into()],
     )?;
     if t.is_empty() {
         return Ok(None);
     }
-    Ok(Some(wallet_row(&t.first())?))
+    let mut wallet = wallet_row(&t.first())?;
+    freshen(c, w, &mut wallet)?;
+    Ok(Some(wallet))
 }
 
 /// Locks the wallet account row, creating it on first use. This is the one lock a
@@ -106,9 +295,8 @@ pub fn open_txn(
     description: Option<&str>,
 ) -> Result<String> {
     let txn = crate::ids::new_id("txn")?;
-    let mut header = Headers::default();
-    header.push(txn.clone(), None, customer, &payload, description, None);
-    header.write(c, account, kind, Plan::Kept)?;
+    let header = Header { id: txn.clone(), key: None, customer, payload: &payload, description, metadata: None };
+    header.write(c, account, kind)?;
     Ok(txn)
 }
 
@@ -120,7 +308,9 @@ pub fn live_lots(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Vec<LiveLot>> {
             "SELECT ",
             lot_columns!(),
             "FROM credyt.lot l WHERE l.customer_id = $1 AND l.wallet_name = $2 AND l.asset = $3 AND ",
-            live_lot!()
+            live_lot!(),
+            " ORDER BY ",
+            burn_order!()
         ),
         &[w.customer.into(), w.name.into(), w.asset.into()],
     )?;
@@ -137,18 +327,13 @@ pub fn available_from(live: Decimal, debt: Decimal, held: Decimal) -> Decimal {
     live - debt - held
 }
 
-/// Available of a locked wallet and its live lots.
-pub fn available(lots: &[LiveLot], wallet: &Wallet) -> Decimal {
-    available_from(lots.iter().map(|l| l.view.remaining).sum::<Decimal>(), wallet.debt, wallet.held)
-}
-
-/// Decodes the columns of available_columns!() into the available balance.
+/// Decodes the column of available_columns!(): the available balance.
 pub(super) fn available_row(row: &impl Row) -> Result<Decimal> {
-    Ok(available_from(row.amount("live")?, row.amount("debt")?, row.amount("held")?))
+    row.amount("available")
 }
 
 /// The balance push payload (SPEC §10).
-pub(super) fn balance_payload(w: &WalletRef, available: Decimal) -> String {
+pub fn balance_payload(w: &WalletRef, available: Decimal) -> String {
     json!({
         "account": w.account,
         "customer_id": w.customer,
@@ -167,8 +352,25 @@ pub fn notify_balance(c: &mut SpiClient<'_>, wallet: &Wallet, w: &WalletRef, ava
     Ok(())
 }
 
-/// Available balance of one wallet account (0 for one never used).
+/// Available balance of one wallet account (0 for one never used): the row's figures
+/// while fresh, else summed from its lots and holds.
 pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &str) -> Result<Decimal> {
+    let t = run(
+        c,
+        concat!(
+            "SELECT (w.live - w.debt - w.held)::text AS available, ",
+            fresh!(),
+            " AS fresh FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
+        ),
+        &[customer.into(), name.into(), asset.into()],
+    )?;
+    if t.is_empty() {
+        return Ok(Decimal::ZERO);
+    }
+    let row = t.first();
+    if row.req::<bool>("fresh")? {
+        return available_row(&row);
+    }
     let t = run(
         c,
         concat!(
@@ -178,8 +380,5 @@ pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &s
         ),
         &[customer.into(), name.into(), asset.into()],
     )?;
-    if t.is_empty() {
-        return Ok(Decimal::ZERO);
-    }
     available_row(&t.first())
 }

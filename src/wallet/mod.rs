@@ -39,43 +39,82 @@ use std::collections::BTreeMap;
 /// something remaining. Written once, spliced into each statement with concat!.
 macro_rules! live_lot {
     () => {
-        "l.remaining > 0 AND l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())"
+        "NOT l.spent AND l.remaining > 0 AND l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now())"
+    };
+}
+
+/// The lots and holds of the wallet account aliased `w`, from `l` (credyt.lot) and `h`
+/// (credyt.hold). Written once, spliced with concat!.
+macro_rules! of_lots {
+    () => {
+        "l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset"
+    };
+}
+macro_rules! of_holds {
+    () => {
+        "h.customer_id = w.customer_id AND h.wallet_name = w.name AND h.asset = w.asset \
+         AND h.status = 'active' AND h.expires_at > now()"
     };
 }
 
 /// The sum of the active, unexpired holds on the wallet account aliased `w`, as a
-/// scalar subquery. Written once, spliced with concat!.
-macro_rules! held {
+/// scalar subquery.
+macro_rules! held_sum {
     () => {
-        "(SELECT coalesce(sum(h.amount), 0) FROM credyt.hold h WHERE h.customer_id = w.customer_id \
-            AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now())"
+        concat!("(SELECT coalesce(sum(h.amount), 0) FROM credyt.hold h WHERE ", of_holds!(), ")")
     };
 }
 
 /// The sum of the live lots of the wallet account aliased `w`, as a scalar subquery.
 macro_rules! live_sum {
     () => {
+        concat!("(SELECT coalesce(sum(l.remaining), 0) FROM credyt.lot l WHERE ", of_lots!(), " AND ", live_lot!(), ")")
+    };
+}
+
+/// The first moment after now at which time alone changes the live lots or active
+/// holds of the wallet account aliased `w` (NULL: never), as a scalar subquery.
+macro_rules! next_change {
+    () => {
         concat!(
-            "(SELECT coalesce(sum(l.remaining), 0) FROM credyt.lot l WHERE l.customer_id = w.customer_id \
-               AND l.wallet_name = w.name AND l.asset = w.asset AND ",
-            live_lot!(),
-            ")"
+            "(SELECT min(x.t) FROM (SELECT CASE WHEN l.effective_at > now() THEN l.effective_at ELSE l.expires_at END AS t \
+               FROM credyt.lot l WHERE ",
+            of_lots!(),
+            " AND NOT l.spent AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > now()) \
+             UNION ALL SELECT h.expires_at FROM credyt.hold h WHERE ",
+            of_holds!(),
+            ") x)"
         )
     };
 }
 
-/// The columns wallet_row() decodes, for every statement that locks wallet rows: the
-/// row's state and the sum of its active, unexpired holds.
+/// Whether the wallet row aliased `w` still has right live and held figures.
+macro_rules! fresh {
+    () => {
+        "(w.fresh_until IS NULL OR w.fresh_until > now())"
+    };
+}
+
+/// The columns wallet_row() decodes, for every statement that locks wallet rows, from
+/// wallet_source!(): the row's state, whether its live and held figures are still
+/// fresh (if not, freshen() sums them), and the account's balance channel.
 macro_rules! wallet_columns {
     () => {
         concat!(
-            "w.balance::text AS balance, w.debt::text AS debt, w.overdraft_limit::text AS overdraft_limit, ",
-            held!(),
-            "::text AS held, w.threshold::text AS threshold, w.threshold_armed, w.topup_enabled, \
+            "w.balance::text AS balance, w.debt::text AS debt, w.overdraft_limit::text AS overdraft_limit, \
+             w.live::text AS live, w.held::text AS held, w.fresh_until, ",
+            fresh!(),
+            " AS fresh, w.threshold::text AS threshold, w.threshold_armed, w.topup_enabled, \
              w.topup_threshold::text AS topup_threshold, w.topup_amount::text AS topup_amount, w.pending_topup, \
-             (SELECT 'credyt_balance_' || a.channel_key FROM credyt.account a \
-               WHERE a.id = w.account_id AND a.balance_push) AS push "
+             CASE WHEN a.balance_push THEN 'credyt_balance_' || a.channel_key END AS push, a.catalog_gen AS account_gen "
         )
+    };
+}
+
+/// The tables wallet_columns!() reads: a wallet account `w` and its tenant `a`.
+macro_rules! wallet_source {
+    () => {
+        "credyt.wallet_account w JOIN credyt.account a ON a.id = w.account_id "
     };
 }
 
@@ -86,10 +125,26 @@ macro_rules! lot_columns {
     };
 }
 
-/// The columns available_row() decodes, for a wallet account aliased `w`.
+/// The burn-down order of lots aliased `l` (core::burndown's, and the lot_burn index's).
+macro_rules! burn_order {
+    () => {
+        "l.priority, l.expires_at, l.seq"
+    };
+}
+
+/// The column available_row() decodes, for a wallet account aliased `w`: one row's
+/// figures while fresh, else summed from its lots and holds.
 macro_rules! available_columns {
     () => {
-        concat!("w.debt::text AS debt, ", held!(), "::text AS held, ", live_sum!(), "::text AS live ")
+        concat!(
+            "(CASE WHEN ",
+            fresh!(),
+            " THEN w.live - w.debt - w.held ELSE ",
+            live_sum!(),
+            " - w.debt - ",
+            held_sum!(),
+            " END)::text AS available "
+        )
     };
 }
 
@@ -118,7 +173,13 @@ pub struct Wallet {
     pub balance: Decimal,
     pub debt: Decimal,
     pub limit: Option<Decimal>,
+    /// the remaining of the live lots, and the sum of the active holds
+    pub live: Decimal,
     pub held: Decimal,
+    /// until when live and held stay right by time alone (Postgres microseconds)
+    pub fresh_until: Option<i64>,
+    /// live and held are right now (false: read past fresh_until, until freshen())
+    pub fresh: bool,
     /// set_threshold: alert when available falls below; armed until it fires, re-armed
     /// when available is back at or above.
     pub threshold: Option<Decimal>,
@@ -131,6 +192,37 @@ pub struct Wallet {
 }
 
 impl Wallet {
+    /// available = live lots remaining − debt − active holds (SPEC §5).
+    pub fn available(&self) -> Decimal {
+        available_from(self.live, self.debt, self.held)
+    }
+
+    /// Brings fresh_until forward to `at` when that is sooner.
+    pub fn fresh_before(&mut self, at: Option<i64>) {
+        if let Some(at) = at {
+            self.fresh_until = Some(self.fresh_until.map_or(at, |f| f.min(at)));
+        }
+    }
+
+    /// Accounts for a new lot of `amount` in the wallet: live now, or from its
+    /// effective time; either way time changes it at its start or its expiry.
+    pub fn add_lot(&mut self, amount: Decimal, effective_at: Option<i64>, expires_at: Option<i64>, now: i64) {
+        match effective_at.filter(|e| *e > now) {
+            Some(later) => self.fresh_before(Some(later)),
+            None if expires_at.is_none_or(|x| x > now) => {
+                self.live += amount;
+                self.fresh_before(expires_at);
+            }
+            None => {}
+        }
+    }
+
+    /// Accounts for a new active hold.
+    pub fn add_hold(&mut self, amount: Decimal, expires_at: i64) {
+        self.held += amount;
+        self.fresh_before(Some(expires_at));
+    }
+
     /// Applies the threshold rule to the available balance after a change. Returns the
     /// threshold when this change crossed it downward (one event per crossing).
     pub fn cross_threshold(&mut self, available: Decimal) -> Option<Decimal> {
@@ -244,12 +336,56 @@ pub fn reserve_pool(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Option<Pool>
     Ok(Some(Pool { wallet, lots }))
 }
 
-/// Stores a reserve pool's balance after a movement drew from or added to it.
-pub fn save_pool(c: &mut SpiClient<'_>, w: &WalletRef, balance: Decimal) -> Result<()> {
+/// Stores a reserve pool's balance and live lots after a movement drew from it.
+pub fn save_pool(c: &mut SpiClient<'_>, w: &WalletRef, pool: &Wallet) -> Result<()> {
     run(
         c,
-        "UPDATE credyt.wallet_account SET balance = $4, updated_at = now() WHERE customer_id = $1 AND name = $2 AND asset = $3",
-        &[w.customer.into(), RESERVE.into(), w.asset.into(), to_numeric(balance).into()],
+        "UPDATE credyt.wallet_account SET balance = $4, live = $5, updated_at = now() \
+         WHERE customer_id = $1 AND name = $2 AND asset = $3",
+        &[
+            w.customer.into(),
+            RESERVE.into(),
+            w.asset.into(),
+            to_numeric(pool.balance).into(),
+            to_numeric(pool.live).into(),
+        ],
+    )?;
+    Ok(())
+}
+
+/// Recomputes a wallet account's live, held and fresh_until from its lots and holds:
+/// after the clock, whose time may differ from the transaction's, changed them.
+pub fn refresh(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<()> {
+    run(
+        c,
+        concat!(
+            "UPDATE credyt.wallet_account w SET live = ",
+            live_sum!(),
+            ", held = ",
+            held_sum!(),
+            ", fresh_until = ",
+            next_change!(),
+            " WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
+        ),
+        &[w.customer.into(), w.name.into(), w.asset.into()],
+    )?;
+    Ok(())
+}
+
+/// Stores a locked wallet's threshold state and holds (after a hold changed available).
+pub fn save_holds(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &Wallet) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.wallet_account SET threshold_armed = $4, held = $5, fresh_until = $6 \
+         WHERE customer_id = $1 AND name = $2 AND asset = $3",
+        &[
+            w.customer.into(),
+            w.name.into(),
+            w.asset.into(),
+            wallet.armed.into(),
+            to_numeric(wallet.held).into(),
+            at_time(wallet.fresh_until)?.into(),
+        ],
     )?;
     Ok(())
 }

@@ -16,6 +16,7 @@ fn settle_debt(lots: &mut [LiveLot], wallet: &mut Wallet, book: &mut Book) {
     let mut repaid = Decimal::ZERO;
     for (i, take) in alloc.takes {
         lots[i].view.remaining -= take;
+        wallet.live -= take;
         book.take(&lots[i].id, take);
         book.customer_leg(-take, Some(lots[i].id.clone()), "debt_repayment");
         repaid += take;
@@ -75,6 +76,8 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
     let mut book = Book::new(w, txn_id.to_string());
     book.customer_leg(cr.amount, Some(lot_id.clone()), cr.kind);
     book.system_leg(cr.system_account, -cr.amount, cr.kind);
+    let micros = |t: Option<TimestampWithTimeZone>| t.map(|t| t.into_inner());
+    wallet.add_lot(cr.amount, micros(cr.effective_at), micros(cr.expires_at), pgrx::datetime::now().into_inner());
     if wallet.debt > Decimal::ZERO {
         let mut lots = live_lots(c, w)?; // includes the new lot when it is effective now
         settle_debt(&mut lots, &mut wallet, &mut book);
@@ -82,14 +85,9 @@ pub fn credit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, cr: Credit) ->
     wallet.balance = balance;
     // Available after the credit (settling debt does not change it): it re-arms the
     // threshold and goes out on credyt_balance, with the write.
-    let after = if wallet.threshold.is_some() || wallet.push.is_some() {
-        let a = available_of(c, w.customer, w.name, w.asset)?;
-        wallet.rearm(a);
-        Some(a)
-    } else {
-        None
-    };
-    write(c, &wallet, book, after)?;
+    let after = wallet.available();
+    wallet.rearm(after);
+    write(c, &wallet, book, Some(after))?;
     Ok(lot_id)
 }
 
@@ -112,13 +110,11 @@ pub struct Debit<'a> {
 /// Draws an amount from the wallet in burn-down order, honouring the overdraft limit.
 /// Returns the available balance afterwards.
 pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Result<Decimal> {
-    let mut wallet = lock(c, w)?;
-    let mut lots = live_lots(c, w)?;
+    let Drawable { mut wallet, mut lots, .. } = lock_to_draw(c, w, d.amount, false)?;
     let mut book = Book::new(w, txn_id.to_string());
     // The reserve pool is read (and locked) only when the wallet's own lots, after
     // repaying debt, cannot cover the amount.
-    let own: Decimal = lots.iter().map(|l| l.view.remaining).sum();
-    let mut pool = if d.draw == DrawFrom::AnyLot && (own - wallet.debt).max(Decimal::ZERO) < d.amount {
+    let mut pool = if d.draw == DrawFrom::AnyLot && (wallet.live - wallet.debt).max(Decimal::ZERO) < d.amount {
         reserve_pool(c, w)?
     } else {
         None
@@ -127,9 +123,9 @@ pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Re
     let hit = wallet.cross_threshold(after);
     write(c, &wallet, book, Some(after))?;
     if let Some(p) = &pool {
-        save_pool(c, w, p.wallet.balance)?;
+        save_pool(c, w, &p.wallet)?;
         let r = WalletRef { account: w.account, customer: w.customer, name: RESERVE, asset: w.asset };
-        notify_balance(c, &p.wallet, &r, available(&p.lots, &p.wallet))?;
+        notify_balance(c, &p.wallet, &r, p.wallet.available())?;
     }
     if let Some(t) = hit {
         threshold_hit(c, w, after, t)?;
@@ -153,8 +149,8 @@ pub fn plan_debit(
     settle_debt(lots, wallet, book);
     // The reserve pool is drawn after every lot of the wallet, before debt; its
     // available balance counts toward the overdraft check.
-    let pool_available = pool.as_ref().map_or(Decimal::ZERO, |p| available(&p.lots, &p.wallet).max(Decimal::ZERO));
-    let own_before = available(lots, wallet);
+    let pool_available = pool.as_ref().map_or(Decimal::ZERO, |p| p.wallet.available().max(Decimal::ZERO));
+    let own_before = wallet.available();
     let before = own_before + pool_available;
 
     let candidates: Vec<usize> =
@@ -182,6 +178,7 @@ pub fn plan_debit(
     for (j, take) in alloc.takes {
         let lot = &mut lots[candidates[j]];
         lot.view.remaining -= take;
+        wallet.live -= take;
         let id = lot.id.clone();
         book.take(&id, take);
         book.customer_leg(-take, Some(id), d.kind);
@@ -190,6 +187,7 @@ pub fn plan_debit(
         for (j, take) in pool_takes {
             let lot = &mut p.lots[j];
             lot.view.remaining -= take;
+            p.wallet.live -= take;
             let id = lot.id.clone();
             book.take(&id, take);
             book.leg_on(RESERVE, -take, Some(id), d.kind);

@@ -47,7 +47,26 @@ const CHECKS: &[&str] = &[
      FROM credyt.entry WHERE account_id = ANY($1) AND amount = 0",
     "SELECT 'entry_without_transaction' AS check, format('entry %s names unknown transaction %s', e.id, e.txn_id) AS detail \
      FROM credyt.entry e WHERE e.account_id = ANY($1) \
-       AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id)",
+       AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id) \
+       AND NOT EXISTS (SELECT 1 FROM credyt.usage_event u WHERE u.txn_id = e.txn_id AND u.account_id = e.account_id)",
+    // What a wallet row keeps for available (live, held, fresh_until) against its lots
+    // and holds, while the row says it is fresh.
+    concat!(
+        "SELECT 'wallet_available_mismatch' AS check, format('wallet %s:%s of %s keeps live %s, held %s, fresh until %s; \
+                its lots and holds say %s, %s, %s', w.name, w.asset, w.customer_id, w.live, w.held, w.fresh_until, \
+                x.live, x.held, x.next) AS detail \
+         FROM credyt.wallet_account w CROSS JOIN LATERAL (SELECT ",
+        live_sum!(),
+        " AS live, ",
+        held_sum!(),
+        " AS held, ",
+        next_change!(),
+        " AS next) x WHERE w.account_id = ANY($1) AND ",
+        fresh!(),
+        " AND (w.live <> x.live OR w.held <> x.held OR (x.next IS NOT NULL AND (w.fresh_until IS NULL OR w.fresh_until > x.next)))"
+    ),
+    "SELECT 'lot_spent_mismatch' AS check, format('lot %s has remaining %s but spent %s', id, remaining, spent) AS detail \
+     FROM credyt.lot WHERE account_id = ANY($1) AND spent <> (remaining = 0)",
     // Rows of a customer that does not exist in their account (a restore that lost
     // the customers, or a write that went around the API).
     "SELECT 'customer_missing' AS check, format('%s %s rows name customer %s, which does not exist in account %s', \

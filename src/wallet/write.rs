@@ -15,12 +15,10 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         book.txn_id
     );
     debug_assert!(wallet.debt >= Decimal::ZERO);
-    let (take_ids, takes): (Vec<String>, Vec<AnyNumeric>) =
-        book.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+    let txn_id = book.txn_id.clone();
+    let BookColumns { take_ids, takes, legs } = book.columns();
     let n_takes = take_ids.len() as i64;
-    let n_legs = book.legs.len() as i64;
-    let mut legs = LegColumns::default();
-    book.legs.into_iter().for_each(|leg| legs.push(leg));
+    let n_legs = legs.amount.len() as i64;
     let payload = match notify {
         Some(available) if wallet.push.is_some() => Some(balance_payload(w, available)),
         _ => None,
@@ -28,7 +26,8 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
     let t = run(
         c,
         "WITH drawn AS ( \
-           UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)] \
+           UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)], \
+             spent = l.remaining = ($11::numeric[])[array_position($10::text[], l.id)] \
            WHERE l.id = ANY($10::text[]) RETURNING 1), \
          lines AS ( \
            INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
@@ -36,14 +35,15 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
            FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
              AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1), \
          saved AS ( \
-           UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, updated_at = now() \
+           UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, live = $18, held = $19, \
+             fresh_until = $20, updated_at = now() \
            WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
          SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
                 (SELECT count(*) FROM saved) AS saved, \
                 CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL AS notified",
         &[
             w.account.into(),
-            book.txn_id.as_str().into(),
+            txn_id.as_str().into(),
             w.customer.into(),
             w.asset.into(),
             legs.system.into(),
@@ -59,6 +59,9 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
             payload.into(),
             wallet.armed.into(),
             wallet.push.as_deref().into(),
+            to_numeric(wallet.live).into(),
+            to_numeric(wallet.held).into(),
+            at_time(wallet.fresh_until)?.into(),
         ],
     )?;
     let row = t.first();
@@ -69,6 +72,12 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         )));
     }
     Ok(())
+}
+
+/// A time in Postgres microseconds as a timestamptz.
+pub fn at_time(at: Option<i64>) -> Result<Option<TimestampWithTimeZone>> {
+    at.map(|t| TimestampWithTimeZone::try_from(t).map_err(|e| CyError::internal(format!("time {t}: {e:?}"))))
+        .transpose()
 }
 
 // ---------------------------------------------------------------------------------
@@ -96,7 +105,9 @@ pub fn lock_many(
         concat!(
             "SELECT w.customer_id, w.asset, ",
             wallet_columns!(),
-            "FROM credyt.wallet_account w JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
+            "FROM ",
+            wallet_source!(),
+            "JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
                ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
              ORDER BY w.customer_id, w.asset FOR UPDATE OF w"
         ),
@@ -128,17 +139,36 @@ pub fn lock_many(
     if state.len() != keys.len() {
         return Err(CyError::internal("a wallet account could not be locked"));
     }
+    for ((customer, asset), (wallet, _)) in state.iter_mut() {
+        freshen(c, &WalletRef { account, customer, name: "default", asset }, wallet)?;
+    }
     Ok(state)
 }
 
 /// Legs as the columns of an entry insert (arrays for unnest).
 #[derive(Default)]
-struct LegColumns {
-    system: Vec<bool>,
-    name: Vec<String>,
-    amount: Vec<AnyNumeric>,
-    lot: Vec<Option<String>>,
-    kind: Vec<String>,
+pub struct LegColumns {
+    pub system: Vec<bool>,
+    pub name: Vec<String>,
+    pub amount: Vec<AnyNumeric>,
+    pub lot: Vec<Option<String>>,
+    pub kind: Vec<String>,
+}
+
+/// A book as statement arguments: the lots drawn (ids and amounts) and the legs.
+pub struct BookColumns {
+    pub take_ids: Vec<String>,
+    pub takes: Vec<AnyNumeric>,
+    pub legs: LegColumns,
+}
+
+impl Book<'_> {
+    pub fn columns(self) -> BookColumns {
+        let (take_ids, takes) = self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+        let mut legs = LegColumns::default();
+        self.legs.into_iter().for_each(|leg| legs.push(leg));
+        BookColumns { take_ids, takes, legs }
+    }
 }
 
 impl LegColumns {
@@ -192,7 +222,7 @@ impl BulkWrite {
                 self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
             run_once(
                 c,
-                "UPDATE credyt.lot l SET remaining = l.remaining - u.take \
+                "UPDATE credyt.lot l SET remaining = l.remaining - u.take, spent = l.remaining = u.take \
                  FROM unnest($1::text[], $2::numeric[]) AS u(id, take) WHERE l.id = u.id",
                 &[ids.into(), takes.into()],
             )?;
@@ -210,27 +240,9 @@ impl BulkWrite {
         if state.is_empty() {
             return Ok(());
         }
-        let mut cs = Vec::new();
-        let mut assets = Vec::new();
-        let mut balances = Vec::new();
-        let mut debts = Vec::new();
-        let mut armed = Vec::new();
+        save_wallets(c, state)?;
         // (one account's wallets: one channel)
         let channel = state.values().find_map(|(wallet, _)| wallet.push.clone());
-        for ((cust, asset), (wallet, _)) in state {
-            cs.push(cust.clone());
-            assets.push(asset.clone());
-            balances.push(to_numeric(wallet.balance));
-            debts.push(to_numeric(wallet.debt));
-            armed.push(wallet.armed);
-        }
-        run_once(
-            c,
-            "UPDATE credyt.wallet_account w SET balance = u.b, debt = u.d, threshold_armed = u.armed, updated_at = now() \
-             FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::bool[]) AS u(c, a, b, d, armed) \
-             WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
-            &[cs.into(), assets.into(), balances.into(), debts.into(), armed.into()],
-        )?;
         if let (Some(channel), false) = (channel, self.last.is_empty()) {
             let payloads: Vec<String> = self
                 .last
@@ -243,4 +255,45 @@ impl BulkWrite {
         }
         Ok(())
     }
+}
+
+/// Stores the state of a batch's locked wallets in one statement.
+fn save_wallets(c: &mut SpiClient<'_>, state: &BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>) -> Result<()> {
+    let mut cs = Vec::new();
+    let mut assets = Vec::new();
+    let mut balances = Vec::new();
+    let mut debts = Vec::new();
+    let mut armed = Vec::new();
+    let mut live = Vec::new();
+    let mut held = Vec::new();
+    let mut fresh = Vec::new();
+    for ((cust, asset), (wallet, _)) in state {
+        cs.push(cust.clone());
+        assets.push(asset.clone());
+        balances.push(to_numeric(wallet.balance));
+        debts.push(to_numeric(wallet.debt));
+        armed.push(wallet.armed);
+        live.push(to_numeric(wallet.live));
+        held.push(to_numeric(wallet.held));
+        fresh.push(at_time(wallet.fresh_until)?);
+    }
+    run_once(
+        c,
+        "UPDATE credyt.wallet_account w SET balance = u.b, debt = u.d, threshold_armed = u.armed, live = u.live, \
+           held = u.held, fresh_until = u.fresh, updated_at = now() \
+         FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::bool[], $6::numeric[], $7::numeric[], \
+                     $8::timestamptz[]) AS u(c, a, b, d, armed, live, held, fresh) \
+         WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
+        &[
+            cs.into(),
+            assets.into(),
+            balances.into(),
+            debts.into(),
+            armed.into(),
+            live.into(),
+            held.into(),
+            fresh.into(),
+        ],
+    )?;
+    Ok(())
 }
