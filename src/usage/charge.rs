@@ -115,7 +115,7 @@ const CHARGE: &str = concat!(
      drawn AS ( \
        UPDATE credyt.lot l SET remaining = l.remaining - ($23::numeric[])[array_position($22::text[], l.id)], \
          spent = l.remaining = ($23::numeric[])[array_position($22::text[], l.id)] \
-       FROM ev WHERE l.customer_id = $3 AND l.id = ANY($22::text[]) RETURNING 1), \
+       FROM ev WHERE l.id = ANY($22::text[]) RETURNING 1), \
      lines AS ( \
        INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
        SELECT $1, $21, $3, u.system, u.ledger_name, $37, u.amount, u.lot_id, u.kind \

@@ -177,6 +177,36 @@ fn adjust(
     })
 }
 
+/// An ad-hoc fee (charge()), validated.
+struct Fee<'a> {
+    key: &'a str,
+    amount: Decimal,
+    name: &'a str,
+    description: Option<&'a str>,
+    metadata: &'a serde_json::Value,
+}
+
+impl Fee<'_> {
+    /// Claims the transaction_id and debits the locked wallet; a replay returns the
+    /// original transaction and writes nothing. The claim comes after the lock: a
+    /// concurrent duplicate waits on the wallet, then finds the key taken.
+    fn charge(&self, c: &mut SpiClient<'_>, w: &WalletRef, locked: Drawable) -> Result<String> {
+        let payload = json!({
+            "op": "charge", "customer": w.customer, "asset": w.asset, "amount": self.amount.normalize().to_string(),
+            "account_name": self.name, "description": self.description, "metadata": self.metadata,
+        });
+        let claimed =
+            claim(c, w.account, "charge", self.key, w.customer, payload, self.description, self.metadata.clone())?;
+        let txn = match claimed {
+            Claim::Replay(id) => return Ok(id),
+            Claim::New(id) => id,
+        };
+        let d = Debit { amount: self.amount, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "charge" };
+        debit_locked(c, w, &txn, locked, d)?;
+        Ok(txn)
+    }
+}
+
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
 fn charge(
@@ -194,23 +224,29 @@ fn charge(
         let name = validate::wallet_name(account_name)?;
         let description = validate::optional_text("description", description)?;
         let metadata = validate::metadata(metadata)?;
+        let fee = Fee { key: &key, amount, name: &name, description: description.as_deref(), metadata: &metadata };
         Spi::connect_mut(|c| {
-            let account = scope(c)?;
-            let asset = resolve_asset(c, &account, asset.as_deref())?;
-            let customer = customers::resolve(c, &account, customer.as_deref())?;
-            let payload = json!({
-                "op": "charge", "customer": customer, "asset": asset.code, "amount": amount.normalize().to_string(),
-                "account_name": name, "description": description, "metadata": metadata,
-            });
-            let txn =
-                match claim(c, &account, "charge", &key, &customer, payload, description.as_deref(), metadata.clone())?
-                {
-                    Claim::Replay(id) => return Ok(id),
-                    Claim::New(id) => id,
-                };
-            let w = WalletRef { account: &account, customer: &customer, name: &name, asset: &asset.code };
-            debit(c, &w, &txn, Debit { amount, draw: DrawFrom::AnyLot, system_account: "revenue", kind: "charge" })?;
-            Ok(txn)
+            // The scope, asset and customer from the backend's cache, checked against
+            // the generations the wallet lock reads; after catalog changes, read afresh.
+            for _ in 0..3 {
+                let (account, scope_gen) = crate::scope::scope_cached(c)?;
+                let (asset, unit_gen) = crate::assets::resolve_asset_cached(c, &account, asset.as_deref())?;
+                let reference = customer.as_deref().ok_or_else(|| CyError::invalid("customer must not be NULL"))?;
+                let (cust, id_gen) = customers::resolve_cached(c, &account, reference)?;
+                let w = WalletRef { account: &account, customer: &cust, name: &name, asset: &asset.code };
+                let locked = lock_to_draw(c, &w, amount, true)?;
+                let gens = locked.gens.ok_or_else(|| CyError::internal("no generations read"))?;
+                if gens.platform == scope_gen && gens.account == id_gen && unit_gen.is_none_or(|g| g == gens.account) {
+                    return fee.charge(c, &w, locked);
+                }
+                crate::scope::check_scopes(gens.platform);
+                customers::check_ids(&account, gens.account);
+                crate::assets::check_units(&account, gens.account);
+            }
+            let t = Target::resolve(c, asset.as_deref(), customer.as_deref())?;
+            let w = t.wallet(&name);
+            let locked = lock_to_draw(c, &w, amount, false)?;
+            fee.charge(c, &w, locked)
         })
     })
 }
@@ -295,7 +331,10 @@ fn cached_balance(c: &mut SpiClient<'_>, customer: Option<&str>, asset: Option<&
         let (asset, unit_gen) = crate::assets::resolve_asset_cached(c, &account, asset)?;
         let reference = customer.ok_or_else(|| CyError::invalid("customer must not be NULL"))?;
         let (customer, id_gen) = customers::resolve_cached(c, &account, reference)?;
-        let (gens, available) = gens_and_available(c, &account, &customer, name, Some(&asset.code))?;
+        let (gens, available) = match balance_row(c, &customer, name, &asset.code)? {
+            Some(read) => read,
+            None => gens_and_available(c, &account, &customer, name, Some(&asset.code))?,
+        };
         if gens.platform == scope_gen && gens.account == id_gen && unit_gen.is_none_or(|g| g == gens.account) {
             return Ok(available.unwrap_or_default());
         }
@@ -305,6 +344,41 @@ fn cached_balance(c: &mut SpiClient<'_>, customer: Option<&str>, asset: Option<&
     }
     let t = Target::resolve(c, asset, customer)?;
     available_of(c, &t.customer, name, &t.asset.code)
+}
+
+/// balance()'s one statement: the wallet row's available and the generations the
+/// cached lookups are checked against (the customer's is not needed). None when the
+/// wallet account was never used; the fresh figures' fallback sums lots and holds.
+fn balance_row(
+    c: &mut SpiClient<'_>,
+    customer: &str,
+    name: &str,
+    asset: &str,
+) -> Result<Option<(Gens, Option<Decimal>)>> {
+    let t = run(
+        c,
+        concat!(
+            "SELECT (w.live - w.debt - w.held)::text AS available, ",
+            fresh!(),
+            " AS fresh, a.catalog_gen AS account_gen, \
+               (SELECT catalog_gen FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform_gen \
+             FROM ",
+            wallet_source!(),
+            "WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
+        ),
+        &[customer.into(), name.into(), asset.into()],
+    )?;
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let row = t.first();
+    let gens =
+        Gens { platform: row.req::<i64>("platform_gen")?, account: row.req::<i64>("account_gen")?, customer: -1 };
+    let available = match row.req::<bool>("fresh")? {
+        true => available_row(&row)?,
+        false => available_of(c, customer, name, asset)?,
+    };
+    Ok(Some((gens, Some(available))))
 }
 
 #[pg_extern(security_definer, stable)]

@@ -110,7 +110,17 @@ pub struct Debit<'a> {
 /// Draws an amount from the wallet in burn-down order, honouring the overdraft limit.
 /// Returns the available balance afterwards.
 pub fn debit(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, d: Debit) -> Result<Decimal> {
-    let Drawable { mut wallet, mut lots, .. } = lock_to_draw(c, w, d.amount, false)?;
+    let drawable = lock_to_draw(c, w, d.amount, false)?;
+    debit_locked(c, w, txn_id, drawable, d)
+}
+
+/// debit() on a wallet already locked to draw from (lock_to_draw).
+pub fn debit_locked(c: &mut SpiClient<'_>, w: &WalletRef, txn_id: &str, locked: Drawable, d: Debit) -> Result<Decimal> {
+    let Drawable { mut wallet, mut lots, .. } = locked;
+    if d.draw == DrawFrom::PaidOnly {
+        // (the lots read with the lock are the first in burn-down order, of any purpose)
+        lots = live_lots(c, w)?;
+    }
     let mut book = Book::new(w, txn_id.to_string());
     // The reserve pool is read (and locked) only when the wallet's own lots, after
     // repaying debt, cannot cover the amount.
