@@ -61,7 +61,18 @@ macro_rules! draw_columns {
             wallet_columns!(),
             ", w.xmin = (SELECT w2.xmin FROM credyt.wallet_account w2 WHERE w2.customer_id = $1 AND w2.name = $2 \
                AND w2.asset = $3) AS current, \
-             (SELECT ARRAY[l.id, l.purpose, l.priority::text, \
+             ",
+            first_lot_column!()
+        )
+    };
+}
+
+/// The first live lot in burn-down order of the wallet account aliased `w`, as one text
+/// array (first_lot() decodes it).
+macro_rules! first_lot_column {
+    () => {
+        concat!(
+            "(SELECT ARRAY[l.id, l.purpose, l.priority::text, \
                 (extract(epoch FROM l.expires_at) * 1000000 - 946684800000000)::int8::text, l.seq::text, \
                 l.remaining::text] FROM credyt.lot l WHERE ",
             of_lots!(),
@@ -121,9 +132,11 @@ pub struct Drawable {
 /// the account's, the customer's).
 ///
 /// A statement that waited for the lock sees the wallet row as committed by the
-/// transaction it waited for, but everything else (the lots) as of its start: then
-/// the row's xmin differs from the snapshot's, and the statement runs again, now
-/// holding the lock, on a snapshot that has the other transaction's writes.
+/// transaction it waited for, but everything else (the lot) as of its start: then
+/// the row's xmin differs from the snapshot's, and the lot is read again, now holding
+/// the lock, on a snapshot that has the other transaction's writes. (The generations
+/// stay those of the call's start: a catalog change committed while it waited applies
+/// from the next call.)
 pub fn lock_to_draw(c: &mut SpiClient<'_>, w: &WalletRef, amount: Decimal, with_gens: bool) -> Result<Drawable> {
     const PLAIN: &str = concat!(draw_columns!(), draw_from!());
     const WITH_GENS: &str = concat!(
@@ -132,7 +145,7 @@ pub fn lock_to_draw(c: &mut SpiClient<'_>, w: &WalletRef, amount: Decimal, with_
            (SELECT catalog_gen FROM credyt.customer WHERE id = $1) AS customer_gen ",
         draw_from!()
     );
-    for attempt in 0..4 {
+    for _ in 0..2 {
         let sql = if with_gens { WITH_GENS } else { PLAIN };
         let t = run(c, sql, &[w.customer.into(), w.name.into(), w.asset.into()])?;
         if t.is_empty() {
@@ -149,10 +162,18 @@ pub fn lock_to_draw(c: &mut SpiClient<'_>, w: &WalletRef, amount: Decimal, with_
             false => None,
         };
         let mut wallet = wallet_row(&row)?;
-        if !row.opt::<bool>("current")?.unwrap_or(false) && attempt < 3 {
-            continue;
-        }
-        let lots: Vec<LiveLot> = first_lot(&row)?.into_iter().collect();
+        let first = match row.opt::<bool>("current")?.unwrap_or(false) {
+            true => first_lot(&row)?,
+            false => {
+                const AGAIN: &str = concat!(
+                    "SELECT ",
+                    first_lot_column!(),
+                    "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
+                );
+                first_lot(&run(c, AGAIN, &[w.customer.into(), w.name.into(), w.asset.into()])?.first())?
+            }
+        };
+        let lots: Vec<LiveLot> = first.into_iter().collect();
         freshen(c, w, &mut wallet)?;
         let read: Decimal = lots.iter().map(|l| l.view.remaining).sum();
         let lots = if !lots.is_empty() && read < amount + wallet.debt { live_lots(c, w)? } else { lots };
