@@ -96,20 +96,17 @@ fn replayed(c: &mut SpiClient<'_>, account: &str, p: &Prepared, available: Decim
 }
 
 /// The claim of an event that charges nothing.
-const EVENT: &str =
-    "INSERT INTO credyt.usage_event (account_id, event_id, customer_id, event_type, data, occurred_at, \
-       occurred_at_given, subject, description, model, input_tokens, output_tokens, status, fees, charged, asset, \
-       revenue, cost, cost_currency, costs, hold_id, txn_id) \
-     VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+const EVENT: &str = concat!(
+    usage_event_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
        $17, $18, $19, $20, $21) \
-     ON CONFLICT (account_id, event_id) DO NOTHING RETURNING 1";
+     ON CONFLICT (account_id, event_id) DO NOTHING RETURNING 1"
+);
 /// The claim of a charged event and, conditioned on it, its writes.
 const CHARGE: &str = concat!(
     "WITH ev AS (",
-    "INSERT INTO credyt.usage_event (account_id, event_id, customer_id, event_type, data, occurred_at, \
-       occurred_at_given, subject, description, model, input_tokens, output_tokens, status, fees, charged, asset, \
-       revenue, cost, cost_currency, costs, hold_id, txn_id) \
-     VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
+    usage_event_insert!(),
+    "VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
        $17, $18, $19, $20, $21) \
      ON CONFLICT (account_id, event_id) DO NOTHING RETURNING 1), \
      drawn AS ( \

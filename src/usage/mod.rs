@@ -34,6 +34,16 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 
+/// The insert of a usage event row: the one column list every claim writes (one
+/// event, one charged event, a batch).
+macro_rules! usage_event_insert {
+    () => {
+        "INSERT INTO credyt.usage_event (account_id, event_id, customer_id, event_type, data, occurred_at, \
+           occurred_at_given, subject, description, model, input_tokens, output_tokens, status, fees, charged, asset, \
+           revenue, cost, cost_currency, costs, hold_id, txn_id) "
+    };
+}
+
 mod api;
 mod charge;
 mod lookups;

@@ -141,10 +141,9 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
     }
     let t = run(
         c,
-        "INSERT INTO credyt.usage_event (account_id, event_id, customer_id, event_type, data, occurred_at, occurred_at_given, \
-           subject, description, model, input_tokens, output_tokens, status, fees, charged, asset, revenue, cost, \
-           cost_currency, costs, hold_id, txn_id) \
-         SELECT $1, u.event_id, u.customer_id, u.event_type, u.data, coalesce(u.occurred_at, now()), u.occurred_at IS NOT NULL, \
+        concat!(
+            usage_event_insert!(),
+            "SELECT $1, u.event_id, u.customer_id, u.event_type, u.data, coalesce(u.occurred_at, now()), u.occurred_at IS NOT NULL, \
            u.subject, u.description, u.model, u.input_tokens, u.output_tokens, u.status, u.fees, u.charged, u.asset, \
            u.revenue, u.cost, u.cost_currency, u.costs, u.hold_id, u.txn_id \
          FROM unnest($2::text[], $3::text[], $4::text[], $5::jsonb[], $6::timestamptz[], $7::text[], $8::text[], $9::text[], \
@@ -152,7 +151,8 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
                      $17::numeric[], $18::text[], $19::jsonb[], $20::text[], $21::text[]) \
            AS u(event_id, customer_id, event_type, data, occurred_at, subject, description, model, input_tokens, \
                 output_tokens, status, fees, charged, asset, revenue, cost, cost_currency, costs, hold_id, txn_id) \
-         ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id",
+         ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id"
+        ),
         &[
             account.into(),
             col!(|p| p.ev.event_id.clone()).into(),

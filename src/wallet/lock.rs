@@ -118,6 +118,18 @@ pub struct Gens {
     pub customer: i64,
 }
 
+impl Gens {
+    /// Decodes the columns platform_gen, account_gen and customer_gen (-1 for a
+    /// customer that does not exist).
+    fn read(row: &impl Row) -> Result<Gens> {
+        Ok(Gens {
+            platform: row.req::<i64>("platform_gen")?,
+            account: row.req::<i64>("account_gen")?,
+            customer: row.opt::<i64>("customer_gen")?.unwrap_or(-1),
+        })
+    }
+}
+
 /// A wallet locked to draw from, with the live lots a draw of the amount asked for
 /// needs (the first in burn-down order, or all of them).
 pub struct Drawable {
@@ -153,14 +165,7 @@ pub fn lock_to_draw(c: &mut SpiClient<'_>, w: &WalletRef, amount: Decimal, with_
             continue;
         }
         let row = t.first();
-        let gens = match with_gens {
-            true => Some(Gens {
-                platform: row.req::<i64>("platform_gen")?,
-                account: row.req::<i64>("account_gen")?,
-                customer: row.opt::<i64>("customer_gen")?.unwrap_or(-1),
-            }),
-            false => None,
-        };
+        let gens = if with_gens { Some(Gens::read(&row)?) } else { None };
         let mut wallet = wallet_row(&row)?;
         let first = match row.opt::<bool>("current")?.unwrap_or(false) {
             true => first_lot(&row)?,
@@ -204,11 +209,7 @@ pub fn gens_and_available(
         &[account.into(), customer.into(), asset.into(), name.into()],
     )?;
     let row = t.first();
-    let gens = Gens {
-        platform: row.req::<i64>("platform_gen")?,
-        account: row.req::<i64>("account_gen")?,
-        customer: row.opt::<i64>("customer_gen")?.unwrap_or(-1),
-    };
+    let gens = Gens::read(&row)?;
     let fresh = row.opt::<bool>("fresh")?.unwrap_or(true);
     let available = row.opt::<String>("available")?.map(|a| stored(&a)).transpose()?;
     let available = match (asset, fresh) {
