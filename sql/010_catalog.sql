@@ -76,7 +76,8 @@ CREATE TABLE credyt.subscription (
     customer_id text NOT NULL REFERENCES credyt.customer (id),
     product_id  text NOT NULL,
     version     int NOT NULL,
-    quantity    int NOT NULL,
+    quantity    int NOT NULL,           -- what fixed fees multiply
+    seats       int NOT NULL,           -- seats asked for (set_seats); seat fees bill at least the assigned users
     starts_at   timestamptz NOT NULL,
     ends_at     timestamptz,            -- set by cancel_subscription
     created_at  timestamptz NOT NULL DEFAULT now(),
@@ -93,7 +94,7 @@ CREATE VIEW credyt.subscriptions WITH (security_invoker = true) AS
 SELECT s.id, s.customer_id, p.code AS product, s.product_id, s.version, s.quantity, s.starts_at, s.ends_at,
        CASE WHEN s.ends_at IS NOT NULL AND s.ends_at <= now() THEN 'cancelled'
             WHEN s.starts_at > now() THEN 'scheduled' ELSE 'active' END AS status,
-       s.account_id, s.created_at
+       s.account_id, s.created_at, s.seats
 FROM credyt.subscription s JOIN credyt.product p ON p.id = s.product_id;
 
 -- rate: the rate in rate_currency in effect now.

@@ -6,7 +6,8 @@
 //! scope. pg_cron runs tick() as the job's owner.
 //!
 //! Due today: lot expiry (with each lot's on_expiry policy), the periods of recurring
-//! grants, hold expiry, and pruning delivered events (credyt.event_retention).
+//! grants, hold expiry, the periods of fixed and seat fees, and pruning delivered
+//! events (credyt.event_retention).
 
 use crate::error::{api, CyError, Result};
 use crate::events;
@@ -83,10 +84,12 @@ fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
             let lots_expired = crate::credits::expire_lots(c, &accounts, now)?;
             let grants_issued = crate::credits::issue_recurring(c, &accounts, now)?;
             let holds_expired = expire_holds(c, &accounts, now)?;
+            let fees_charged = crate::billing::charge_recurring(c, &accounts, now)?;
             Ok(JsonB(json!({
                 "lots_expired": lots_expired,
                 "grants_issued": grants_issued,
                 "holds_expired": holds_expired,
+                "fees_charged": fees_charged,
                 "events_pruned": events_pruned,
             })))
         })

@@ -11,6 +11,7 @@ pgrx::pg_module_magic!(name, version);
 
 mod apikeys;
 mod assets;
+mod billing;
 mod catalog;
 mod clock;
 mod credits;
@@ -40,7 +41,8 @@ extension_sql_file!("../sql/020_usage.sql", name = "usage", requires = ["catalog
 extension_sql_file!("../sql/025_generations.sql", name = "generations", requires = ["usage"]);
 extension_sql_file!("../sql/030_events.sql", name = "events", requires = ["generations"]);
 extension_sql_file!("../sql/040_credits.sql", name = "credits", requires = ["events"]);
-extension_sql_file!("../sql/050_webhooks.sql", name = "webhooks", requires = ["credits"]);
+extension_sql_file!("../sql/045_billing.sql", name = "billing", requires = ["credits"]);
+extension_sql_file!("../sql/050_webhooks.sql", name = "webhooks", requires = ["billing"]);
 extension_sql_file!("../sql/060_stripe.sql", name = "stripe", requires = ["webhooks"]);
 extension_sql_file!("../sql/070_portal.sql", name = "portal", requires = ["stripe"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
@@ -67,6 +69,7 @@ mod tests {
     include!("../pgrx-tests/catalog.rs");
     include!("../pgrx-tests/usage.rs");
     include!("../pgrx-tests/clock.rs");
+    include!("../pgrx-tests/billing.rs");
     include!("../pgrx-tests/credits.rs");
     include!("../pgrx-tests/webhooks.rs");
 }

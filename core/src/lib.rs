@@ -3,6 +3,7 @@
 //! Everything here is pure and tested in milliseconds (`cargo test -p credyt-core`).
 
 pub mod apikey;
+pub mod billing;
 pub mod burndown;
 pub mod cache;
 pub mod fiat;

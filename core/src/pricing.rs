@@ -4,6 +4,7 @@
 //! Numbers are read exactly: serde_json is built with `arbitrary_precision`, so a
 //! JSON number's literal text reaches `Decimal` without passing through `f64`.
 
+use crate::billing::{Recurrence, Unit};
 use crate::money::{round_fee, SCALE};
 use rust_decimal::Decimal;
 use serde_json::{Map, Value};
@@ -17,19 +18,24 @@ pub enum UsageType {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Interval {
-    Day,
-    Week,
-    Month,
-    Year,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PriceKind {
-    Usage { event_type: String, usage_type: UsageType, volume_field: Option<String>, billable_dimensions: Vec<String> },
-    Fixed { interval: Interval },
-    Seat { interval: Interval },
-    Outcome { outcome_type: String, settlement_window: String },
+    Usage {
+        event_type: String,
+        usage_type: UsageType,
+        volume_field: Option<String>,
+        billable_dimensions: Vec<String>,
+    },
+    /// `recurring: None` is a one_time fee, charged at subscribe
+    Fixed {
+        recurring: Option<Recurrence>,
+    },
+    Seat {
+        recurring: Recurrence,
+    },
+    Outcome {
+        outcome_type: String,
+        settlement_window: String,
+    },
 }
 
 /// One row of a price's value table: the dimensions it applies to and its rates.
@@ -143,21 +149,31 @@ fn amount(o: &Map<String, Value>, key: &str, path: &str) -> Result<Option<Decima
     }
 }
 
-fn interval(o: &Map<String, Value>, path: &str) -> Result<Interval, PriceError> {
+/// A fixed or seat price's `billing_model`: `{type: recurring, recurring: {interval:
+/// day|week|month|year, interval_count}}`, or for a fixed price `{type: one_time}`.
+/// Returns None for one_time.
+fn billing_model(o: &Map<String, Value>, path: &str, one_time_allowed: bool) -> Result<Option<Recurrence>, PriceError> {
     let bm_path = format!("{path}.billing_model");
     let bm = object(o.get("billing_model").unwrap_or(&Value::Null), &bm_path)?;
-    if bm.get("type").and_then(Value::as_str) != Some("recurring") {
-        return err(&format!("{bm_path}.type"), "must be \"recurring\"");
+    match bm.get("type").and_then(Value::as_str) {
+        Some("recurring") => {}
+        Some("one_time") if one_time_allowed => return Ok(None),
+        _ if one_time_allowed => return err(&format!("{bm_path}.type"), "must be \"recurring\" or \"one_time\""),
+        _ => return err(&format!("{bm_path}.type"), "must be \"recurring\""),
     }
     let rec_path = format!("{bm_path}.recurring");
     let rec = object(bm.get("recurring").unwrap_or(&Value::Null), &rec_path)?;
-    match rec.get("interval").and_then(Value::as_str) {
-        Some("day") => Ok(Interval::Day),
-        Some("week") => Ok(Interval::Week),
-        Some("month") => Ok(Interval::Month),
-        Some("year") => Ok(Interval::Year),
-        _ => err(&format!("{rec_path}.interval"), "must be one of day, week, month, year"),
-    }
+    let Some(unit) = rec.get("interval").and_then(Value::as_str).and_then(Unit::parse) else {
+        return err(&format!("{rec_path}.interval"), "must be one of day, week, month, year");
+    };
+    let count = match rec.get("interval_count") {
+        None | Some(Value::Null) => 1,
+        Some(v) => match exact_number(v).filter(|d| d.fract().is_zero()).and_then(|d| i64::try_from(d).ok()) {
+            Some(n) => n,
+            None => return err(&format!("{rec_path}.interval_count"), "must be a whole number"),
+        },
+    };
+    Recurrence::new(unit, count).map(Some).or_else(|why| err(&format!("{rec_path}.interval_count"), why))
 }
 
 /// A required, non-empty JSON array.
@@ -334,8 +350,11 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
             }
             usage_calculation(o, path)?
         }
-        Some("fixed") => PriceKind::Fixed { interval: interval(o, path)? },
-        Some("seat") => PriceKind::Seat { interval: interval(o, path)? },
+        Some("fixed") => PriceKind::Fixed { recurring: billing_model(o, path, true)? },
+        Some("seat") => match billing_model(o, path, false)? {
+            Some(recurring) => PriceKind::Seat { recurring },
+            None => return err(&format!("{path}.billing_model.type"), "must be \"recurring\""),
+        },
         Some("outcome") => {
             let outcome_type = string(o, "outcome_type", path)?;
             let settlement_window = string(o, "settlement_window", path)?;
@@ -360,6 +379,9 @@ pub fn parse_price(v: &Value, path: &str) -> Result<Price, PriceError> {
             return err(&format!("{ppath}.asset"), "appears twice in this price");
         }
         let values = parse_values(po.get("values"), &ppath, &kind)?;
+        if !matches!(kind, PriceKind::Usage { .. }) && values.len() != 1 {
+            return err(&format!("{ppath}.values"), "must hold exactly one value for a price that is not usage_based");
+        }
         pricing.push(Pricing { asset, values });
     }
     Ok(Price { kind, pricing })
@@ -913,7 +935,31 @@ mod tests {
         let f =
             price(json!({"type": "seat", "billing_model": {"type": "recurring", "recurring": {"interval": "month"}},
                              "pricing": [{"asset": "USD", "values": [{"unit_price": 20}]}]}));
-        assert_eq!(f.kind, PriceKind::Seat { interval: Interval::Month });
+        assert_eq!(f.kind, PriceKind::Seat { recurring: Recurrence { unit: Unit::Month, count: 1 } });
+        let q = price(json!({"type": "fixed", "billing_model": {"type": "recurring",
+                               "recurring": {"interval": "month", "interval_count": 3}},
+                             "pricing": [{"asset": "USD", "values": [{"unit_price": 90}]}]}));
+        assert_eq!(q.kind, PriceKind::Fixed { recurring: Some(Recurrence { unit: Unit::Month, count: 3 }) });
+        let once = price(json!({"type": "fixed", "billing_model": {"type": "one_time"},
+                                "pricing": [{"asset": "USD", "values": [{"unit_price": 99}]}]}));
+        assert_eq!(once.kind, PriceKind::Fixed { recurring: None });
+        let bad = |v: Value| parse_prices(&json!([v])).unwrap_err().to_string();
+        assert_eq!(
+            bad(json!({"type": "seat", "billing_model": {"type": "one_time"},
+                       "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]})),
+            "prices[0].billing_model.type must be \"recurring\""
+        );
+        for count in [json!(0), json!(1.5), json!("x"), json!(121)] {
+            assert!(bad(json!({"type": "fixed", "billing_model": {"type": "recurring",
+                                 "recurring": {"interval": "day", "interval_count": count}},
+                               "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}))
+            .starts_with("prices[0].billing_model.recurring.interval_count must be a whole number"));
+        }
+        assert_eq!(
+            bad(json!({"type": "fixed", "billing_model": {"type": "one_time"},
+                       "pricing": [{"asset": "USD", "values": [{"unit_price": 1}, {"unit_price": 2}]}]})),
+            "prices[0].pricing[0].values must hold exactly one value for a price that is not usage_based"
+        );
         let o = price(json!({"type": "outcome", "outcome_type": "ticket_resolved", "settlement_window": "PT48H",
                              "pricing": [{"asset": "USD", "values": [{"unit_price": 2, "percent": 1.5}]}]}));
         assert_eq!(o.type_name(), "outcome");

@@ -25,12 +25,20 @@ fn subscribe(
             let id = crate::ids::new_id("sub")?;
             run(
                 c,
-                "INSERT INTO credyt.subscription (account_id, id, customer_id, product_id, version, quantity, starts_at) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                "INSERT INTO credyt.subscription (account_id, id, customer_id, product_id, version, quantity, seats, starts_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $6, $7)",
                 &[account.as_str().into(), id.as_str().into(), customer.as_str().into(), p.id.as_str().into(),
                   version.into(), quantity.into(), starts_at.into()],
             )?;
-            provision(c, &account, &customer, &p.id, version, starts_at, &format!("{id}:"))?;
+            let prices = provision(c, &account, &customer, &p.id, version, starts_at, &format!("{id}:"))?;
+            let fees = crate::billing::Subscribed {
+                account: &account,
+                subscription: &id,
+                version,
+                prices: &prices,
+                starts_at,
+            };
+            crate::billing::start(c, &fees)?;
             Ok(id)
         })
     })
@@ -63,6 +71,7 @@ fn subscribable(c: &mut SpiClient<'_>, p: &Product, version: Option<i32>) -> Res
 
 /// Provisions the default wallet account of every asset a version's prices charge in
 /// and issues its entitlements from `from`, with grant keys under `key_prefix`.
+/// Returns the version's prices.
 #[allow(clippy::too_many_arguments)]
 fn provision(
     c: &mut SpiClient<'_>,
@@ -72,7 +81,7 @@ fn provision(
     version: i32,
     from: TimestampWithTimeZone,
     key_prefix: &str,
-) -> Result<()> {
+) -> Result<Vec<Price>> {
     let t = run(
         c,
         "SELECT prices, entitlements FROM credyt.product_version WHERE product_id = $1 AND version = $2",
@@ -90,7 +99,8 @@ fn provision(
     for asset in assets {
         crate::wallet::ensure(c, &crate::wallet::WalletRef { account, customer, name: "default", asset })?;
     }
-    issue_entitlements(c, account, key_prefix, customer, entitlements, from)
+    issue_entitlements(c, account, key_prefix, customer, entitlements, from)?;
+    Ok(prices)
 }
 
 /// Issues a subscription's entitlements: one grant each, recurring when it has `every`,
@@ -274,7 +284,16 @@ fn change_subscription_version(subscription_id: Option<String>, version: default
             // New keys for the new version's grants: `sub_…:v2@<micros>:index:name`.
             let micros =
                 one::<i64>(c, "SELECT (extract(epoch FROM $1) * 1000000)::bigint", &[from.into()])?.unwrap_or_default();
-            provision(c, &account, &s.customer, &p.id, version, from, &format!("{id}:v{version}@{micros}:"))?;
+            let prices =
+                provision(c, &account, &s.customer, &p.id, version, from, &format!("{id}:v{version}@{micros}:"))?;
+            let fees = crate::billing::Subscribed {
+                account: &account,
+                subscription: &id,
+                version,
+                prices: &prices,
+                starts_at: s.starts_at,
+            };
+            crate::billing::change_version(c, &fees, from)?;
             Ok(version)
         })
     })

@@ -245,3 +245,124 @@ fn check_funds(
     }
     Ok(())
 }
+
+/// What one transaction drew from one place of a wallet (restore()).
+struct Part {
+    /// the lot (None: the debt it created)
+    lot: Option<String>,
+    /// drawn from this wallet account (false: from its reserve pool)
+    own: bool,
+    drawn: Decimal,
+    purpose: Purpose,
+    /// the lot is still effective and unexpired
+    live: bool,
+    expires_at: Option<i64>,
+}
+
+/// The draws of transaction `original` (its legs of kind `drawn_as`) on the wallet
+/// account and its reserve pool, per lot.
+fn drawn_by(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    original: &str,
+    drawn_as: &str,
+    since: TimestampWithTimeZone,
+) -> Result<Vec<Part>> {
+    let t = run(
+        c,
+        "SELECT e.ledger_name = $2 AS own, e.lot_id, (-sum(e.amount))::text AS drawn, l.purpose, l.expires_at, \
+                coalesce(l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now()), false) AS live \
+         FROM credyt.entry e LEFT JOIN credyt.lot l ON l.id = e.lot_id \
+         WHERE e.customer_id = $1 AND e.ledger_name IN ($2, 'reserve') AND e.asset = $3 AND NOT e.system \
+           AND e.created_at >= $5 AND e.txn_id = $4 AND e.kind = $6 \
+         GROUP BY e.ledger_name, e.lot_id, l.purpose, l.expires_at, l.effective_at ORDER BY e.lot_id",
+        &[w.customer.into(), w.name.into(), w.asset.into(), original.into(), since.into(), drawn_as.into()],
+    )?;
+    let mut parts = Vec::new();
+    for row in t {
+        let drawn = row.amount("drawn")?;
+        if drawn <= Decimal::ZERO {
+            continue;
+        }
+        parts.push(Part {
+            lot: row.opt::<String>("lot_id")?,
+            own: row.req::<bool>("own")?,
+            drawn,
+            purpose: row.opt::<String>("purpose")?.and_then(|p| Purpose::parse(&p)).unwrap_or(Purpose::Paid),
+            live: row.req::<bool>("live")?,
+            expires_at: row.opt::<TimestampWithTimeZone>("expires_at")?.map(|t| t.into_inner()),
+        });
+    }
+    Ok(parts)
+}
+
+/// Gives back to a wallet what transaction `original` drew from it (a reversed
+/// outcome), under transaction `txn_id`: each lot it drew that is still live gets its
+/// draw back, the debt it created is forgiven, and what cannot go back where it came
+/// from (a lot that has expired since, the reserve pool, debt already repaid) comes
+/// back as a new lot of the same purpose without expiry (repaid debt: `paid`). Returns
+/// the amount given back. `since`: when `original` was written (its entries are found
+/// through the wallet's history index from then). Only the draw's own legs (kind
+/// `drawn_as`) go back: debt the draw repaid on its way stays repaid.
+pub fn restore(
+    c: &mut SpiClient<'_>,
+    w: &WalletRef,
+    txn_id: &str,
+    (original, drawn_as): (&str, &str),
+    since: TimestampWithTimeZone,
+    kind: &'static str,
+) -> Result<Decimal> {
+    let mut wallet = lock(c, w)?;
+    let mut book = Book::new(w, txn_id.to_string());
+    let mut new_lots: Vec<(Purpose, Decimal)> = Vec::new();
+    let mut back = Decimal::ZERO;
+    for part in drawn_by(c, w, original, drawn_as, since)? {
+        back += part.drawn;
+        match (part.lot, part.own, part.live) {
+            (Some(id), true, true) => {
+                book.take(&id, -part.drawn);
+                book.customer_leg(part.drawn, Some(id), kind);
+                wallet.live += part.drawn;
+                wallet.fresh_before(part.expires_at);
+            }
+            (None, true, _) => {
+                // the debt it created: forgiven while it is still owed, a paid lot once repaid
+                let forgiven = part.drawn.min(wallet.debt);
+                if forgiven > Decimal::ZERO {
+                    book.customer_leg(forgiven, None, kind);
+                    wallet.debt -= forgiven;
+                }
+                if part.drawn > forgiven {
+                    new_lots.push((Purpose::Paid, part.drawn - forgiven));
+                }
+            }
+            _ => new_lots.push((part.purpose, part.drawn)),
+        }
+    }
+    let in_book: Decimal = book.legs.iter().map(|l| l.amount).sum();
+    if in_book > Decimal::ZERO {
+        book.system_leg("revenue", -in_book, kind);
+        wallet.balance += in_book;
+        let after = wallet.available();
+        wallet.rearm(after);
+        write(c, &wallet, book, Some(after))?;
+    }
+    for (purpose, amount) in new_lots {
+        let source = format!("{kind}:{original}");
+        let lot = Credit {
+            amount,
+            purpose,
+            priority: purpose.default_priority(),
+            effective_at: None,
+            expires_at: None,
+            on_expiry: ExpiryPolicy::Expire,
+            rollover_cap: None,
+            grant_id: None,
+            source: &source,
+            system_account: "revenue",
+            kind,
+        };
+        credit(c, w, txn_id, lot)?;
+    }
+    Ok(back)
+}

@@ -61,6 +61,36 @@ fn concurrent_ticks_expire_each_grant_lot_exactly_once() {
     assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
 }
 
+#[test]
+fn concurrent_ticks_charge_each_fee_period_exactly_once() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Clock fees");
+    let mut s = t.session();
+    s.batch_execute(
+        r#"SELECT credyt.create_product('daily', 'Daily', '[{"type": "fixed",
+             "billing_model": {"type": "recurring", "recurring": {"interval": "day"}},
+             "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]');
+           SELECT count(credyt.create_customer('c' || i, 'c' || i)) FROM generate_series(1, 200) i;
+           SELECT count(credyt.adjust('c' || i, 'g' || i, 'USD', 10, 'gift')) FROM generate_series(1, 200) i;
+           SELECT count(credyt.subscribe('c' || i, 'daily', starts_at => now() + interval '1 minute'))
+             FROM generate_series(1, 200) i;"#,
+    )
+    .unwrap();
+    // three days on: periods 0, 1 and 2 of every subscription are due
+    let charged = tick_concurrently(&t.account, "3 days", "fees_charged");
+    assert_eq!(charged, 600);
+    assert_eq!(
+        text(
+            &mut s,
+            "SELECT count(*) || '/' || count(DISTINCT (subscription_id, period)) FROM credyt.subscription_charges"
+        ),
+        "600/600"
+    );
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.transactions WHERE kind = 'subscription_fee'"), "600");
+    assert_eq!(text(&mut s, "SELECT string_agg(DISTINCT credyt.balance(id)::text, ',') FROM credyt.customers"), "7");
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
+
 /// pg_cron only runs in the cluster's cron.database_name: scripts/test.sh prepares
 /// that database and names it in CREDYT_CRON_DATABASE_URL. pg_cron 1.4 schedules by
 /// the minute, so this waits for the next minute boundary.

@@ -129,3 +129,30 @@ fn many_concurrent_charges_crossing_thresholds_emit_one_event_and_one_topup() {
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'auto_topup.requested'"), "1");
     assert!(ledger_problems(&mut s).is_empty());
 }
+
+#[test]
+fn an_outcome_and_its_reversal_raced_against_themselves_charge_and_refund_once() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Outcome race");
+    let mut s = t.session();
+    s.batch_execute(
+        r#"SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 'g', 'USD', 100, 'gift');
+           SELECT credyt.create_product('agent', 'Agent', '[{"type": "outcome", "outcome_type": "won",
+             "settlement_window": "P7D", "pricing": [{"asset": "USD", "values": [{"percent": 10}]}]}]');
+           SELECT credyt.subscribe('ann', 'agent', starts_at => now() - interval '1 hour');"#,
+    )
+    .unwrap();
+    let recorded = on_clients(CLIENTS, &t.role, |_, c| {
+        let row =
+            c.query_one("SELECT duplicate FROM credyt.record_outcome('ann', 'o1', 'won', value => 250)", &[]).unwrap();
+        row.get::<_, bool>(0)
+    });
+    assert_eq!(recorded.iter().filter(|d| !**d).count(), 1, "one original, the rest replays");
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "75");
+    let reversals = on_clients(CLIENTS, &t.role, |_, c| text(c, "SELECT credyt.reverse_outcome('o1')"));
+    assert!(reversals.iter().all(|r| r == &reversals[0]), "{reversals:?}");
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "100");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.transactions WHERE kind = 'outcome_reversal'"), "1");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'outcome.reversed'"), "1");
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}

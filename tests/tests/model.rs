@@ -73,6 +73,47 @@ impl Wallet {
         self.debt += short;
         Ok(())
     }
+    /// debit(), and what it drew from each lot (by index) and into debt: what a
+    /// reversal gives back.
+    fn debit_tracked(&mut self, amount: Decimal) -> Result<Drawn, ()> {
+        if let Some(limit) = self.limit {
+            if self.available() - amount < -limit {
+                return Err(());
+            }
+        }
+        self.settle();
+        let mut need = amount;
+        let mut takes = Vec::new();
+        for i in self.order(false) {
+            let take = need.min(self.lots[i].remaining);
+            if take > Decimal::ZERO {
+                self.lots[i].remaining -= take;
+                need -= take;
+                takes.push((i, take));
+            }
+        }
+        self.debt += need;
+        Ok(Drawn { takes, debt: need })
+    }
+    /// Gives a draw back: to its lots, its debt forgiven while owed, the rest as a new
+    /// paid lot.
+    fn restore(&mut self, d: &Drawn, seq: u64) {
+        for (i, take) in &d.takes {
+            self.lots[*i].remaining += *take;
+        }
+        let forgiven = d.debt.min(self.debt);
+        self.debt -= forgiven;
+        if d.debt > forgiven {
+            self.lots.push(Lot {
+                paid: true,
+                priority: 100,
+                expires: None,
+                seq,
+                remaining: d.debt - forgiven,
+                live: true,
+            });
+        }
+    }
     fn refund(&mut self, amount: Decimal) -> Result<(), ()> {
         let mut w = self.clone();
         w.settle();
@@ -82,6 +123,26 @@ impl Wallet {
         *self = w;
         Ok(())
     }
+}
+
+/// What one debit drew: (lot index, amount) and the part that became debt.
+#[derive(Clone, Debug)]
+struct Drawn {
+    takes: Vec<(usize, Decimal)>,
+    debt: Decimal,
+}
+
+/// A charged outcome of the model.
+struct Outcome {
+    key: String,
+    customer: usize,
+    drawn: Drawn,
+    reversal: Option<String>,
+}
+
+/// The outcome price of the model's product: 0.05 + 10% of the value, at most 3.
+fn outcome_fee(value: Decimal) -> Decimal {
+    (Decimal::new(5, 2) + value / Decimal::TEN).min(Decimal::from(3))
 }
 
 #[derive(Clone)]
@@ -106,6 +167,27 @@ fn random_operations_match_the_model() {
     }
     let wallets = [("USD", "default"), ("EUR", "default"), ("USD", "credits")];
     let mut model: HashMap<(usize, usize), Wallet> = HashMap::new();
+    // A product with a daily seat fee (0.10 a seat) and an outcome price, in USD: each
+    // subscription's first period (1 seat) is charged at subscribe.
+    c.batch_execute(
+        r#"SELECT credyt.create_product('m-agent', 'Agent', '[{"type": "seat",
+             "billing_model": {"type": "recurring", "recurring": {"interval": "day"}},
+             "pricing": [{"asset": "USD", "values": [{"unit_price": 0.10}]}]},
+           {"type": "outcome", "outcome_type": "won", "settlement_window": "P30D",
+             "pricing": [{"asset": "USD", "values": [{"unit_price": 0.05, "percent": 10, "max_amount": 3}]}]}]')"#,
+    )
+    .unwrap();
+    let mut subs = Vec::new();
+    for (i, cu) in customers.iter().enumerate() {
+        subs.push(text(
+            &mut c,
+            &format!("SELECT credyt.subscribe('{cu}', 'm-agent', starts_at => now() - interval '1 hour')"),
+        ));
+        model.entry((i, 0)).or_default().debit(Decimal::new(10, 2)).unwrap();
+    }
+    let mut seats = [1i64; 3];
+    let mut outcomes: Vec<Outcome> = Vec::new();
+    let (mut reversed, mut prorated) = (0, 0);
     let mut done: Vec<Done> = Vec::new();
     let mut seq = 0u64;
     // Debits decided by a limit, either way: the test must explore both sides.
@@ -128,6 +210,82 @@ fn random_operations_match_the_model() {
         };
         let op = rng.below(100);
         let ctx = format!("seed {seed} step {step} op {op}");
+        // One step in four on the USD default wallet: an outcome, a reversal, a seat change.
+        if wi == 0 && rng.below(4) == 0 {
+            match rng.below(3) {
+                0 => {
+                    let value = Decimal::new(rng.below(5_000) as i64, 2);
+                    let mut m = w.clone();
+                    let sql =
+                        format!("SELECT status FROM credyt.record_outcome('{customer}', '{key}', 'won', {value})");
+                    match (m.debit_tracked(outcome_fee(value)), c.query_one(sql.as_str(), &[])) {
+                        (Ok(drawn), Ok(row)) => {
+                            assert_eq!(row.get::<_, String>(0), "charged", "{ctx}");
+                            *w = m;
+                            outcomes.push(Outcome { key: key.clone(), customer: cu, drawn, reversal: None });
+                        }
+                        (Err(()), Err(e)) => assert_eq!(sqlstate(&e), "CY402", "{ctx}: {sql}"),
+                        (Ok(_), Err(e)) => panic!("{ctx}: {sql} failed: {e}"),
+                        (Err(()), Ok(_)) => panic!("{ctx}: expected CY402 from {sql}"),
+                    }
+                }
+                1 => {
+                    let mine: Vec<usize> = (0..outcomes.len()).filter(|&i| outcomes[i].customer == cu).collect();
+                    let Some(&i) = mine.get(rng.below(mine.len().max(1) as u64) as usize) else { continue };
+                    let o = &mut outcomes[i];
+                    let got = text(&mut c, &format!("SELECT credyt.reverse_outcome('{}')", o.key));
+                    match &o.reversal {
+                        Some(first) => assert_eq!(&got, first, "{ctx}: a second reversal is the first"),
+                        None => {
+                            seq += 1;
+                            w.restore(&o.drawn, seq);
+                            o.reversal = Some(got);
+                            reversed += 1;
+                        }
+                    }
+                }
+                _ => {
+                    let q = match rng.below(2) {
+                        0 => seats[cu] + 1 + rng.below(2) as i64,
+                        _ => rng.below(seats[cu] as u64 + 1) as i64,
+                    };
+                    // the rest of today's period (it began an hour before the test) for the added seats
+                    let added = Decimal::from((q - seats[cu]).max(0));
+                    let full = Decimal::new(10, 2) * added;
+                    let sum =
+                        "SELECT coalesce(sum(amount), 0) FROM credyt.subscription_charges WHERE subscription_id = $1";
+                    let before: Decimal = c.query_one(sum, &[&subs[cu]]).unwrap().get(0);
+                    let billed: i32 = match c.query_one("SELECT credyt.set_seats($1, $2)", &[&subs[cu], &(q as i32)]) {
+                        Ok(row) => row.get(0),
+                        Err(e) => {
+                            // past the limit with even the least the rest of the period can cost
+                            assert_eq!(sqlstate(&e), "CY402", "{ctx}");
+                            assert!(w.limit.is_some_and(|l| w.available() - full < -l), "{ctx}: {e}");
+                            continue;
+                        }
+                    };
+                    if let (Some(l), true) = (w.limit, added > Decimal::ZERO) {
+                        assert!(w.available() - full * Decimal::new(9, 1) >= -l, "{ctx}: expected CY402");
+                    }
+                    assert_eq!(billed as i64, q, "{ctx}");
+                    let after: Decimal = c.query_one(sum, &[&subs[cu]]).unwrap().get(0);
+                    let charged = after - before;
+                    assert!(
+                        charged <= full && (charged > full * Decimal::new(9, 1)) == (added > Decimal::ZERO),
+                        "{ctx}: {charged} for {added} seats"
+                    );
+                    assert!(added > Decimal::ZERO || charged.is_zero(), "{ctx}: a decrease charged {charged}");
+                    seats[cu] = seats[cu].max(q);
+                    if charged > Decimal::ZERO {
+                        w.debit(charged).unwrap();
+                        prorated += 1;
+                    }
+                }
+            }
+            let got: Decimal = c.query_one("SELECT credyt.balance($1, 'USD')", &[&customer]).unwrap().get(0);
+            assert_eq!(got, model[&(cu, wi)].available(), "{ctx}: balance after a fee operation");
+            continue;
+        }
         // (sql, expected outcome: Ok(model after) or Err(sqlstate))
         let (sql, expect): (String, Result<Wallet, &str>) = match op {
             0..=14 => {
@@ -249,6 +407,7 @@ fn random_operations_match_the_model() {
     let problems = ledger_problems(&mut c);
     assert!(problems.is_empty(), "verify_ledger: {problems:?}");
     assert!(done.len() > steps / 2, "too few successful operations: {}", done.len());
+    assert!(reversed > 10 && prorated > 10, "fees were not exercised: {reversed} reversals, {prorated} seat increases");
     assert!(
         limited_ok > steps / 50 && limited_rejected > steps / 50,
         "limits were not exercised: {limited_ok} debits within a limit, {limited_rejected} rejected"

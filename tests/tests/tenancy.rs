@@ -4,6 +4,11 @@
 use credyt_tests::*;
 use std::collections::BTreeSet;
 
+/// What B has: entries, lots, balance, seats and outcomes.
+const B_ROWS: &str = "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' \
+     || credyt.balance('b-ext') || '/' || (SELECT string_agg(quantity || ':' || array_to_string(users, ','), ',') \
+     FROM credyt.seats) || '/' || (SELECT string_agg(status, ',') FROM credyt.outcomes)";
+
 #[test]
 fn a_bound_role_cannot_reach_another_tenant() {
     let mut admin = connect();
@@ -23,6 +28,20 @@ fn a_bound_role_cannot_reach_another_tenant() {
     )
     .unwrap();
     let b_sub = text(&mut sb, "SELECT credyt.subscribe('b-ext', 'b-prod')");
+    // A seat subscription with a user, and a charged outcome
+    sb.batch_execute(
+        r#"SELECT credyt.create_product('b-team', 'B team', '[{"type": "seat",
+             "billing_model": {"type": "recurring", "recurring": {"interval": "month"}},
+             "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]},
+           {"type": "outcome", "outcome_type": "won", "settlement_window": "P30D",
+             "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]');"#,
+    )
+    .unwrap();
+    let b_seats = text(&mut sb, "SELECT credyt.subscribe('b-ext', 'b-team')");
+    sb.batch_execute(&format!(
+        "SELECT credyt.assign_seat('{b_seats}', 'b-user'); SELECT * FROM credyt.record_outcome('b-ext', 'b-out', 'won')"
+    ))
+    .unwrap();
     sb.batch_execute("SELECT credyt.set_auto_topup('b-ext', 'USD', 100, 10)").unwrap(); // 50 < 100: requests one
     let b_topup = text(&mut sb, "SELECT id FROM credyt.topups");
     let b_hold = text(&mut sb, "SELECT id FROM credyt.holds WHERE hold_id = 'b-hold'");
@@ -34,10 +53,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         text(&mut sb, "SELECT grant_id FROM credyt.create_portal_grant('b-ext', 'https://b/ok', 'https://b/ko')");
     let b_key = text(&mut sb, "SELECT credyt.create_api_key('b key', 'live')");
     let b_key_id = text(&mut sb, "SELECT id FROM credyt.api_keys");
-    let b_rows_before = text(
-        &mut sb,
-        "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
-    );
+    let b_rows_before = text(&mut sb, B_ROWS);
     let mut sa = a.session();
     text(&mut sa, "SELECT credyt.create_customer('Ann', 'a-ext')");
     let b_products: i64 =
@@ -87,7 +103,26 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "set_threshold", format!("SELECT credyt.set_threshold('{r}', 'USD', 1)"), "CY404");
         attack(&mut app, "set_auto_topup", format!("SELECT credyt.set_auto_topup('{r}', 'USD', 1, 5)"), "CY404");
         attack(&mut app, "update_customer", format!("SELECT credyt.update_customer('{r}', name => 'Eve')"), "CY404");
+        attack(&mut app, "record_outcome", format!("SELECT * FROM credyt.record_outcome('{r}', 'z6', 'won')"), "CY404");
+        attack(&mut app, "customer_stats", format!("SELECT * FROM credyt.customer_stats('{r}')"), "CY404");
     }
+    // B's seats and outcomes, by id
+    let seat_calls = [
+        ("set_seats", format!("SELECT credyt.set_seats('{b_seats}', 9)")),
+        ("assign_seat", format!("SELECT credyt.assign_seat('{b_seats}', 'eve')")),
+        ("unassign_seat", format!("SELECT credyt.unassign_seat('{b_seats}', 'b-user')")),
+        ("reverse_outcome", "SELECT credyt.reverse_outcome('b-out')".to_string()),
+    ];
+    for (name, sql) in seat_calls.clone() {
+        attack(&mut app, name, sql, "CY404");
+    }
+    // A's roll-up names A alone (1 / 0 when no row is B's: the division by zero is the proof)
+    attack(
+        &mut app,
+        "account_rollup",
+        format!("SELECT 1 / count(*)::int FROM credyt.account_rollup() WHERE account_id = '{}'", b.account),
+        "22012",
+    );
     attack(&mut app, "revoke_api_key", format!("SELECT credyt.revoke_api_key('{b_key_id}')"), "CY404");
     // authenticate() checks a key, but only a server role serves the key's account: B's
     // own key leaves a bound role where it was.
@@ -208,6 +243,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("subscribe", "SELECT credyt.subscribe('b-ext', 'b-prod')".into()),
         ("cancel_subscription", format!("SELECT credyt.cancel_subscription('{b_sub}')")),
         ("record_usage", "SELECT * FROM credyt.record_usage('b-ext', 'y3', 'chat')".into()),
+        ("record_outcome", "SELECT * FROM credyt.record_outcome('b-ext', 'y6', 'won')".into()),
+        ("customer_stats", "SELECT * FROM credyt.customer_stats('b-ext')".into()),
+        ("account_rollup", "SELECT * FROM credyt.account_rollup()".into()),
         ("authorize", "SELECT credyt.authorize('b-ext', 'y4', 'USD', 1)".into()),
         ("release", "SELECT credyt.release('b-hold')".into()),
         ("set_model_cost", "SELECT credyt.set_model_cost('v', 'm', 1, 1)".into()),
@@ -237,6 +275,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
     ]
     .into_iter()
     .chain(catalog_calls)
+    .chain(seat_calls)
     {
         attack(&mut app, name, sql, "CY403");
     }
@@ -262,6 +301,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "vendors",
         "stripe_connections",
         "auto_topups",
+        "subscription_charges",
+        "seats",
+        "outcomes",
     ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }
@@ -347,13 +389,10 @@ fn a_bound_role_cannot_reach_another_tenant() {
 
     // B is untouched.
     let mut sb = b.session();
-    let b_rows_after = text(
-        &mut sb,
-        "SELECT (SELECT count(*) FROM credyt.entry) || '/' || (SELECT count(*) FROM credyt.lot) || '/' || credyt.balance('b-ext')",
-    );
+    let b_rows_after = text(&mut sb, B_ROWS);
     assert_eq!(b_rows_before, b_rows_after);
     assert_eq!(text(&mut sb, "SELECT status FROM credyt.holds WHERE hold_id = 'b-hold'"), "active");
-    assert_eq!(text(&mut sb, "SELECT status FROM credyt.subscriptions"), "active");
+    assert_eq!(text(&mut sb, "SELECT string_agg(status, ',') FROM credyt.subscriptions"), "active,active");
     let b_products_after: i64 =
         admin.query_one("SELECT count(*) FROM credyt.product WHERE account_id = $1", &[&b.account]).unwrap().get(0);
     assert_eq!(b_products, b_products_after);
