@@ -2,7 +2,7 @@
 # Benchmarks, measured in one run and interleaved (this machine's fsync speed swings,
 # so only ratios taken side by side mean anything). Prints its setup beside every figure.
 #   CREDYT_BENCH_SECONDS (default 10) per round, CREDYT_BENCH_ROUNDS (default 3),
-#   CREDYT_BENCH_PARTS (default "ratios push batch balance growth"): which parts run,
+#   CREDYT_BENCH_PARTS (default "ratios push rules batch balance growth"): which parts run,
 #   CREDYT_BENCH_HISTORY (default 2000000): earlier usage events of the growth database.
 source "$(dirname "$0")/../scripts/lib.sh"
 SECONDS_PER_ROUND="${CREDYT_BENCH_SECONDS:-10}"
@@ -41,7 +41,7 @@ ratio_rows() { # label customers script... (each script's median TPS and its rat
             "${s%.sql}" "$label" "$CLIENTS" "$w" "$b" "$(awk -v w="$w" -v b="$b" 'BEGIN { print w / b }')"
     done
 }
-PARTS=" ${CREDYT_BENCH_PARTS:-ratios push batch balance growth} "
+PARTS=" ${CREDYT_BENCH_PARTS:-ratios push rules batch balance growth} "
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 if part ratios; then
@@ -62,6 +62,24 @@ for _ in $(seq "$ROUNDS"); do
 done
 printf 'usage, 1000 customers, %d clients: %.0f TPS with the balance push on, %.0f TPS with it off (the default)\n' \
     "$CLIENTS" "$(median </tmp/credyt-bench-on)" "$(median </tmp/credyt-bench-off)"
+fi
+
+# What usage rules cost (SPEC §9): the same charge of an event type under a usage
+# limit that never refuses and a free tier of 0 (both counted per event, every event
+# charged) against one without rules, rounds interleaved.
+if part rules; then
+psql_admin -d credyt_bench -q -c "SET credyt.account = '$ACCOUNT'" -c "SELECT credyt.create_product('ruled', 'Ruled', \
+    (SELECT jsonb_set(prices, '{0,usage_calculation,event_type}', '\"chat_ruled\"') FROM credyt.products WHERE code = 'chat'))" \
+    -c "SELECT count(credyt.subscribe('c' || i, 'ruled')) FROM generate_series(1, 1000) i" \
+    -c "SELECT credyt.set_usage_limit('chat_ruled', 1000000000, '1 month'), credyt.set_free_tier('chat_ruled', 0, 'month')" >/dev/null
+: >/tmp/credyt-bench-ruled; : >/tmp/credyt-bench-plain
+for _ in $(seq "$ROUNDS"); do
+    tps usage_ruled.sql "$CLIENTS" -D customers=1000 >>/tmp/credyt-bench-ruled
+    tps usage.sql "$CLIENTS" -D customers=1000 >>/tmp/credyt-bench-plain
+done
+ruled="$(median </tmp/credyt-bench-ruled)"; plain="$(median </tmp/credyt-bench-plain)"
+printf 'usage, 1000 customers, %d clients: %.0f TPS under a usage limit and a free tier, %.0f TPS without rules; ratio %.2f\n' \
+    "$CLIENTS" "$ruled" "$plain" "$(awk -v r="$ruled" -v p="$plain" 'BEGIN { print r / p }')"
 fi
 
 if part batch; then

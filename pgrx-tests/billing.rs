@@ -373,3 +373,129 @@ fn account_rollups_see_descendants_and_never_ancestors() {
     assert_eq!(rollup(), ["Sibling:-:0:0"]);
     assert_eq!(count(&format!("SELECT count(*) FROM credyt.account_rollup() WHERE account_id = '{parent}'")), 0);
 }
+
+#[allow(dead_code)]
+fn usage_status(customer: &str, event: &str, data: &str) -> String {
+    text(&format!(
+        "SELECT status || ' ' || charged FROM credyt.record_usage('{customer}', '{event}', 'chat', data => '{data}')"
+    ))
+}
+
+#[allow(dead_code)]
+fn chat_product(values: &str, usage: &str) {
+    Spi::run(&format!(
+        r#"SELECT credyt.create_product('chat', 'Chat', '[{{"type": "usage_based",
+            "usage_calculation": {{"event_type": "chat", {usage}}},
+            "pricing": [{{"asset": "USD", "values": [{values}]}}]}}]')"#
+    ))
+    .unwrap();
+}
+
+#[pg_test]
+fn free_tiers_most_specific_rule_wins_and_replays_count_nothing() {
+    fresh_account("Acme");
+    chat_product(r#"{"unit_price": 1, "min_amount": 1}"#, r#""usage_type": "unit""#);
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.create_customer('Bob', 'bob', cohort => 'pro'); \
+              SELECT credyt.create_customer('Vic', 'vic', cohort => 'pro')").unwrap();
+    for who in ["ann", "bob", "vic"] {
+        Spi::run(&format!("SELECT credyt.subscribe('{who}', 'chat', starts_at => now() - interval '1 hour')")).unwrap();
+    }
+    // one event before any rule: charged (and the lookups it caches must not outlive the rules)
+    assert_eq!(usage_status("ann", "a0", "{}"), "charged 1");
+    Spi::run("SELECT credyt.set_free_tier('chat', 3, 'day'); SELECT credyt.set_free_tier('chat', 5, 'day', cohort => 'pro'); \
+              SELECT credyt.set_free_tier('chat', 0, 'day', customer => 'vic')").unwrap();
+    let statuses = |who: &str, n: usize| -> Vec<String> { (0..n).map(|i| usage_status(who, &format!("{who}{}", i + 1), "{}")).collect() };
+    assert_eq!(statuses("ann", 4), ["free 0", "free 0", "free 0", "charged 1"]);
+    assert_eq!(statuses("bob", 6).iter().filter(|s| s.starts_with("free")).count(), 5);
+    assert_eq!(statuses("vic", 2), ["charged 1", "charged 1"]);
+    // a replay is the original, and uses no allowance
+    assert_eq!(text("SELECT duplicate || ' ' || status FROM credyt.record_usage('ann', 'ann1', 'chat')"), "true free");
+    assert_eq!(
+        text("SELECT quantity || ' ' || used || ' ' || remaining FROM credyt.free_tier_usage('ann', 'chat')"),
+        "3 4 0"
+    );
+    assert_eq!(text("SELECT quantity || ' ' || remaining FROM credyt.free_tier_usage('bob', 'chat')"), "5 0");
+    // removing the customer's rule: Vic falls back to the cohort's
+    Spi::run("SELECT credyt.set_free_tier('chat', NULL, NULL, customer => 'vic')").unwrap();
+    assert_eq!(usage_status("vic", "vic9", "{}"), "free 0");
+    assert_eq!(count("SELECT count(*) FROM credyt.usage_rules"), 2);
+    // the batch form applies the rules too
+    assert_eq!(
+        text(r#"SELECT string_agg(status, ',') FROM credyt.record_usage('[{"customer": "vic", "event_id": "b1", "event_type": "chat"},
+                 {"customer": "vic", "event_id": "b2", "event_type": "chat"}]'::jsonb)"#),
+        "free,free"
+    );
+    assert_eq!(balance("ann"), "-2");
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn a_volume_free_tier_charges_only_the_part_beyond_it() {
+    fresh_account("Acme");
+    chat_product(r#"{"volume_rate": 0.01}"#, r#""usage_type": "volume", "volume_field": "tokens""#);
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.subscribe('ann', 'chat', starts_at => now() - interval '1 hour')").unwrap();
+    Spi::run("SELECT credyt.set_free_tier('chat', 1000, 'month')").unwrap();
+    assert_eq!(usage_status("ann", "e1", r#"{"tokens": 600}"#), "free 0");
+    assert_eq!(usage_status("ann", "e2", r#"{"tokens": 600}"#), "charged 2"); // 200 beyond the 1000
+    assert_eq!(usage_status("ann", "e3", r#"{"tokens": 100}"#), "charged 1");
+    assert_eq!(text("SELECT used || ' ' || remaining FROM credyt.free_tier_usage('ann', 'chat')"), "1300 0");
+    assert_eq!(balance("ann"), "-3");
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn usage_limits_refuse_without_recording_and_alert_once() {
+    fresh_account("Acme");
+    chat_product(r#"{"unit_price": 1}"#, r#""usage_type": "unit""#);
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.subscribe('ann', 'chat', starts_at => now() - interval '1 hour')").unwrap();
+    Spi::run("SELECT credyt.set_usage_limit('chat', 3, '1 hour'); SELECT credyt.set_free_tier('chat', 1, 'day')").unwrap();
+    let got: Vec<String> = (1..=5).map(|i| usage_status("ann", &format!("e{i}"), "{}")).collect();
+    assert_eq!(got, ["free 0", "charged 1", "charged 1", "limited 0", "limited 0"]);
+    assert_eq!(count("SELECT count(*) FROM credyt.usage"), 3, "limited events are not recorded");
+    assert_eq!(count("SELECT count(*) FROM credyt.event WHERE event_type = 'usage.limit_exceeded'"), 1);
+    assert_eq!(
+        text("SELECT data->>'max_events' || ' ' || (data->>'event_id') FROM credyt.event WHERE event_type = 'usage.limit_exceeded'"),
+        "3 e4"
+    );
+    // a replay of a recorded event is its original, limit or not
+    assert_eq!(text("SELECT duplicate || ' ' || status FROM credyt.record_usage('ann', 'e2', 'chat')"), "true charged");
+    // the batch form too
+    assert_eq!(
+        text(r#"SELECT string_agg(status, ',') FROM credyt.record_usage('[{"customer": "ann", "event_id": "b1", "event_type": "chat"}]'::jsonb)"#),
+        "limited"
+    );
+    Spi::run("SET LOCAL credyt.usage_limit_error = on").unwrap();
+    assert_eq!(sqlstate_of("SELECT * FROM credyt.record_usage('ann', 'e9', 'chat')").as_deref(), Some("CY429"));
+    Spi::run("SET LOCAL credyt.usage_limit_error = off").unwrap();
+    // another customer has a window of its own; a higher limit lets more through
+    Spi::run("SELECT credyt.set_usage_limit('chat', 4, '1 hour')").unwrap();
+    assert_eq!(usage_status("ann", "e6", "{}"), "charged 1");
+    assert_eq!(balance("ann"), "-3");
+    // the clock forgets counters of windows long over
+    assert_eq!(count("SELECT (credyt.tick(now() + interval '40 days') ->> 'counters_pruned')::bigint"), 2);
+    assert_eq!(count("SELECT count(*) FROM credyt.usage_counter"), 0);
+    assert_ledger_ok();
+}
+
+#[pg_test]
+fn usage_rules_reject_bad_input_and_write_nothing() {
+    fresh_account("Acme");
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann')").unwrap();
+    for (sql, code) in [
+        ("credyt.set_free_tier('chat', 10, 'hour')", "CY400"),
+        ("credyt.set_free_tier('chat', -1, 'day')", "CY400"),
+        ("credyt.set_free_tier('chat', 10, NULL)", "CY400"),
+        ("credyt.set_free_tier('', 10, 'day')", "CY400"),
+        ("credyt.set_free_tier('chat', 10, 'day', customer => 'ann', cohort => 'pro')", "CY400"),
+        ("credyt.set_free_tier('chat', 10, 'day', customer => 'nobody')", "CY404"),
+        ("credyt.set_usage_limit('chat', 10, '1 month 2 days')", "CY400"),
+        ("credyt.set_usage_limit('chat', 10, '0 seconds')", "CY400"),
+        ("credyt.set_usage_limit('chat', 10, '2 years')", "CY400"),
+        ("credyt.set_usage_limit('chat', -1, '1 hour')", "CY400"),
+        ("credyt.set_usage_limit('chat', 10, NULL)", "CY400"),
+    ] {
+        assert_eq!(sqlstate_of(&format!("SELECT {sql}")).as_deref(), Some(code), "{sql}");
+    }
+    assert_eq!(count("SELECT count(*) FROM credyt.usage_rule"), 0);
+    assert_eq!(count("SELECT count(*) FROM credyt.free_tier_usage('ann', 'chat')"), 0);
+}

@@ -164,7 +164,9 @@ fn credyts_price_form_and_simulated_fees() {
     let fees = text(r#"SELECT credyt.simulate_usage('chat', 1, '[{"event_id": "a", "event_type": "chat", "data": {"model": "gpt-4o", "output_tokens": 2000}},
                                                            {"event_id": "b", "event_type": "chat", "data": {"model": "other", "output_tokens": 1000}},
                                                            {"event_id": "c", "event_type": "image"}]')::text"#);
-    let fees: serde_json::Value = serde_json::from_str(&fees).unwrap();
+    let out: serde_json::Value = serde_json::from_str(&fees).unwrap();
+    assert_eq!(out["warnings"], serde_json::json!(["event c: no price of version 1 charges a image event with this data"]));
+    let fees = &out["fees"];
     let amounts: Vec<(String, String)> = fees
         .as_array()
         .unwrap()

@@ -36,6 +36,7 @@ BEGIN
                        'FOR EACH ROW EXECUTE FUNCTION credyt._catalog_changed()', t || '_changed', t);
     END LOOP;
 END $$;
--- Customers: only a changed external id changes what a reference resolves to.
-CREATE TRIGGER customer_changed AFTER UPDATE OF external_id OR DELETE ON credyt.customer
+-- Customers: only a changed external id changes what a reference resolves to, and a
+-- changed cohort which usage rules apply.
+CREATE TRIGGER customer_changed AFTER UPDATE OF external_id, cohort OR DELETE ON credyt.customer
     FOR EACH ROW EXECUTE FUNCTION credyt._catalog_changed();

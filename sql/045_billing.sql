@@ -109,3 +109,44 @@ SELECT outcome_key AS outcome_id, customer_id, outcome_type, value, data, status
        occurred_at, settles_at, reversed_at, reversal_reason, reversal_txn_id AS reversal_transaction_id,
        account_id, recorded_at
 FROM credyt.outcome;
+
+-- Free tiers and usage limits (set_free_tier, set_usage_limit): one rule per kind,
+-- event type and scope (a customer, a cohort, or the account: both NULL). The most
+-- specific applies. A change sets the account's catalog generation (charges cache
+-- the rules they read).
+CREATE TABLE credyt.usage_rule (
+    account_id  text NOT NULL REFERENCES credyt.account (id),
+    kind        text NOT NULL CHECK (kind IN ('free_tier', 'limit')),
+    event_type  text NOT NULL,
+    customer_id text REFERENCES credyt.customer (id),
+    cohort      text,
+    quantity    numeric NOT NULL CHECK (quantity >= 0),   -- the allowance, or max_events
+    per         text NOT NULL,                              -- day|week|month, or the limit's interval as text
+    per_months  int NOT NULL DEFAULT 0,                     -- the window: whole months,
+    per_micros  bigint NOT NULL DEFAULT 0,                  -- or a fixed length (week: -1)
+    updated_at  timestamptz NOT NULL DEFAULT now(),
+    CHECK (customer_id IS NULL OR cohort IS NULL)
+);
+CREATE UNIQUE INDEX usage_rule_scope ON credyt.usage_rule
+    (account_id, kind, event_type, coalesce(customer_id, ''), coalesce(cohort, ''));
+CREATE TRIGGER usage_rule_changed AFTER INSERT OR UPDATE OR DELETE ON credyt.usage_rule
+    FOR EACH ROW EXECUTE FUNCTION credyt._catalog_changed();
+
+-- What a customer has used of a rule in one window: a row per customer, so that no
+-- row shared by customers is updated per event. alerted: the window's
+-- usage.limit_exceeded has been written.
+CREATE TABLE credyt.usage_counter (
+    account_id   text NOT NULL,
+    customer_id  text NOT NULL REFERENCES credyt.customer (id),
+    kind         text NOT NULL,
+    event_type   text NOT NULL,
+    window_start timestamptz NOT NULL,
+    window_end   timestamptz NOT NULL,
+    used         numeric NOT NULL,
+    alerted      boolean NOT NULL DEFAULT false,
+    PRIMARY KEY (customer_id, kind, event_type, window_start)
+);
+CREATE INDEX usage_counter_end ON credyt.usage_counter (account_id, window_end);
+
+CREATE VIEW credyt.usage_rules WITH (security_invoker = true) AS
+SELECT kind, event_type, customer_id, cohort, quantity, per, account_id, updated_at FROM credyt.usage_rule;

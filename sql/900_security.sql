@@ -20,7 +20,7 @@ BEGIN
     FOREACH t IN ARRAY ARRAY['api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'asset_rate', 'vendor', 'product',
                               'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                               'webhook', 'delivery', 'stripe_connection', 'stripe_event', 'stripe_customer', 'portal_grant',
-                              'subscription_fee', 'subscription_charge', 'seat_assignment', 'outcome'] LOOP
+                              'subscription_fee', 'subscription_charge', 'seat_assignment', 'outcome', 'usage_rule', 'usage_counter'] LOOP
         EXECUTE format('ALTER TABLE credyt.%I ENABLE ROW LEVEL SECURITY', t);
         EXECUTE format('ALTER TABLE credyt.%I FORCE ROW LEVEL SECURITY', t);
         EXECUTE format('CREATE POLICY tenant ON credyt.%I USING (account_id = (SELECT credyt.current_account()))', t);
@@ -95,7 +95,8 @@ BEGIN
     END LOOP;
     EXECUTE format('GRANT SELECT ON credyt.customer, credyt.lot, credyt.entry, credyt.asset, credyt.asset_rate, credyt.vendor, credyt.product, '
                    'credyt.product_version, credyt.subscription, credyt.usage_event, credyt.hold, credyt.event, credyt.credit_grant, credyt.topup, credyt.delivery, '
-                   'credyt.subscription_fee, credyt.subscription_charge, credyt.seat_assignment, credyt.outcome TO %I', role);
+                   'credyt.subscription_fee, credyt.subscription_charge, credyt.seat_assignment, credyt.outcome, '
+                   'credyt.usage_rule, credyt.usage_counter TO %I', role);
     EXECUTE format('GRANT SELECT (account_id, customer_id, name, asset, topup_enabled, topup_threshold, topup_amount, '
                    'pending_topup) ON credyt.wallet_account TO %I', role);
     -- (stripe_connection: only its hint, through credyt.stripe_connections; never the keys)
@@ -179,7 +180,7 @@ BEGIN
                              'asset', 'asset_rate', 'vendor', 'product', 'product_version', 'price', 'subscription',
                              'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                              'webhook', 'delivery', 'stripe_connection', 'stripe_event', 'stripe_customer', 'portal_grant',
-                             'subscription_fee', 'subscription_charge', 'seat_assignment', 'outcome'] LOOP
+                             'subscription_fee', 'subscription_charge', 'seat_assignment', 'outcome', 'usage_rule', 'usage_counter'] LOOP
         PERFORM pg_catalog.pg_extension_config_dump(('credyt.' || t)::regclass, '');
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');

@@ -69,6 +69,23 @@ fn expire_holds(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTi
     Ok(n)
 }
 
+/// Deletes the usage counters (free tiers, limits) of windows that ended more than 35
+/// days before `now`: an event that late is not expected, and one would start its
+/// window afresh. At most 10,000 per account per tick.
+fn prune_counters(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
+    Ok(one::<i64>(
+        c,
+        "WITH gone AS (DELETE FROM credyt.usage_counter u USING ( \
+           SELECT x.customer_id, x.kind, x.event_type, x.window_start FROM unnest($1::text[]) AS a(id) \
+           CROSS JOIN LATERAL (SELECT customer_id, kind, event_type, window_start FROM credyt.usage_counter \
+             WHERE account_id = a.id AND window_end < $2 - interval '35 days' LIMIT 10000) x) d \
+         WHERE (u.customer_id, u.kind, u.event_type, u.window_start) = (d.customer_id, d.kind, d.event_type, d.window_start) \
+         RETURNING 1) SELECT count(*) FROM gone",
+        &[accounts.to_vec().into(), now.into()],
+    )?
+    .unwrap_or(0))
+}
+
 #[pg_extern]
 #[search_path(@extschema@, pg_temp)]
 fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
@@ -85,11 +102,13 @@ fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
             let grants_issued = crate::credits::issue_recurring(c, &accounts, now)?;
             let holds_expired = expire_holds(c, &accounts, now)?;
             let fees_charged = crate::billing::charge_recurring(c, &accounts, now)?;
+            let counters_pruned = prune_counters(c, &accounts, now)?;
             Ok(JsonB(json!({
                 "lots_expired": lots_expired,
                 "grants_issued": grants_issued,
                 "holds_expired": holds_expired,
                 "fees_charged": fees_charged,
+                "counters_pruned": counters_pruned,
                 "events_pruned": events_pruned,
             })))
         })

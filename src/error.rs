@@ -28,6 +28,8 @@ pub enum Code {
     Conflict,
     /// too late (hold expired, settlement window closed)
     Gone,
+    /// a usage limit refused the event (credyt.usage_limit_error = on)
+    TooManyRequests,
     /// not a domain error: a bug
     Internal,
 }
@@ -42,6 +44,7 @@ impl Code {
             Code::InsufficientFunds => "CY402",
             Code::Conflict => "CY409",
             Code::Gone => "CY410",
+            Code::TooManyRequests => "CY429",
             Code::Internal => "XX000",
         }
     }

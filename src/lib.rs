@@ -55,6 +55,7 @@ pub extern "C-unwind" fn _PG_init() {
     credits::init_gucs();
     webhooks::init_gucs();
     portal::init_gucs();
+    usage::init_gucs();
 }
 
 /// In-database tests, one file per domain, compiled only for `cargo pgrx test`.

@@ -166,21 +166,22 @@ impl Recurrence {
     }
 }
 
-/// The part of a period's fee for the time left in it: `amount × left / length`,
-/// rounded half-even to the fee scale. `left` is clamped to [0, length].
-pub fn prorate(amount: Decimal, left_micros: i64, length_micros: i64) -> Decimal {
-    if length_micros <= 0 || left_micros <= 0 {
+/// The part of a period's fee for the time left in it: `amount × left / length` (in
+/// any one unit: the charge path passes whole seconds), rounded half-even to the fee
+/// scale. `left` is clamped to [0, length].
+pub fn prorate(amount: Decimal, left: i64, length: i64) -> Decimal {
+    if length <= 0 || left <= 0 {
         return Decimal::ZERO;
     }
-    let left = left_micros.min(length_micros);
-    if left == length_micros {
+    let left = left.min(length);
+    if left == length {
         return round_fee(amount);
     }
     // amount × left can exceed Decimal's 96 bits only for absurd amounts: fall back to
     // dividing first (still exact to the fee scale for any amount a balance can hold).
     match amount.checked_mul(Decimal::from(left)) {
-        Some(p) => round_fee(p / Decimal::from(length_micros)),
-        None => round_fee(amount * (Decimal::from(left) / Decimal::from(length_micros))),
+        Some(p) => round_fee(p / Decimal::from(length)),
+        None => round_fee(amount * (Decimal::from(left) / Decimal::from(length))),
     }
 }
 
@@ -205,6 +206,75 @@ pub fn outcome_fee(
         fee = fee.min(max);
     }
     round_fee(fee.max(Decimal::ZERO))
+}
+
+/// The windows usage rules count in (free tiers, usage limits), on the UTC calendar.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Window {
+    /// whole calendar months, `n` at a time, counted from January 2000
+    Months(u32),
+    /// weeks from Monday 00:00 UTC
+    Week,
+    /// a fixed length (microseconds), counted from 2000-01-01 00:00 UTC
+    Fixed(i64),
+}
+
+/// 2000-01-03, the first Monday after the Postgres epoch, in microseconds.
+const FIRST_MONDAY: i64 = 2 * MICROS_PER_DAY;
+
+impl Window {
+    /// A free tier's `per`: day, week or month (calendar periods in UTC).
+    pub fn per(s: &str) -> Option<Window> {
+        match s {
+            "day" => Some(Window::Fixed(MICROS_PER_DAY)),
+            "week" => Some(Window::Week),
+            "month" => Some(Window::Months(1)),
+            _ => None,
+        }
+    }
+
+    /// A usage limit's `per` interval: whole months, or days and time (not both), from
+    /// one second to one year.
+    pub fn of_interval(months: i64, days: i64, micros: i64) -> Result<Window, &'static str> {
+        if months < 0 || days < 0 || micros < 0 {
+            return Err("must not be negative");
+        }
+        match (months, days.saturating_mul(MICROS_PER_DAY).saturating_add(micros)) {
+            (0, len) if len < 1_000_000 => Err("must be at least one second"),
+            (0, len) if len > 366 * MICROS_PER_DAY => Err("must be at most one year"),
+            (0, len) => Ok(Window::Fixed(len)),
+            (m, 0) if m <= 12 => Ok(Window::Months(m as u32)),
+            (_, 0) => Err("must be at most one year"),
+            _ => Err("must be whole months, or days and time, not both"),
+        }
+    }
+
+    /// [start, end) of the window that contains `t`.
+    pub fn bounds(&self, t: i64) -> (i64, i64) {
+        match *self {
+            Window::Fixed(len) => {
+                let start = t.div_euclid(len) * len;
+                (start, start + len)
+            }
+            Window::Week => {
+                let len = 7 * MICROS_PER_DAY;
+                let start = FIRST_MONDAY + (t - FIRST_MONDAY).div_euclid(len) * len;
+                (start, start + len)
+            }
+            Window::Months(n) => {
+                let days = t.div_euclid(MICROS_PER_DAY);
+                let (y, m, _) = civil_from_days(days + EPOCH_DAYS);
+                let since = (y - 2000) * 12 + (m as i64 - 1);
+                let first = since.div_euclid(n as i64) * n as i64;
+                (add_months(0, first), add_months(0, first + n as i64))
+            }
+        }
+    }
+}
+
+/// The part of `quantity` that an allowance still covers when `used` of it is gone.
+pub fn free_part(allowance: Decimal, used: Decimal, quantity: Decimal) -> Decimal {
+    (allowance - used).max(Decimal::ZERO).min(quantity.max(Decimal::ZERO))
 }
 
 #[cfg(test)]
@@ -248,6 +318,69 @@ mod tests {
         let fortnight = Recurrence::new(Unit::Week, 2).unwrap();
         assert_eq!(fortnight.start(at(2026, 12, 25, 0), 1), at(2027, 1, 8, 0));
         assert_eq!(Recurrence::new(Unit::Day, 1).unwrap().start(at(2026, 3, 28, 12), 2), at(2026, 3, 30, 12));
+    }
+
+    #[test]
+    fn windows_on_the_utc_calendar() {
+        let t = at(2027, 3, 17, 15) + 123;
+        assert_eq!(Window::per("day").unwrap().bounds(t), (at(2027, 3, 17, 0), at(2027, 3, 18, 0)));
+        // 2027-03-17 is a Wednesday: its week is Monday the 15th to Monday the 22nd
+        assert_eq!(Window::per("week").unwrap().bounds(t), (at(2027, 3, 15, 0), at(2027, 3, 22, 0)));
+        assert_eq!(Window::per("month").unwrap().bounds(t), (at(2027, 3, 1, 0), at(2027, 4, 1, 0)));
+        assert_eq!(Window::per("month").unwrap().bounds(at(2028, 2, 29, 23)), (at(2028, 2, 1, 0), at(2028, 3, 1, 0)));
+        assert_eq!(Window::of_interval(3, 0, 0).unwrap().bounds(t), (at(2027, 1, 1, 0), at(2027, 4, 1, 0)));
+        assert_eq!(
+            Window::of_interval(0, 0, 3_600_000_000).unwrap().bounds(t),
+            (at(2027, 3, 17, 15), at(2027, 3, 17, 16))
+        );
+        assert!(Window::per("hour").is_none());
+        assert!(Window::of_interval(1, 1, 0).is_err());
+        assert!(Window::of_interval(0, 0, 999_999).is_err());
+        assert!(Window::of_interval(13, 0, 0).is_err());
+        assert!(Window::of_interval(0, 400, 0).is_err());
+        assert!(Window::of_interval(0, -1, 0).is_err());
+    }
+
+    #[test]
+    fn windows_cover_every_instant_property() {
+        let mut rng = XorShift(7);
+        let windows = [
+            Window::per("day").unwrap(),
+            Window::Week,
+            Window::Months(1),
+            Window::Months(5),
+            Window::Fixed(90_000_000),
+        ];
+        for _ in 0..5_000 {
+            let w = windows[rng.below(windows.len() as u64) as usize];
+            let t = (rng.below(80 * 366 * MICROS_PER_DAY as u64) as i64) - 10 * 366 * MICROS_PER_DAY;
+            let (s, e) = w.bounds(t);
+            assert!(s <= t && t < e, "{w:?} {t}");
+            // the next window starts where this one ends
+            assert_eq!(w.bounds(e).0, e, "{w:?} {t}");
+            assert_eq!(w.bounds(s), (s, e));
+        }
+    }
+
+    #[test]
+    fn allowances() {
+        assert_eq!(free_part(dec("100"), dec("0"), dec("1")), dec("1"));
+        assert_eq!(free_part(dec("100"), dec("99.5"), dec("2")), dec("0.5"));
+        assert_eq!(free_part(dec("100"), dec("100"), dec("1")), dec("0"));
+        assert_eq!(free_part(dec("100"), dec("250"), dec("1")), dec("0"));
+        assert_eq!(free_part(dec("0"), dec("0"), dec("3")), dec("0"));
+        // in any order of events, what is free adds up to the allowance at most
+        let mut rng = XorShift(11);
+        for _ in 0..1_000 {
+            let allowance = Decimal::from(rng.below(500));
+            let (mut used, mut free) = (Decimal::ZERO, Decimal::ZERO);
+            for _ in 0..50 {
+                let q = Decimal::new(rng.below(10_000) as i64, 2);
+                free += free_part(allowance, used, q);
+                used += q;
+            }
+            assert_eq!(free, allowance.min(used));
+        }
     }
 
     #[test]
@@ -315,6 +448,26 @@ mod tests {
             assert!((pa + pb - amount).abs() <= dec("0.000000000001"), "{amount} {a} {len}");
             // more time left never costs less
             assert!(prorate(amount, (a + 1).min(len), len) >= pa);
+        }
+    }
+
+    #[test]
+    fn outcome_fees_property() {
+        let mut rng = XorShift(99);
+        for _ in 0..5_000 {
+            let unit = (rng.below(2) == 0).then(|| Decimal::new(rng.below(1_000) as i64, 2));
+            let pct = (rng.below(2) == 0).then(|| Decimal::new(rng.below(10_001) as i64, 2)); // 0 .. 100
+            let value = Decimal::new(rng.below(1_000_000) as i64, 2);
+            let min = (rng.below(3) == 0).then(|| Decimal::new(rng.below(500) as i64, 2));
+            let max = (rng.below(3) == 0).then(|| min.unwrap_or_default() + Decimal::new(rng.below(5_000) as i64, 2));
+            let fee = outcome_fee(unit, pct, Some(value), min, max);
+            assert!(fee >= Decimal::ZERO);
+            assert!(min.is_none_or(|m| fee >= m) && max.is_none_or(|m| fee <= m), "{fee} {min:?} {max:?}");
+            // never more than the unit price and the whole value, unless a minimum says so
+            let ceiling = unit.unwrap_or_default() + pct.map_or(Decimal::ZERO, |_| value);
+            assert!(fee <= ceiling.max(min.unwrap_or_default()));
+            // a larger value never costs less
+            assert!(outcome_fee(unit, pct, Some(value + Decimal::ONE), min, max) >= fee);
         }
     }
 

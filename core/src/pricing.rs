@@ -163,8 +163,12 @@ fn billing_model(o: &Map<String, Value>, path: &str, one_time_allowed: bool) -> 
     }
     let rec_path = format!("{bm_path}.recurring");
     let rec = object(bm.get("recurring").unwrap_or(&Value::Null), &rec_path)?;
-    let Some(unit) = rec.get("interval").and_then(Value::as_str).and_then(Unit::parse) else {
-        return err(&format!("{rec_path}.interval"), "must be one of day, week, month, year");
+    let interval_path = format!("{rec_path}.interval");
+    let Some((unit, times)) = rec.get("interval").and_then(Value::as_str).and_then(interval_unit) else {
+        return err(
+            &interval_path,
+            "must be one of day, week, month, year, or a period of whole days, weeks, months or years (P1M, '3 months')",
+        );
     };
     let count = match rec.get("interval_count") {
         None | Some(Value::Null) => 1,
@@ -173,7 +177,26 @@ fn billing_model(o: &Map<String, Value>, path: &str, one_time_allowed: bool) -> 
             None => return err(&format!("{rec_path}.interval_count"), "must be a whole number"),
         },
     };
-    Recurrence::new(unit, count).map(Some).or_else(|why| err(&format!("{rec_path}.interval_count"), why))
+    Recurrence::new(unit, count.saturating_mul(times)).map(Some).or_else(|why| {
+        let field = if times == 1 { format!("{rec_path}.interval_count") } else { interval_path.clone() };
+        err(&field, why)
+    })
+}
+
+/// A billing interval: a unit (Credyt's day|week|month|year) or a period through the
+/// one parser of periods (`P1M`, `P2W`, `'3 months'`), as (unit, how many of it).
+fn interval_unit(s: &str) -> Option<(Unit, i64)> {
+    if let Some(u) = Unit::parse(s) {
+        return Some((u, 1));
+    }
+    let p = crate::period::parse(s).ok()?;
+    match (p.months, p.days, p.micros) {
+        (m, 0, 0) if m > 0 && m % 12 == 0 => Some((Unit::Year, m / 12)),
+        (m, 0, 0) if m > 0 => Some((Unit::Month, m)),
+        (0, d, 0) if d > 0 && d % 7 == 0 => Some((Unit::Week, d / 7)),
+        (0, d, 0) if d > 0 => Some((Unit::Day, d)),
+        _ => None,
+    }
 }
 
 /// A required, non-empty JSON array.
@@ -722,6 +745,14 @@ pub fn value_fee(usage_type: UsageType, v: &PriceValue, volume: Option<Decimal>)
 /// The fees a usage price charges for one event: one per pricing entry whose value
 /// table has a row for the event's dimensions.
 pub fn usage_fees(price: &Price, data: &Value) -> Result<Vec<Fee>, FeeError> {
+    usage_fees_after(price, data, Decimal::ZERO)
+}
+
+/// usage_fees() once a free tier has covered `free` of the event, in the price's
+/// terms (an event for a unit price, volume otherwise): a wholly free event pays
+/// nothing (not even a min_amount); a partly free one pays for the rest of its volume
+/// (and its unit price).
+pub fn usage_fees_after(price: &Price, data: &Value, free: Decimal) -> Result<Vec<Fee>, FeeError> {
     let PriceKind::Usage { usage_type, volume_field, .. } = &price.kind else {
         return Ok(Vec::new());
     };
@@ -734,7 +765,14 @@ pub fn usage_fees(price: &Price, data: &Value) -> Result<Vec<Fee>, FeeError> {
                 volume = Some(volume_of(data, f)?);
             }
         }
-        fees.push(Fee { asset: p.asset.clone(), amount: value_fee(*usage_type, v, volume), volume });
+        let billable = volume.map(|x| (x - free).max(Decimal::ZERO));
+        let wholly_free = free > Decimal::ZERO
+            && match (usage_type, billable) {
+                (UsageType::Unit, _) | (_, None) => free >= Decimal::ONE,
+                (_, Some(b)) => b.is_zero(),
+            };
+        let amount = if wholly_free { Decimal::ZERO } else { value_fee(*usage_type, v, billable) };
+        fees.push(Fee { asset: p.asset.clone(), amount, volume });
     }
     Ok(fees)
 }
@@ -912,7 +950,7 @@ mod tests {
         assert_eq!(
             bad(json!({"type": "fixed", "billing_model": {"type": "recurring", "recurring": {"interval": "hour"}},
                        "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]})),
-            "prices[0].billing_model.recurring.interval must be one of day, week, month, year"
+            "prices[0].billing_model.recurring.interval must be one of day, week, month, year, or a period of whole days, weeks, months or years (P1M, '3 months')"
         );
         assert_eq!(
             bad(json!({"type": "outcome", "outcome_type": "resolved", "settlement_window": "weekly",
@@ -931,6 +969,29 @@ mod tests {
     }
 
     #[test]
+    fn free_tiers_take_off_events_or_volume() {
+        let unit = price(json!({"type": "usage_based", "usage_calculation": {"event_type": "e", "usage_type": "unit"},
+                                "pricing": [{"asset": "USD", "values": [{"unit_price": 2, "min_amount": 1}]}]}));
+        let amounts = |p: &Price, data: Value, free: &str| -> Vec<String> {
+            usage_fees_after(p, &data, Decimal::from_str(free).unwrap())
+                .unwrap()
+                .iter()
+                .map(|f| f.amount.normalize().to_string())
+                .collect()
+        };
+        assert_eq!(amounts(&unit, json!({}), "0"), ["2"]);
+        assert_eq!(amounts(&unit, json!({}), "1"), ["0"], "wholly free: no min_amount");
+        let vol = price(json!({"type": "usage_based",
+            "usage_calculation": {"event_type": "e", "usage_type": "unit_and_volume", "volume_field": "tokens"},
+            "pricing": [{"asset": "USD", "values": [{"unit_price": 0.5, "volume_rate": 0.01}]}]}));
+        assert_eq!(amounts(&vol, json!({"tokens": 100}), "0"), ["1.5"]);
+        assert_eq!(amounts(&vol, json!({"tokens": 100}), "40"), ["1.1"], "60 billable and the unit price");
+        assert_eq!(amounts(&vol, json!({"tokens": 100}), "100"), ["0"]);
+        // a zero volume with nothing free is priced as before
+        assert_eq!(amounts(&vol, json!({"tokens": 0}), "0"), ["0.5"]);
+    }
+
+    #[test]
     fn other_price_types_parse() {
         let f =
             price(json!({"type": "seat", "billing_model": {"type": "recurring", "recurring": {"interval": "month"}},
@@ -943,6 +1004,23 @@ mod tests {
         let once = price(json!({"type": "fixed", "billing_model": {"type": "one_time"},
                                 "pricing": [{"asset": "USD", "values": [{"unit_price": 99}]}]}));
         assert_eq!(once.kind, PriceKind::Fixed { recurring: None });
+        // a period through the one parser: ISO 8601 or interval text
+        for (interval, unit, count) in [
+            ("P1M", Unit::Month, 1),
+            ("P3M", Unit::Month, 3),
+            ("P1Y", Unit::Year, 1),
+            ("P2W", Unit::Week, 2),
+            ("P10D", Unit::Day, 10),
+            ("3 months", Unit::Month, 3),
+            ("1 year", Unit::Year, 1),
+            ("14 days", Unit::Week, 2),
+        ] {
+            let p = price(
+                json!({"type": "fixed", "billing_model": {"type": "recurring", "recurring": {"interval": interval}},
+                                 "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}),
+            );
+            assert_eq!(p.kind, PriceKind::Fixed { recurring: Some(Recurrence { unit, count }) }, "{interval}");
+        }
         let bad = |v: Value| parse_prices(&json!([v])).unwrap_err().to_string();
         assert_eq!(
             bad(json!({"type": "seat", "billing_model": {"type": "one_time"},

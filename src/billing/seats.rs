@@ -40,7 +40,9 @@ fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
             continue;
         }
         let added = qty - fee.billed_quantity;
-        let amount = prorate(fee.unit_price * Decimal::from(added), end - now, end - start);
+        // by the whole seconds left in the period
+        let (left, length) = ((end - now) / 1_000_000, (end - start) / 1_000_000);
+        let amount = prorate(fee.unit_price * Decimal::from(added), left, length);
         let seq = one::<i32>(
             c,
             "SELECT coalesce(max(seq), 0) + 1 FROM credyt.subscription_charge \

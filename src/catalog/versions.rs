@@ -126,8 +126,9 @@ fn archive_product(product: Option<String>) {
 }
 
 /// The fees `events` (`[{event_id, event_type, data}]`, at most 1,000) would be
-/// charged by a version of a product (drafts too): one JSON object per fee, in event
-/// order, with the price and the value row that produced it. Writes nothing.
+/// charged by a version of a product (drafts too): `{fees, warnings}`, one JSON object
+/// per fee in event order with the price and the value row that produced it, and a
+/// warning for each event that no price charges. Writes nothing.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
 fn simulate_usage(product: Option<String>, version: Option<i32>, events: Option<crate::json::Json>) -> JsonB {
@@ -151,11 +152,20 @@ fn simulate_usage(product: Option<String>, version: Option<i32>, events: Option<
             .ok_or_else(|| CyError::not_found(format!("product {} has no version {version}", p.id)))?
             .0;
             let parsed = parse_prices(&prices).map_err(|e| CyError::internal(format!("stored prices invalid: {e}")))?;
-            let mut fees = Vec::new();
+            let (mut fees, mut warnings) = (Vec::new(), Vec::new());
             for (i, e) in events.iter().enumerate() {
-                fees.extend(event_fees(&p.id, version, &prices, &parsed, i, e)?);
+                let found = event_fees(&p.id, version, &prices, &parsed, i, e)?;
+                if found.is_empty() {
+                    let (id, kind) = (&e["event_id"], &e["event_type"]);
+                    warnings.push(Value::String(format!(
+                        "event {}: no price of version {version} charges a {} event with this data",
+                        id.as_str().unwrap_or_default(),
+                        kind.as_str().unwrap_or_default()
+                    )));
+                }
+                fees.extend(found);
             }
-            Ok(JsonB(Value::Array(fees)))
+            Ok(JsonB(json!({"fees": fees, "warnings": warnings})))
         })
     })
 }

@@ -22,19 +22,58 @@ pub(super) enum Fast {
 /// Records one event: the fast path, with the general one for its exceptions.
 pub fn record_one(c: &mut SpiClient<'_>, mut ev: Event) -> Result<Outcome> {
     let now = pgrx::datetime::now().into_inner();
+    // What the usage rules counted for the event (once, whatever the retries).
+    let mut applied: Option<Applied> = None;
     // Each retry follows a catalog change that committed during this call.
     for _ in 0..3 {
         let (account, scope_gen) = crate::scope::scope_cached(c)?;
         let mut l = Cached::new(&account);
-        let p = prepare(c, &mut l, ev, now)?;
+        let mut p = prepare(c, &mut l, ev, now)?;
+        if applied.is_none() {
+            let rules = l.rules(c, &p.customer, &p.ev.event_type)?;
+            let a = apply(c, &account, &rules, &p, now)?;
+            if a.limited {
+                // (refused under cached rules: refused only if they are the rules now)
+                let now_rules = Direct { account: &account }.rules(c, &p.customer, &p.ev.event_type)?;
+                if *now_rules == *rules {
+                    return refuse(c, &account, p, &a);
+                }
+                forget_rules(&p.customer);
+                ev = p.ev;
+                continue;
+            }
+            applied = Some(a);
+        }
+        let free = applied.as_ref().map_or(Decimal::ZERO, |a| a.free);
+        if free > Decimal::ZERO {
+            p = prepare_after(c, &mut l, p.ev, now, free)?;
+        }
         ev = match fast(c, &account, p, &l, scope_gen)? {
+            Fast::Done(o) if o.duplicate => return undone(c, &mut applied).map(|_| o),
             Fast::Done(o) => return Ok(o),
-            Fast::Stale(back) => back,
-            Fast::General(back) => return record(c, &account, back),
+            // What the rules counted under stale lookups is counted again, afresh.
+            Fast::Stale(back) => {
+                undone(c, &mut applied)?;
+                back
+            }
+            // (the general path reads everything afresh, the rules too)
+            Fast::General(back) => {
+                undone(c, &mut applied)?;
+                return record(c, &account, back);
+            }
         };
     }
+    undone(c, &mut applied)?;
     let account = scope(c)?;
     record(c, &account, ev)
+}
+
+/// Gives back what the rules counted for an event (a replay, or counted again).
+fn undone(c: &mut SpiClient<'_>, applied: &mut Option<Applied>) -> Result<()> {
+    match applied.take() {
+        Some(a) => a.undo(c),
+        None => Ok(()),
+    }
 }
 
 fn fast(c: &mut SpiClient<'_>, account: &str, p: Prepared, l: &Cached, scope_gen: i64) -> Result<Fast> {

@@ -38,6 +38,8 @@ pub(super) trait Lookups {
     fn model_costs(&mut self, c: &mut SpiClient<'_>, model: &str) -> Result<Vec<Rc<ModelCost>>>;
     /// What one unit of `asset` cost in `currency` at `at` (Postgres microseconds).
     fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>>;
+    /// The free tier and usage limit that apply to the customer's events of this type.
+    fn rules(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Rc<Rules>>;
 }
 
 /// The parsed price for a stored definition, from the per-backend cache.
@@ -134,6 +136,14 @@ impl Lookups for Direct<'_> {
         let account = self.account;
         crate::assets::rate_at(c, account, asset, currency, at_time(at)?)
     }
+    fn rules(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Rc<Rules>> {
+        let t = run(c, rule_lookup!(), &[self.account.into(), customer.into(), event_type.into()])?;
+        let mut rows = Vec::new();
+        for row in t {
+            rows.extend(rule_row(&row)?);
+        }
+        Ok(Rc::new(pick(rows)))
+    }
 }
 
 // ---------------------------------------------------------------------------------
@@ -144,12 +154,21 @@ impl Lookups for Direct<'_> {
 type Subscribed = (Vec<Rc<SubscribedPrice>>, (i64, i64));
 type SubscribedCache = credyt_core::cache::Owned<String, String, Rc<Vec<Rc<SubscribedPrice>>>, (i64, i64)>;
 type CostCache = credyt_core::cache::Owned<String, String, Rc<Vec<Rc<ModelCost>>>>;
+type RuleCache = credyt_core::cache::Owned<String, String, Rc<Rules>>;
 
 thread_local! {
     /// A customer's subscribed prices by event type, under (account, customer) generations.
     static SUBSCRIBED: RefCell<SubscribedCache> = Default::default();
     /// A model's costs by account, under the account's generation.
     static COSTS: RefCell<CostCache> = Default::default();
+    /// The rules of a customer's events by event type, under the account's generation
+    /// (rules and cohorts change it).
+    static RULES: RefCell<RuleCache> = Default::default();
+}
+
+/// Drops the cached rules of a customer (read again at the next lookup).
+pub(super) fn forget_rules(customer: &str) {
+    RULES.with(|m| m.borrow_mut().check(&customer.to_string(), i64::MIN));
 }
 
 /// One call's lookups from the cache, noting the generations of what it used; the
@@ -183,6 +202,7 @@ impl<'a> Cached<'a> {
         if self.account_gen.is_some_and(|g| g != gens.account) || self.mixed {
             customers::check_ids(self.account, gens.account);
             COSTS.with(|m| m.borrow_mut().check(&self.account.to_string(), gens.account));
+            RULES.with(|m| m.borrow_mut().check(&customer.to_string(), gens.account));
             fresh = false;
         }
         if self.customer_gen.is_some_and(|g| g != gens.customer) || !fresh {
@@ -232,6 +252,20 @@ impl Lookups for Cached<'_> {
         // (rare, and by time: read each time, as Direct does)
         crate::assets::rate_at(c, self.account, asset, currency, at_time(at)?)
     }
+    fn rules(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Rc<Rules>> {
+        let owner = customer.to_string();
+        let (rules, gen) = match credyt_core::cache::get(&RULES, &owner, &event_type.to_string()) {
+            Some(hit) => hit,
+            None => {
+                let (rules, gen) = rules_with_gen(c, self.account, customer, event_type)?;
+                let rules = Rc::new(rules);
+                credyt_core::cache::put(&RULES, &owner, gen, event_type.to_string(), rules.clone());
+                (rules, gen)
+            }
+        };
+        Self::note(&mut self.account_gen, &mut self.mixed, gen);
+        Ok(rules)
+    }
 }
 
 /// The generations of the account and the customer, as one statement's first columns.
@@ -266,6 +300,21 @@ fn subscribed_with_gens(c: &mut SpiClient<'_>, account: &str, customer: &str, ev
         }
     }
     Ok((out, gens))
+}
+
+/// The rules of a customer's events of a type, and the account generation they were read under.
+fn rules_with_gen(c: &mut SpiClient<'_>, account: &str, customer: &str, event_type: &str) -> Result<(Rules, i64)> {
+    let t = run(
+        c,
+        concat!(gens_row!(), "LEFT JOIN LATERAL (", rule_lookup!(), ") x ON true"),
+        &[account.into(), customer.into(), event_type.into()],
+    )?;
+    let (mut gen, mut rows) = (-1, Vec::new());
+    for row in t {
+        gen = row.opt::<i64>("account_gen")?.unwrap_or(-1);
+        rows.extend(rule_row(&row)?);
+    }
+    Ok((pick(rows), gen))
 }
 
 /// A model's costs, most recently set first, and the account generation they were read under.
@@ -411,6 +460,10 @@ impl Lookups for Preloaded {
         // (rare: revenue in a custom unit against a cost in a currency; rates change
         // over time, so each event reads the one of its moment)
         crate::assets::rate_at(c, &self.account, asset, currency, at_time(at)?)
+    }
+    fn rules(&mut self, _: &mut SpiClient<'_>, _: &str, _: &str) -> Result<Rc<Rules>> {
+        // (a batch whose event types have rules takes the one-event path: none here)
+        Ok(Rc::default())
     }
 }
 

@@ -24,7 +24,7 @@ use crate::spi::{one, run, run_once, Row};
 use crate::validate;
 use crate::wallet::{self, Debit, DrawFrom, WalletRef};
 use credyt_core::money::round_fee;
-use credyt_core::pricing::{exact_number, token_cost, usage_fees, FeeError, Price};
+use credyt_core::pricing::{exact_number, token_cost, usage_fees_after, FeeError, Price};
 use pgrx::prelude::*;
 use pgrx::spi::SpiClient;
 use pgrx::{AnyNumeric, JsonB};
@@ -48,10 +48,13 @@ mod api;
 mod charge;
 mod lookups;
 mod record;
+mod rules;
 
 pub use charge::*;
 use lookups::*;
 pub use record::*;
+pub use rules::init_gucs;
+use rules::*;
 
 /// What became of an event (SPEC §6) as preparing it decides: charged, matched but
 /// free (every fee zero), or matching no price. (The column and the returned row
@@ -61,6 +64,8 @@ pub enum UsageStatus {
     Charged,
     Free,
     NoMatch,
+    /// refused by a usage limit: returned, never recorded
+    Limited,
 }
 
 impl UsageStatus {
@@ -69,6 +74,7 @@ impl UsageStatus {
             UsageStatus::Charged => "charged",
             UsageStatus::Free => "free",
             UsageStatus::NoMatch => "no_match",
+            UsageStatus::Limited => "limited",
         }
     }
 

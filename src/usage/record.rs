@@ -29,10 +29,21 @@ pub(super) struct Prepared {
 /// `now` is the transaction's timestamp (Postgres microseconds), used when the event
 /// gives no occurred_at.
 pub(super) fn prepare(c: &mut SpiClient<'_>, l: &mut impl Lookups, ev: Event, now: i64) -> Result<Prepared> {
+    prepare_after(c, l, ev, now, Decimal::ZERO)
+}
+
+/// prepare() once a free tier has covered `free` of the event (rules::apply).
+pub(super) fn prepare_after(
+    c: &mut SpiClient<'_>,
+    l: &mut impl Lookups,
+    ev: Event,
+    now: i64,
+    free: Decimal,
+) -> Result<Prepared> {
     let customer = l.customer(c, &ev.customer)?;
     let (model, input_tokens, output_tokens) = tokens(&ev.data)?;
     let at = ev.occurred_at.map(|t| t.into_inner()).unwrap_or(now);
-    let (fees, totals) = fees_of(c, l, &customer, &ev, at)?;
+    let (fees, totals) = fees_of(c, l, &customer, &ev, at, free)?;
     let status = if fees.is_empty() {
         UsageStatus::NoMatch
     } else if totals.values().all(|t| t.is_zero()) {
@@ -80,6 +91,7 @@ fn fees_of(
     customer: &str,
     ev: &Event,
     at: i64,
+    free: Decimal,
 ) -> Result<(Vec<Value>, BTreeMap<String, Decimal>)> {
     let mut fees = Vec::new();
     let mut totals: BTreeMap<String, Decimal> = BTreeMap::new();
@@ -88,7 +100,7 @@ fn fees_of(
             continue; // the subscription was not active when the event occurred
         }
         let (product, version, position) = &sp.key;
-        let computed = usage_fees(&sp.price, &ev.data).map_err(|FeeError::Volume { field, problem }| {
+        let computed = usage_fees_after(&sp.price, &ev.data, free).map_err(|FeeError::Volume { field, problem }| {
             CyError::invalid(format!("data.{field} {problem}"))
                 .detail(format!("required by price {position} of product {product} version {version}"))
         })?;
@@ -202,7 +214,26 @@ pub(super) fn outcome(p: Prepared, available: Option<Decimal>) -> Outcome {
 /// row is the header of its charge's ledger transaction.
 pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome> {
     let now = pgrx::datetime::now().into_inner();
-    let p = prepare(c, &mut Direct { account }, ev, now)?;
+    let mut l = Direct { account };
+    let mut p = prepare(c, &mut l, ev, now)?;
+    let rules = l.rules(c, &p.customer, &p.ev.event_type)?;
+    let applied = apply(c, account, &rules, &p, now)?;
+    if applied.limited {
+        return refuse(c, account, p, &applied);
+    }
+    if applied.free > Decimal::ZERO {
+        p = prepare_after(c, &mut l, p.ev, now, applied.free)?;
+    }
+    let o = record_prepared(c, account, p)?;
+    if o.duplicate {
+        // a replay counts nothing
+        applied.undo(c)?;
+    }
+    Ok(o)
+}
+
+/// The general path's writes for a prepared event: claim, hold, charge.
+fn record_prepared(c: &mut SpiClient<'_>, account: &str, p: Prepared) -> Result<Outcome> {
     if !claim(c, account, std::slice::from_ref(&p))?[0] {
         let mut o = replay(c, account, &p.customer, &p.ev)?;
         if let Some(a) = &o.asset {
@@ -251,7 +282,7 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
 pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
     let now = pgrx::datetime::now().into_inner();
     let mut pre = Preloaded::load(c, account, &events)?;
-    if needs_single_path(c, &pre, &events)? {
+    if needs_single_path(c, account, &pre, &events)? {
         return events.into_iter().enumerate().map(|(i, ev)| record(c, account, ev).map_err(at(i))).collect();
     }
     let mut prepared = Vec::with_capacity(events.len());
@@ -290,17 +321,21 @@ fn at(i: usize) -> impl Fn(CyError) -> CyError {
     move |e: CyError| CyError { message: format!("events[{i}]: {}", e.message), ..e }
 }
 
-/// Holds, and customers with a reserve pool (drawn after a wallet's lots), take the
-/// one-event path.
-fn needs_single_path(c: &mut SpiClient<'_>, pre: &Preloaded, events: &[Event]) -> Result<bool> {
+/// Holds, customers with a reserve pool (drawn after a wallet's lots) and event types
+/// with usage rules (free tiers, limits: counted event by event) take the one-event
+/// path.
+fn needs_single_path(c: &mut SpiClient<'_>, account: &str, pre: &Preloaded, events: &[Event]) -> Result<bool> {
     if events.iter().any(|e| e.hold_id.is_some()) {
         return Ok(true);
     }
     let ids: Vec<String> = pre.customers.values().cloned().collect();
+    let types: Vec<String> =
+        events.iter().map(|e| e.event_type.clone()).collect::<std::collections::BTreeSet<_>>().into_iter().collect();
     Ok(one::<bool>(
         c,
-        "SELECT EXISTS (SELECT 1 FROM credyt.wallet_account WHERE customer_id = ANY($1) AND name = 'reserve' AND balance > 0)",
-        &[ids.into()],
+        "SELECT EXISTS (SELECT 1 FROM credyt.wallet_account WHERE customer_id = ANY($1) AND name = 'reserve' AND balance > 0) \
+             OR EXISTS (SELECT 1 FROM credyt.usage_rule WHERE account_id = $2 AND event_type = ANY($3))",
+        &[ids.into(), account.into(), types.into()],
     )?
     .unwrap_or(false))
 }

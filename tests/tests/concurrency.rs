@@ -156,3 +156,58 @@ fn an_outcome_and_its_reversal_raced_against_themselves_charge_and_refund_once()
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'outcome.reversed'"), "1");
     assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
 }
+
+/// 8 clients each sending 30 events of their own for one customer: the statuses.
+fn send_concurrently(t: &Tenant) -> Vec<String> {
+    on_clients(CLIENTS, &t.role, |i, c| {
+        let mut got = Vec::new();
+        for k in 0..30 {
+            let sql = format!("SELECT status FROM credyt.record_usage('ann', 'c{i}-{k}', 'chat')");
+            got.push(text(c, &sql));
+        }
+        got
+    })
+    .into_iter()
+    .flatten()
+    .collect()
+}
+
+fn rules_tenant(name: &str, rule: &str) -> (Tenant, postgres::Client) {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, name);
+    let mut s = t.session();
+    s.batch_execute(&format!(
+        r#"SELECT credyt.create_customer('Ann', 'ann');
+           SELECT credyt.create_product('chat', 'Chat', '[{{"type": "usage_based",
+             "usage_calculation": {{"event_type": "chat", "usage_type": "unit"}},
+             "pricing": [{{"asset": "USD", "values": [{{"unit_price": 1}}]}}]}}]');
+           SELECT credyt.subscribe('ann', 'chat', starts_at => now() - interval '1 hour');
+           {rule}"#
+    ))
+    .unwrap();
+    (t, s)
+}
+
+#[test]
+fn concurrent_senders_against_a_usage_limit_let_exactly_max_events_through() {
+    let (t, mut s) = rules_tenant("Limit race", "SELECT credyt.set_usage_limit('chat', 50, '1 month');");
+    let got = send_concurrently(&t);
+    assert_eq!(got.iter().filter(|s| *s == "charged").count(), 50);
+    assert_eq!(got.iter().filter(|s| *s == "limited").count(), 190);
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.usage"), "50");
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'usage.limit_exceeded'"), "1");
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "-50");
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}
+
+#[test]
+fn concurrent_senders_against_a_free_tier_of_100_get_exactly_100_free() {
+    let (t, mut s) = rules_tenant("Free tier race", "SELECT credyt.set_free_tier('chat', 100, 'month');");
+    let got = send_concurrently(&t);
+    assert_eq!(got.iter().filter(|s| *s == "free").count(), 100);
+    assert_eq!(got.iter().filter(|s| *s == "charged").count(), 140);
+    assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.usage WHERE status = 'free'"), "100");
+    assert_eq!(text(&mut s, "SELECT used || '/' || remaining FROM credyt.free_tier_usage('ann', 'chat')"), "240/0");
+    assert_eq!(text(&mut s, "SELECT credyt.balance('ann')::text"), "-140");
+    assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
+}

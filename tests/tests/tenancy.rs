@@ -105,6 +105,14 @@ fn a_bound_role_cannot_reach_another_tenant() {
         attack(&mut app, "update_customer", format!("SELECT credyt.update_customer('{r}', name => 'Eve')"), "CY404");
         attack(&mut app, "record_outcome", format!("SELECT * FROM credyt.record_outcome('{r}', 'z6', 'won')"), "CY404");
         attack(&mut app, "customer_stats", format!("SELECT * FROM credyt.customer_stats('{r}')"), "CY404");
+        attack(&mut app, "free_tier_usage", format!("SELECT * FROM credyt.free_tier_usage('{r}', 'chat')"), "CY404");
+        attack(&mut app, "set_free_tier", format!("SELECT credyt.set_free_tier('chat', 1, 'day', '{r}')"), "CY404");
+        attack(
+            &mut app,
+            "set_usage_limit",
+            format!("SELECT credyt.set_usage_limit('chat', 1, '1 hour', '{r}')"),
+            "CY404",
+        );
     }
     // B's seats and outcomes, by id
     let seat_calls = [
@@ -246,6 +254,9 @@ fn a_bound_role_cannot_reach_another_tenant() {
         ("record_outcome", "SELECT * FROM credyt.record_outcome('b-ext', 'y6', 'won')".into()),
         ("customer_stats", "SELECT * FROM credyt.customer_stats('b-ext')".into()),
         ("account_rollup", "SELECT * FROM credyt.account_rollup()".into()),
+        ("set_free_tier", "SELECT credyt.set_free_tier('chat', 1, 'day')".into()),
+        ("set_usage_limit", "SELECT credyt.set_usage_limit('chat', 1, '1 hour')".into()),
+        ("free_tier_usage", "SELECT * FROM credyt.free_tier_usage('b-ext', 'chat')".into()),
         ("authorize", "SELECT credyt.authorize('b-ext', 'y4', 'USD', 1)".into()),
         ("release", "SELECT credyt.release('b-hold')".into()),
         ("set_model_cost", "SELECT credyt.set_model_cost('v', 'm', 1, 1)".into()),
@@ -304,6 +315,7 @@ fn a_bound_role_cannot_reach_another_tenant() {
         "subscription_charges",
         "seats",
         "outcomes",
+        "usage_rules",
     ] {
         assert_eq!(fails(&mut app, &format!("SELECT count(*) FROM credyt.{view}")), "CY403", "{view}");
     }

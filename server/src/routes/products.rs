@@ -406,19 +406,12 @@ pub async fn simulate_usage(
     let s = auth.session(&app).await?;
     let id = product_id(&s, &product).await?;
     let version = version_of(&s, &id, &version).await?;
-    let fees =
+    let out =
         s.json("SELECT credyt.simulate_usage($1, $2, $3::jsonb)", &[&id, &version, &Value::Array(events)]).await?;
     s.commit().await?;
-    let fees = fees.as_array().cloned().unwrap_or_default();
-    let charged: std::collections::BTreeSet<&str> = fees.iter().filter_map(|f| f["event_id"].as_str()).collect();
-    let warnings = req
-        .events
-        .iter()
-        .filter(|e| !charged.contains(e.id.as_str()))
-        .map(|e| {
-            format!("event {}: no price of version {version} charges a {} event with this data", e.id, e.event_type)
-        })
-        .collect();
+    let fees = out["fees"].as_array().cloned().unwrap_or_default();
+    let warnings =
+        out["warnings"].as_array().into_iter().flatten().filter_map(|w| w.as_str().map(String::from)).collect();
     let fees = fees
         .iter()
         .map(|f| {
