@@ -131,8 +131,8 @@ fn create_customer(
     })
 }
 
-/// Changes a customer's name, external_id or email; NULL keeps a field as it is.
-/// A taken external_id is CY409, as at creation.
+/// Changes a customer's name, external_id, email or cohort (which usage rules apply);
+/// NULL keeps a field as it is. A taken external_id is CY409, as at creation.
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
 fn update_customer(
@@ -140,11 +140,13 @@ fn update_customer(
     name: default!(Option<String>, "NULL"),
     external_id: default!(Option<String>, "NULL"),
     email: default!(Option<String>, "NULL"),
+    cohort: default!(Option<String>, "NULL"),
 ) {
     api(move || {
         let name = name.map(|n| validate::name("name", Some(n))).transpose()?;
         let external_id = validate::optional_key("external_id", external_id)?;
         let email = validate::optional_key("email", email)?;
+        let cohort = validate::optional_key("cohort", cohort)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let id = resolve(c, &account, customer.as_deref())?;
@@ -161,8 +163,8 @@ fn update_customer(
             crate::spi::run(
                 c,
                 "UPDATE credyt.customer SET name = coalesce($2, name), external_id = coalesce($3, external_id), \
-                   email = coalesce($4, email) WHERE id = $1",
-                &[id.as_str().into(), name.into(), external_id.into(), email.into()],
+                   email = coalesce($4, email), cohort = coalesce($5, cohort) WHERE id = $1",
+                &[id.as_str().into(), name.into(), external_id.into(), email.into(), cohort.into()],
             )?;
             Ok(())
         })

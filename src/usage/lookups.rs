@@ -155,6 +155,7 @@ type Subscribed = (Vec<Rc<SubscribedPrice>>, (i64, i64));
 type SubscribedCache = credyt_core::cache::Owned<String, String, Rc<Vec<Rc<SubscribedPrice>>>, (i64, i64)>;
 type CostCache = credyt_core::cache::Owned<String, String, Rc<Vec<Rc<ModelCost>>>>;
 type RuleCache = credyt_core::cache::Owned<String, String, Rc<Rules>>;
+type RuledCache = credyt_core::cache::Owned<String, String, bool>;
 
 thread_local! {
     /// A customer's subscribed prices by event type, under (account, customer) generations.
@@ -164,6 +165,9 @@ thread_local! {
     /// The rules of a customer's events by event type, under the account's generation
     /// (rules and cohorts change it).
     static RULES: RefCell<RuleCache> = Default::default();
+    /// Whether an account has any rule for an event type, under its generation: most
+    /// have none, and their events then look up nothing per customer.
+    static RULED: RefCell<RuledCache> = Default::default();
 }
 
 /// Drops the cached rules of a customer (read again at the next lookup).
@@ -203,6 +207,7 @@ impl<'a> Cached<'a> {
             customers::check_ids(self.account, gens.account);
             COSTS.with(|m| m.borrow_mut().check(&self.account.to_string(), gens.account));
             RULES.with(|m| m.borrow_mut().check(&customer.to_string(), gens.account));
+            RULED.with(|m| m.borrow_mut().check(&self.account.to_string(), gens.account));
             fresh = false;
         }
         if self.customer_gen.is_some_and(|g| g != gens.customer) || !fresh {
@@ -253,6 +258,19 @@ impl Lookups for Cached<'_> {
         crate::assets::rate_at(c, self.account, asset, currency, at_time(at)?)
     }
     fn rules(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Rc<Rules>> {
+        let account = self.account.to_string();
+        let (ruled, gen) = match credyt_core::cache::get(&RULED, &account, &event_type.to_string()) {
+            Some(hit) => hit,
+            None => {
+                let (ruled, gen) = ruled_with_gen(c, self.account, event_type)?;
+                credyt_core::cache::put(&RULED, &account, gen, event_type.to_string(), ruled);
+                (ruled, gen)
+            }
+        };
+        Self::note(&mut self.account_gen, &mut self.mixed, gen);
+        if !ruled {
+            return Ok(Rc::default());
+        }
         let owner = customer.to_string();
         let (rules, gen) = match credyt_core::cache::get(&RULES, &owner, &event_type.to_string()) {
             Some(hit) => hit,
@@ -300,6 +318,20 @@ fn subscribed_with_gens(c: &mut SpiClient<'_>, account: &str, customer: &str, ev
         }
     }
     Ok((out, gens))
+}
+
+/// Whether the account has rules for an event type, and the account generation that says so.
+fn ruled_with_gen(c: &mut SpiClient<'_>, account: &str, event_type: &str) -> Result<(bool, i64)> {
+    let t = run(
+        c,
+        concat!(
+            gens_row!(),
+            "CROSS JOIN (SELECT EXISTS (SELECT 1 FROM credyt.usage_rule WHERE account_id = $1 AND event_type = $3) AS ruled) x"
+        ),
+        &[account.into(), "".into(), event_type.into()],
+    )?;
+    let row = t.first();
+    Ok((row.req::<bool>("ruled")?, row.opt::<i64>("account_gen")?.unwrap_or(-1)))
 }
 
 /// The rules of a customer's events of a type, and the account generation they were read under.

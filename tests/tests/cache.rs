@@ -85,3 +85,32 @@ fn catalog_changes_in_one_session_take_effect_on_the_next_call_in_another() {
     admin.execute("SELECT credyt.bind_role($1, $2)", &[&t.role, &t.account]).unwrap();
     assert!(ledger_problems(&mut a).is_empty());
 }
+
+#[test]
+fn usage_rules_set_in_one_session_apply_at_once_in_another() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Cache rules");
+    let (mut a, mut b) = (t.session(), t.session());
+    a.batch_execute(&format!(
+        "SELECT credyt.create_customer('Ann', 'ann', cohort => 'pro'); \
+         SELECT credyt.create_product('img', 'Images', '{PRICE}'); SELECT credyt.subscribe('ann', 'img')"
+    ))
+    .unwrap();
+    // B's backend caches: no rules for img
+    assert_eq!(record(&mut b, "ann", "e1", "{}").0, "charged");
+    assert_eq!(record(&mut b, "ann", "e2", "{}").0, "charged");
+    // a free tier set in A: B's next event is free
+    a.batch_execute("SELECT credyt.set_free_tier('img', 1, 'month', cohort => 'pro')").unwrap();
+    assert_eq!(record(&mut b, "ann", "e3", "{}").0, "free");
+    // the customer leaves the cohort in A: the rule no longer applies in B
+    a.batch_execute("SELECT credyt.update_customer('ann', cohort => 'basic')").unwrap();
+    assert_eq!(record(&mut b, "ann", "e4", "{}").0, "charged");
+    // a limit of 0 set in A: B's next event is refused; removed, B's next is charged
+    a.batch_execute("SELECT credyt.set_usage_limit('img', 0, '1 hour')").unwrap();
+    let limited: String =
+        b.query_one("SELECT status FROM credyt.record_usage('ann', 'e5', 'img')", &[]).unwrap().get(0);
+    assert_eq!(limited, "limited");
+    a.batch_execute("SELECT credyt.set_usage_limit('img', NULL, NULL)").unwrap();
+    assert_eq!(record(&mut b, "ann", "e6", "{}").0, "charged");
+    assert!(ledger_problems(&mut a).is_empty());
+}
