@@ -185,5 +185,8 @@ BEGIN
     END LOOP;
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.lot', 'seq')::regclass, '');
     PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.entry', 'id')::regclass, '');
+    PERFORM pg_catalog.pg_extension_config_dump(pg_catalog.pg_get_serial_sequence('credyt.subscription_fee', 'id')::regclass, '');
     PERFORM pg_catalog.pg_extension_config_dump('credyt.delivery_claim_seq'::regclass, '');
+    -- (generations must never repeat: restored past every value the dump's rows hold)
+    PERFORM pg_catalog.pg_extension_config_dump('credyt.catalog_gen'::regclass, '');
 END $$;

@@ -35,6 +35,13 @@ fn snapshot(c: &mut Client) -> Vec<String> {
         "SELECT string_agg(concat_ws(' ', id, next_at), '; ' ORDER BY id) FROM credyt.credit_grant",
         "SELECT string_agg(concat_ws(' ', id, status, amount), '; ' ORDER BY id) FROM credyt.hold",
         "SELECT string_agg(concat_ws(' ', role_oid, account_id), '; ' ORDER BY role_oid) FROM credyt.role_binding",
+        "SELECT string_agg(concat_ws(' ', id, subscription_id, next_at, billed_quantity), '; ' ORDER BY id) FROM credyt.subscription_fee",
+        "SELECT string_agg(concat_ws(' ', subscription_id, period, seq, amount, status), '; ' \
+           ORDER BY subscription_id, period, seq) FROM credyt.subscription_charge",
+        "SELECT string_agg(concat_ws(' ', subscription_id, user_ref), '; ' ORDER BY subscription_id) FROM credyt.seat_assignment",
+        "SELECT string_agg(concat_ws(' ', account_id, outcome_key, status, txn_id), '; ' ORDER BY account_id) FROM credyt.outcome",
+        "SELECT string_agg(concat_ws(' ', account_id, kind, quantity), '; ' ORDER BY account_id) FROM credyt.usage_rule",
+        "SELECT string_agg(concat_ws(' ', customer_id, kind, used), '; ' ORDER BY customer_id, kind) FROM credyt.usage_counter",
         "SELECT string_agg(c.relname || '=' || s.last_value, ' ' ORDER BY c.relname) FROM pg_sequences s \
            JOIN pg_class c ON c.relname = s.sequencename WHERE s.schemaname = 'credyt'",
     ]
@@ -74,6 +81,15 @@ fn a_dump_restores_into_a_fresh_database_with_everything() {
                SELECT credyt.authorize('ann', 'h1', 'USD', 1);
                SELECT credyt.create_webhook('https://example.com/hooks');
                SELECT credyt.send_test_event();
+               SELECT credyt.create_product('team', 'Team', '[{{"type": "seat",
+                 "billing_model": {{"type": "recurring", "recurring": {{"interval": "month"}}}},
+                 "pricing": [{{"asset": "USD", "values": [{{"unit_price": 1}}]}}]}},
+                 {{"type": "outcome", "outcome_type": "won", "settlement_window": "P7D",
+                 "pricing": [{{"asset": "USD", "values": [{{"unit_price": 0.5}}]}}]}}]');
+               SELECT credyt.assign_seat(credyt.subscribe('ann', 'team'), 'ann@acme.io');
+               SELECT * FROM credyt.record_outcome('ann', 'o1', 'won');
+               SELECT credyt.set_free_tier('chat', 5, 'month');
+               SELECT * FROM credyt.record_usage('ann', 'e3', 'chat');
                RESET credyt.account;"#
         ))
         .unwrap();
@@ -108,15 +124,19 @@ fn a_dump_restores_into_a_fresh_database_with_everything() {
         assert_eq!(a, b, "snapshot line {i} differs after the restore");
     }
     assert!(ledger_problems(&mut dst).is_empty(), "{:?}", ledger_problems(&mut dst));
-    // the copy works: the bound role is confined, charges go on
+    // the copy works: the bound role is confined, charges go on (the free tier's counter
+    // carried on; a new subscription's fee row takes the next id of the restored sequence)
     dst.batch_execute(&format!("SET ROLE {role}")).unwrap();
     assert_eq!(text(&mut dst, "SELECT credyt.current_account()"), account);
     dst.batch_execute("RESET ROLE").unwrap();
     dst.batch_execute(&format!(
-        "SET credyt.account = '{account}'; SELECT * FROM credyt.record_usage('ann', 'e3', 'chat')"
+        "SET credyt.account = '{account}'; SELECT * FROM credyt.record_usage('ann', 'e4', 'chat'); \
+         SELECT credyt.subscribe('ann', 'team')"
     ))
     .unwrap();
-    assert_eq!(text(&mut dst, "SELECT credyt.balance('ann')::text"), "10.25");
+    // 10 + 2 - 0.25 × 2 - 1 held - 1 seat - 0.5 outcome, e3 and e4 free, another seat
+    assert_eq!(text(&mut dst, "SELECT credyt.balance('ann')::text"), "8");
+    assert_eq!(text(&mut dst, "SELECT used::text FROM credyt.free_tier_usage('ann', 'chat')"), "2");
     drop(dst);
     for sql in [
         format!("DROP DATABASE {src_db} WITH (FORCE)"),
