@@ -499,3 +499,32 @@ fn usage_rules_reject_bad_input_and_write_nothing() {
     assert_eq!(count("SELECT count(*) FROM credyt.usage_rule"), 0);
     assert_eq!(count("SELECT count(*) FROM credyt.free_tier_usage('ann', 'chat')"), 0);
 }
+
+#[pg_test]
+fn subscriptions_are_activated_once_at_their_start() {
+    fresh_account("Acme");
+    Spi::run(&format!("SELECT credyt.create_product('pro', 'Pro', '{FIXED_PRICES}')")).unwrap();
+    Spi::run("SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 'g', 'USD', 100, 'gift')").unwrap();
+    let activated = || count("SELECT count(*) FROM credyt.event WHERE event_type = 'subscription.activated'");
+    let now = text("SELECT credyt.subscribe('ann', 'pro')");
+    assert_eq!(activated(), 1, "a subscription that starts at once is active at once");
+    assert_eq!(
+        text(&format!("SELECT data->>'product' || ' ' || (data->>'version') FROM credyt.event \
+                       WHERE event_type = 'subscription.activated' AND data->>'subscription_id' = '{now}'")),
+        "pro 1"
+    );
+    let later = text("SELECT credyt.subscribe('ann', 'pro', starts_at => now() + interval '2 days')");
+    let never = text("SELECT credyt.subscribe('ann', 'pro', starts_at => now() + interval '1 day')");
+    Spi::run(&format!("SELECT credyt.cancel_subscription('{never}', now())")).unwrap();
+    assert_eq!(activated(), 1);
+    let tick = |ahead: &str| count(&format!("SELECT (credyt.tick(now() + interval '{ahead}') ->> 'subscriptions_activated')::bigint"));
+    assert_eq!(tick("1 day"), 0);
+    assert_eq!(tick("2 days"), 1);
+    assert_eq!(tick("3 days"), 0, "once");
+    assert_eq!(
+        text(&format!("SELECT count(*)::text FROM credyt.event WHERE event_type = 'subscription.activated' \
+                       AND data->>'subscription_id' IN ('{later}', '{never}')")),
+        "1"
+    );
+    assert_ledger_ok();
+}

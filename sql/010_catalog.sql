@@ -80,10 +80,12 @@ CREATE TABLE credyt.subscription (
     seats       int NOT NULL,           -- seats asked for (set_seats); seat fees bill at least the assigned users
     starts_at   timestamptz NOT NULL,
     ends_at     timestamptz,            -- set by cancel_subscription
+    activated_at timestamptz,           -- when subscription.activated was written (at its start)
     created_at  timestamptz NOT NULL DEFAULT now(),
     FOREIGN KEY (product_id, version) REFERENCES credyt.product_version (product_id, version)
 );
 CREATE INDEX subscription_customer ON credyt.subscription (customer_id);
+CREATE INDEX subscription_to_activate ON credyt.subscription (account_id, starts_at) WHERE activated_at IS NULL;
 
 CREATE VIEW credyt.products WITH (security_invoker = true) AS
 SELECT p.id, p.code, p.name, v.version, v.version IS NOT DISTINCT FROM p.default_version AS is_default, v.prices,

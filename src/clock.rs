@@ -6,8 +6,8 @@
 //! scope. pg_cron runs tick() as the job's owner.
 //!
 //! Due today: lot expiry (with each lot's on_expiry policy), the periods of recurring
-//! grants, hold expiry, the periods of fixed and seat fees, and pruning delivered
-//! events (credyt.event_retention).
+//! grants, hold expiry, the periods of fixed and seat fees, subscriptions reaching
+//! their start, and pruning delivered events (credyt.event_retention).
 
 use crate::error::{api, CyError, Result};
 use crate::events;
@@ -103,12 +103,14 @@ fn tick(now: default!(Option<TimestampWithTimeZone>, "now()")) -> JsonB {
             let holds_expired = expire_holds(c, &accounts, now)?;
             let fees_charged = crate::billing::charge_recurring(c, &accounts, now)?;
             let counters_pruned = prune_counters(c, &accounts, now)?;
+            let subscriptions_activated = crate::catalog::activate(c, &accounts, now, None)?;
             Ok(JsonB(json!({
                 "lots_expired": lots_expired,
                 "grants_issued": grants_issued,
                 "holds_expired": holds_expired,
                 "fees_charged": fees_charged,
                 "counters_pruned": counters_pruned,
+                "subscriptions_activated": subscriptions_activated,
                 "events_pruned": events_pruned,
             })))
         })

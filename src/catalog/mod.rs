@@ -25,6 +25,8 @@ use std::collections::BTreeSet;
 mod api;
 mod rates;
 mod subscribe;
+
+pub use subscribe::activate;
 mod versions;
 
 fn price_error(e: PriceError) -> CyError {

@@ -39,6 +39,7 @@ fn subscribe(
                 starts_at,
             };
             crate::billing::start(c, &fees)?;
+            activate(c, std::slice::from_ref(&account), pgrx::datetime::now(), Some(&id))?;
             Ok(id)
         })
     })
@@ -297,4 +298,46 @@ fn change_subscription_version(subscription_id: Option<String>, version: default
             Ok(version)
         })
     })
+}
+
+/// Marks the subscriptions that have started by `now` as active, each once (SKIP
+/// LOCKED: concurrent ticks activate each once), and emits `subscription.activated`
+/// (occurred_at: its start). `only`: one subscription (subscribe). A subscription
+/// cancelled before its start never becomes active. At most 10,000 per account per call.
+pub fn activate(
+    c: &mut SpiClient<'_>,
+    accounts: &[String],
+    now: TimestampWithTimeZone,
+    only: Option<&str>,
+) -> Result<i64> {
+    let t = run(
+        c,
+        "WITH due AS (SELECT id FROM credyt.subscription WHERE id = ANY (ARRAY( \
+             SELECT x.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
+               SELECT s.id FROM credyt.subscription s WHERE s.account_id = a.id AND s.activated_at IS NULL \
+                 AND s.starts_at <= $2 AND (s.ends_at IS NULL OR s.ends_at > s.starts_at) AND ($3::text IS NULL OR s.id = $3) \
+               ORDER BY s.starts_at LIMIT 10000) x)) \
+           AND activated_at IS NULL AND starts_at <= $2 FOR UPDATE SKIP LOCKED), \
+         done AS (UPDATE credyt.subscription s SET activated_at = now() FROM due WHERE s.id = due.id \
+           RETURNING s.account_id, s.id, s.customer_id, s.product_id, s.version, s.quantity, s.starts_at) \
+         SELECT d.account_id, d.id, d.customer_id, d.product_id, p.code, d.version, d.quantity, d.starts_at \
+         FROM done d JOIN credyt.product p ON p.id = d.product_id ORDER BY d.starts_at, d.id",
+        &[accounts.to_vec().into(), now.into(), only.into()],
+    )?;
+    let mut started = Vec::new();
+    for row in t {
+        let at = row.req::<TimestampWithTimeZone>("starts_at")?;
+        let data = serde_json::json!({
+            "subscription_id": row.req::<String>("id")?, "customer_id": row.req::<String>("customer_id")?,
+            "product_id": row.req::<String>("product_id")?, "product": row.req::<String>("code")?,
+            "version": row.req::<i32>("version")?, "quantity": row.req::<i32>("quantity")?,
+            "starts_at": credyt_core::billing::rfc3339(at.into_inner()),
+        });
+        started.push((row.req::<String>("account_id")?, at, data));
+    }
+    let n = started.len() as i64;
+    for (account, at, data) in started {
+        crate::events::emit(c, &account, crate::events::Topic::SubscriptionActivated, at, data)?;
+    }
+    Ok(n)
 }

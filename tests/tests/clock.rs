@@ -88,6 +88,11 @@ fn concurrent_ticks_charge_each_fee_period_exactly_once() {
     );
     assert_eq!(text(&mut s, "SELECT count(*)::text FROM credyt.transactions WHERE kind = 'subscription_fee'"), "600");
     assert_eq!(text(&mut s, "SELECT string_agg(DISTINCT credyt.balance(id)::text, ',') FROM credyt.customers"), "7");
+    // the same ticks activated each subscription once
+    assert_eq!(
+        text(&mut s, "SELECT count(*)::text FROM credyt.events WHERE event_type = 'subscription.activated'"),
+        "200"
+    );
     assert!(ledger_problems(&mut s).is_empty(), "{:?}", ledger_problems(&mut s));
 }
 
