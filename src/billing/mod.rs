@@ -103,10 +103,6 @@ impl Fee {
     }
 }
 
-fn time(t: i64) -> Result<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(t).map_err(|e| CyError::internal(format!("time {t}: {e:?}")))
-}
-
 /// What one charge is for.
 struct Charge {
     period: i64,
@@ -124,7 +120,7 @@ struct Charge {
 /// CY402; otherwise the charge is recorded `unpaid`.
 fn bill(c: &mut SpiClient<'_>, fee: &Fee, ch: &Charge, strict: bool) -> Result<bool> {
     let txn = crate::ids::new_id("txn")?;
-    let (start, end) = (time(ch.start)?, ch.end.map(time).transpose()?);
+    let (start, end) = (wallet::time_at(ch.start)?, wallet::at_time(ch.end)?);
     let recorded = one::<bool>(
         c,
         "INSERT INTO credyt.subscription_charge (account_id, subscription_id, version, position, asset, period, seq, \
@@ -202,29 +198,50 @@ fn draw(c: &mut SpiClient<'_>, fee: &Fee, ch: &Charge, txn: &str, strict: bool) 
     Ok(true)
 }
 
-/// The quantity a fee bills now: the subscription's quantity for a fixed fee; for
-/// seats, the seats asked for but at least the users assigned. Also the subscription's
-/// end (microseconds), if it has one.
-fn quantity(c: &mut SpiClient<'_>, fee: &Fee) -> Result<(i32, Option<i64>)> {
-    let t = run(
-        c,
-        "SELECT s.quantity, greatest(s.seats, (SELECT count(*) FROM credyt.seat_assignment a \
-           WHERE a.subscription_id = s.id))::int AS seats, s.ends_at FROM credyt.subscription s WHERE s.id = $1",
-        &[fee.subscription.as_str().into()],
-    )?;
-    if t.is_empty() {
-        return Err(CyError::internal("subscription vanished"));
+/// What a subscription's fees bill now: `quantity` for fixed fees, `seats` for seat
+/// fees (the seats asked for, but at least the users assigned), and its end
+/// (microseconds), if it has one.
+struct Counts {
+    quantity: i32,
+    seats: i32,
+    ends: Option<i64>,
+}
+
+impl Counts {
+    fn read(c: &mut SpiClient<'_>, subscription: &str) -> Result<Counts> {
+        let t = run(
+            c,
+            "SELECT s.quantity, greatest(s.seats, (SELECT count(*) FROM credyt.seat_assignment a \
+               WHERE a.subscription_id = s.id))::int AS seats, s.ends_at FROM credyt.subscription s WHERE s.id = $1",
+            &[subscription.into()],
+        )?;
+        if t.is_empty() {
+            return Err(CyError::internal("subscription vanished"));
+        }
+        let row = t.first();
+        Ok(Counts {
+            quantity: row.req("quantity")?,
+            seats: row.req("seats")?,
+            ends: row.opt::<TimestampWithTimeZone>("ends_at")?.map(|t| t.into_inner()),
+        })
     }
-    let row = t.first();
-    let q = if fee.seat { row.req::<i32>("seats")? } else { row.req::<i32>("quantity")? };
-    Ok((q, row.opt::<TimestampWithTimeZone>("ends_at")?.map(|t| t.into_inner())))
+
+    /// The quantity `fee` bills.
+    fn of(&self, fee: &Fee) -> i32 {
+        if fee.seat {
+            self.seats
+        } else {
+            self.quantity
+        }
+    }
 }
 
 /// Charges the periods of a locked fee row that have started by `now` (at most
 /// PERIODS_PER_CALL), stopping at the subscription's end, and moves next_period on.
 /// Returns how many charges were made.
-fn charge_due(c: &mut SpiClient<'_>, mut fee: Fee, now: i64, strict: bool) -> Result<i64> {
-    let (qty, ends) = quantity(c, &fee)?;
+fn charge_due(c: &mut SpiClient<'_>, fee: &mut Fee, now: i64, strict: bool) -> Result<i64> {
+    let counts = Counts::read(c, &fee.subscription)?;
+    let (qty, ends) = (counts.of(fee), counts.ends);
     let mut charged = 0;
     while let Some(k) = fee.next_period {
         let (start, end) = fee.period(k);
@@ -235,13 +252,13 @@ fn charge_due(c: &mut SpiClient<'_>, mut fee: Fee, now: i64, strict: bool) -> Re
             break;
         }
         let amount = credyt_core::money::round_fee(fee.unit_price * Decimal::from(qty));
-        if bill(c, &fee, &Charge { period: k, seq: 0, start, end, quantity: qty, amount }, strict)? {
+        if bill(c, fee, &Charge { period: k, seq: 0, start, end, quantity: qty, amount }, strict)? {
             charged += 1;
         }
         (fee.billed_period, fee.billed_quantity) = (Some(k), qty);
         fee.next_period = fee.recurring.map(|_| k + 1);
     }
-    let next_at = fee.next_period.map(|k| time(fee.period(k).0)).transpose()?;
+    let next_at = wallet::at_time(fee.next_period.map(|k| fee.period(k).0))?;
     run(
         c,
         "UPDATE credyt.subscription_fee SET next_period = $2, next_at = $3, billed_period = $4, billed_quantity = $5 \
@@ -251,24 +268,17 @@ fn charge_due(c: &mut SpiClient<'_>, mut fee: Fee, now: i64, strict: bool) -> Re
     Ok(charged)
 }
 
-/// Locks and charges what is due of one subscription's fees (subscribe, set_seats).
+/// Locks one subscription's fees and charges what is due of them (subscribe,
+/// set_seats). Returns them as they are now, locked.
 fn charge_subscription(c: &mut SpiClient<'_>, subscription: &str, now: i64) -> Result<Vec<Fee>> {
-    const SQL: &str =
-        concat!(fee_columns!(), "WHERE f.subscription_id = $1 AND f.next_at IS NOT NULL ORDER BY f.id FOR UPDATE");
+    const SQL: &str = concat!(fee_columns!(), "WHERE f.subscription_id = $1 ORDER BY f.id FOR UPDATE");
     let t = run(c, SQL, &[subscription.into()])?;
     let mut fees = Vec::new();
     for row in t {
         fees.push(fee_row(&row)?);
     }
-    for fee in fees {
+    for fee in fees.iter_mut().filter(|f| f.next_period.is_some()) {
         charge_due(c, fee, now, true)?;
-    }
-    // The fees as they are now (with what was just billed), locked.
-    const ALL: &str = concat!(fee_columns!(), "WHERE f.subscription_id = $1 ORDER BY f.id FOR UPDATE");
-    let t = run(c, ALL, &[subscription.into()])?;
-    let mut fees = Vec::new();
-    for row in t {
-        fees.push(fee_row(&row)?);
     }
     Ok(fees)
 }
@@ -314,7 +324,7 @@ fn open_fees(c: &mut SpiClient<'_>, s: &Subscribed, first: impl Fn(&Recurrence) 
                     s.account.into(), s.subscription.into(), s.version.into(), (position as i32).into(),
                     pricing.asset.as_str().into(), (if seat { "seat" } else { "fixed" }).into(),
                     to_numeric(unit_price).into(), unit.into(), count.into(), s.starts_at.into(), next_period.into(),
-                    time(next_at)?.into(),
+                    wallet::time_at(next_at)?.into(),
                 ],
             )?;
             any = true;
@@ -364,8 +374,8 @@ pub fn charge_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: Timesta
         due.push(fee_row(&row)?);
     }
     let mut charged = 0;
-    for fee in due {
-        charged += charge_due(c, fee, now.into_inner(), false)?;
+    for mut fee in due {
+        charged += charge_due(c, &mut fee, now.into_inner(), false)?;
     }
     Ok(charged)
 }

@@ -30,13 +30,12 @@ fn lock_active(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<()> {
 fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
     let now = pgrx::datetime::now().into_inner();
     let fees = charge_subscription(c, subscription, now)?;
-    let mut billed = None;
+    let counts = Counts::read(c, subscription)?;
+    let qty = counts.seats;
     for mut fee in fees.into_iter().filter(|f| f.seat) {
-        let (qty, ends) = quantity(c, &fee)?;
-        billed = Some(qty);
         let Some(k) = fee.billed_period else { continue };
         let (start, Some(end)) = fee.period(k) else { continue };
-        if !(start <= now && now < end) || ends.is_some_and(|e| now >= e) || qty <= fee.billed_quantity {
+        if !(start <= now && now < end) || counts.ends.is_some_and(|e| now >= e) || qty <= fee.billed_quantity {
             continue;
         }
         let added = qty - fee.billed_quantity;
@@ -64,16 +63,7 @@ fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
             &[fee.id.into(), fee.billed_quantity.into()],
         )?;
     }
-    match billed {
-        Some(q) => Ok(q),
-        None => one::<i32>(
-            c,
-            "SELECT greatest(s.seats, (SELECT count(*) FROM credyt.seat_assignment a WHERE a.subscription_id = s.id))::int \
-             FROM credyt.subscription s WHERE s.id = $1",
-            &[subscription.into()],
-        )?
-        .ok_or_else(|| CyError::internal("subscription vanished")),
-    }
+    Ok(qty)
 }
 
 /// A seat call: the subscription locked (it must be the scope's and not ended), the

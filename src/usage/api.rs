@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn event_type(v: Option<String>) -> Result<String> {
+pub(super) fn event_type(v: Option<String>) -> Result<String> {
     let v = validate::required("event_type", v)?;
     let n = v.chars().count();
     if n == 0 || n > 255 {

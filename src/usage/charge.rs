@@ -32,7 +32,7 @@ pub fn record_one(c: &mut SpiClient<'_>, mut ev: Event) -> Result<Outcome> {
         if applied.is_none() {
             let rules = l.rules(c, &p.customer, &p.ev.event_type)?;
             let a = apply(c, &account, &rules, &p, now)?;
-            if a.limited {
+            if a.limited() {
                 // (refused under cached rules: refused only if they are the rules now)
                 let now_rules = Direct { account: &account }.rules(c, &p.customer, &p.ev.event_type)?;
                 if *now_rules == *rules {

@@ -134,7 +134,7 @@ impl Lookups for Direct<'_> {
     }
     fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>> {
         let account = self.account;
-        crate::assets::rate_at(c, account, asset, currency, at_time(at)?)
+        crate::assets::rate_at(c, account, asset, currency, wallet::time_at(at)?)
     }
     fn rules(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Rc<Rules>> {
         let t = run(c, rule_lookup!(), &[self.account.into(), customer.into(), event_type.into()])?;
@@ -255,7 +255,7 @@ impl Lookups for Cached<'_> {
     }
     fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>> {
         // (rare, and by time: read each time, as Direct does)
-        crate::assets::rate_at(c, self.account, asset, currency, at_time(at)?)
+        crate::assets::rate_at(c, self.account, asset, currency, wallet::time_at(at)?)
     }
     fn rules(&mut self, c: &mut SpiClient<'_>, customer: &str, event_type: &str) -> Result<Rc<Rules>> {
         let account = self.account.to_string();
@@ -491,15 +491,10 @@ impl Lookups for Preloaded {
     fn rate(&mut self, c: &mut SpiClient<'_>, asset: &str, currency: &str, at: i64) -> Result<Option<Decimal>> {
         // (rare: revenue in a custom unit against a cost in a currency; rates change
         // over time, so each event reads the one of its moment)
-        crate::assets::rate_at(c, &self.account, asset, currency, at_time(at)?)
+        crate::assets::rate_at(c, &self.account, asset, currency, wallet::time_at(at)?)
     }
     fn rules(&mut self, _: &mut SpiClient<'_>, _: &str, _: &str) -> Result<Rc<Rules>> {
         // (a batch whose event types have rules takes the one-event path: none here)
         Ok(Rc::default())
     }
-}
-
-/// A time in Postgres microseconds as a timestamptz.
-fn at_time(at: i64) -> Result<TimestampWithTimeZone> {
-    TimestampWithTimeZone::try_from(at).map_err(|e| CyError::internal(format!("time {at}: {e:?}")))
 }

@@ -218,7 +218,7 @@ pub fn record(c: &mut SpiClient<'_>, account: &str, ev: Event) -> Result<Outcome
     let mut p = prepare(c, &mut l, ev, now)?;
     let rules = l.rules(c, &p.customer, &p.ev.event_type)?;
     let applied = apply(c, account, &rules, &p, now)?;
-    if applied.limited {
+    if applied.limited() {
         return refuse(c, account, p, &applied);
     }
     if applied.free > Decimal::ZERO {

@@ -98,14 +98,12 @@ pub(super) struct Counted {
 /// What the rules made of an event before it is charged.
 #[derive(Default)]
 pub(super) struct Applied {
-    /// refused by a usage limit: not recorded
-    pub(super) limited: bool,
     /// the part of the event a free tier covers, in its first price's terms
     pub(super) free: Decimal,
     counted: Vec<Counted>,
     /// whose counters they are: (customer id, event type)
     counter: (String, String),
-    /// the limit that refused it, and its window
+    /// the limit that refused it (not recorded), and its window
     refused: Option<(Rule, (i64, i64))>,
 }
 
@@ -140,8 +138,8 @@ fn count(
             p.customer.as_str().into(),
             kind.into(),
             p.ev.event_type.as_str().into(),
-            wallet::at_time(Some(start))?.into(),
-            wallet::at_time(Some(end))?.into(),
+            wallet::time_at(start)?.into(),
+            wallet::time_at(end)?.into(),
             to_numeric(quantity).into(),
             cap.map(to_numeric).into(),
         ],
@@ -162,7 +160,6 @@ pub(super) fn apply(c: &mut SpiClient<'_>, account: &str, rules: &Rules, p: &Pre
                 return Ok(applied);
             }
             applied.refused = Some((limit.clone(), window));
-            applied.limited = true;
             return Ok(applied);
         }
         applied.counted.push(Counted { kind: "limit", window_start: window.0, quantity: Decimal::ONE });
@@ -215,8 +212,8 @@ fn exceeded(c: &mut SpiClient<'_>, account: &str, p: &Prepared, limit: &Rule, (s
             account.into(),
             p.customer.as_str().into(),
             p.ev.event_type.as_str().into(),
-            wallet::at_time(Some(start))?.into(),
-            wallet::at_time(Some(end))?.into(),
+            wallet::time_at(start)?.into(),
+            wallet::time_at(end)?.into(),
         ],
     )?;
     if first.is_some() {
@@ -230,6 +227,11 @@ fn exceeded(c: &mut SpiClient<'_>, account: &str, p: &Prepared, limit: &Rule, (s
 }
 
 impl Applied {
+    /// Refused by a usage limit: not to be recorded.
+    pub(super) fn limited(&self) -> bool {
+        self.refused.is_some()
+    }
+
     /// An event that was a replay counts nothing: gives its counts back.
     pub(super) fn undo(&self, c: &mut SpiClient<'_>) -> Result<()> {
         let (customer, event_type) = (&self.counter.0, &self.counter.1);
@@ -242,7 +244,7 @@ impl Applied {
                     customer.as_str().into(),
                     k.kind.into(),
                     event_type.as_str().into(),
-                    wallet::at_time(Some(k.window_start))?.into(),
+                    wallet::time_at(k.window_start)?.into(),
                     to_numeric(k.quantity).into(),
                 ],
             )?;
@@ -293,7 +295,7 @@ fn set_rule(
     customer: Option<String>,
     cohort: Option<String>,
 ) -> Result<()> {
-    let event_type = api_event_type(event_type)?;
+    let event_type = super::api::event_type(event_type)?;
     Spi::connect_mut(|c| {
         let account = scope(c)?;
         let (customer, cohort) = rule_scope(c, &account, customer, cohort)?;
@@ -330,14 +332,6 @@ fn set_rule(
         )?;
         Ok(())
     })
-}
-
-fn api_event_type(v: Option<String>) -> Result<String> {
-    let v = validate::required("event_type", v)?;
-    if v.is_empty() || v.chars().count() > 255 {
-        return Err(CyError::invalid("event_type must be 1 to 255 characters"));
-    }
-    Ok(v)
 }
 
 /// The first `quantity` units of an event type per calendar `per` (day, week, month;
@@ -419,14 +413,14 @@ fn free_tier_usage(
     ),
 > {
     let rows = api(move || {
-        let event_type = api_event_type(event_type)?;
+        let event_type = super::api::event_type(event_type)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let customer = customers::resolve(c, &account, customer.as_deref())?;
             let rules = Direct { account: &account }.rules(c, &customer, &event_type)?;
             let Some(tier) = &rules.free_tier else { return Ok(Vec::<AllowanceRow>::new()) };
             let (start, end) = tier.window.bounds(pgrx::datetime::now().into_inner());
-            let (start, end) = (wallet::at_time(Some(start))?, wallet::at_time(Some(end))?);
+            let (start, end) = (wallet::time_at(start)?, wallet::time_at(end)?);
             let used = one::<String>(
                 c,
                 "SELECT used::text FROM credyt.usage_counter \
@@ -437,7 +431,6 @@ fn free_tier_usage(
             .transpose()?
             .unwrap_or_default();
             let left = free_part(tier.quantity, used, tier.quantity);
-            let (Some(start), Some(end)) = (start, end) else { return Err(CyError::internal("no window")) };
             Ok(vec![(to_numeric(tier.quantity), to_numeric(used), to_numeric(left), start, end)])
         })
     });

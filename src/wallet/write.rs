@@ -75,9 +75,13 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
 }
 
 /// A time in Postgres microseconds as a timestamptz.
+pub fn time_at(t: i64) -> Result<TimestampWithTimeZone> {
+    TimestampWithTimeZone::try_from(t).map_err(|e| CyError::internal(format!("time {t}: {e:?}")))
+}
+
+/// time_at() of a time that may be missing.
 pub fn at_time(at: Option<i64>) -> Result<Option<TimestampWithTimeZone>> {
-    at.map(|t| TimestampWithTimeZone::try_from(t).map_err(|e| CyError::internal(format!("time {t}: {e:?}"))))
-        .transpose()
+    at.map(time_at).transpose()
 }
 
 // ---------------------------------------------------------------------------------
