@@ -118,31 +118,36 @@ install_extension() {
     (cd "$ROOT" && cargo pgrx install --pg-config "$PG_CONFIG" ${1:-} >/dev/null)
 }
 
+# Initialises (once) and starts a cluster as its owner: $1 its data directory, $2 its
+# log file, $3 the lines to add to its postgresql.conf at initdb.
+start_pg_cluster() {
+    local dir="$1" log="$2" conf="$3"
+    if [ ! -f "$dir/PG_VERSION" ]; then
+        say "initdb $dir"
+        as_pg "$PG_BIN/initdb" -D "$dir" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+        printf '%s\n' "$conf" | as_pg tee -a "$dir/postgresql.conf" >/dev/null
+    fi
+    if ! as_pg "$PG_BIN/pg_ctl" -D "$dir" status >/dev/null 2>&1; then
+        say "starting PostgreSQL 15 in $dir"
+        if ! as_pg "$PG_BIN/pg_ctl" -D "$dir" -l "$log" -w -t 60 start >/dev/null; then
+            echo "error: PostgreSQL did not start; the end of its log:" >&2
+            tail -n 30 "$log" >&2 || true
+            exit 1
+        fi
+    fi
+}
+
 # Starts (initialising once) the project-local cluster with pg_cron preloaded.
 ensure_cluster() {
     mkdir -p "$CREDYT_PGROOT"
     if [ "$(id -u)" -eq 0 ]; then chown postgres "$CREDYT_PGROOT"; fi
-    if [ ! -f "$PGDATA_DIR/PG_VERSION" ]; then
-        say "initdb $PGDATA_DIR"
-        as_pg "$PG_BIN/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust -E UTF8 --locale=C.UTF-8 >/dev/null
-        cat >>"$PGDATA_DIR/postgresql.conf" <<CONF
-# credyt project-local cluster
+    start_pg_cluster "$PGDATA_DIR" "$CREDYT_PGROOT/postgres.log" "# credyt project-local cluster
 port = $CREDYT_PGPORT
 listen_addresses = '127.0.0.1'
 unix_socket_directories = '$CREDYT_PGROOT'
 shared_preload_libraries = 'pg_cron'
 cron.database_name = 'credyt'
-max_connections = 200
-CONF
-    fi
-    if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" status >/dev/null 2>&1; then
-        say "starting PostgreSQL 15 on port $CREDYT_PGPORT (socket in $CREDYT_PGROOT)"
-        if ! as_pg "$PG_BIN/pg_ctl" -D "$PGDATA_DIR" -l "$CREDYT_PGROOT/postgres.log" -w -t 60 start >/dev/null; then
-            echo "error: PostgreSQL did not start; the end of its log:" >&2
-            tail -n 30 "$CREDYT_PGROOT/postgres.log" >&2 || true
-            exit 1
-        fi
-    fi
+max_connections = 200"
     psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'credyt'" | grep -q 1 \
         || psql_admin -d postgres -qc "CREATE DATABASE credyt"
 }

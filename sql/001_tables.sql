@@ -41,6 +41,9 @@ CREATE INDEX account_parent ON credyt.account (parent_id);
 -- renaming a role cannot unbind it.
 CREATE TABLE credyt.role_binding (
     role_oid   oid PRIMARY KEY,
+    -- On a Citus worker, where a role has another OID, the binding is found by name
+    -- (row security is evaluated there: crate::scope).
+    role_name  name NOT NULL,
     account_id text REFERENCES credyt.account (id),
     server     boolean NOT NULL DEFAULT false,
     created_at timestamptz NOT NULL DEFAULT now(),
@@ -76,6 +79,19 @@ CREATE TABLE credyt.customer (
 );
 CREATE UNIQUE INDEX customer_external_id ON credyt.customer (account_id, external_id);
 CREATE INDEX customer_account ON credyt.customer (account_id, created_at);
+
+-- What a reference to a customer (its id, or its external_id) names: one row per id
+-- and one per external id, written with the customer (crate::customers). One unique
+-- lookup resolves either, and keeps an external id unique in its account (nor may it
+-- be the id of another customer of the account). On Citus this is a reference table:
+-- customers are sharded by id, so a lookup by external id would otherwise ask them all.
+CREATE TABLE credyt.customer_ref (
+    account_id  text NOT NULL,
+    ref         text NOT NULL,
+    customer_id text NOT NULL,
+    PRIMARY KEY (account_id, ref)
+);
+CREATE INDEX customer_ref_customer ON credyt.customer_ref (customer_id);
 
 -- The ledger --------------------------------------------------------------------------
 
@@ -130,7 +146,7 @@ CREATE UNIQUE INDEX ledger_txn_idem_key ON credyt.ledger_txn (account_id, idem_k
 -- One credit inside a wallet account. seq orders lots by age for the burn-down.
 CREATE TABLE credyt.lot (
     account_id   text NOT NULL,
-    id           text PRIMARY KEY,
+    id           text NOT NULL,
     seq          bigint GENERATED ALWAYS AS IDENTITY,
     customer_id  text NOT NULL,
     wallet_name  text NOT NULL,
@@ -147,7 +163,10 @@ CREATE TABLE credyt.lot (
     source       text NOT NULL,          -- what created it, e.g. 'adjust:gift'
     txn_id       text NOT NULL,
     created_at   timestamptz NOT NULL DEFAULT now(),
-    spent        boolean NOT NULL DEFAULT false   -- remaining = 0, written with it
+    spent        boolean NOT NULL DEFAULT false,  -- remaining = 0, written with it
+    -- (the customer first: a draw names the lots of one customer, and on Citus the
+    -- key must hold the distribution column)
+    PRIMARY KEY (customer_id, id)
 ) WITH (fillfactor = 50);
 -- (fillfactor: a batch draws every lot of its customers once; with room for each
 -- lot's new version on its own page, the draws stay HOT updates, which write no index.

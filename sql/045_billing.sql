@@ -77,7 +77,8 @@ SELECT s.id AS subscription_id, s.customer_id, s.seats AS quantity,
                  WHERE a.subscription_id = s.id), '{}') AS users,
        s.account_id
 FROM credyt.subscription s
-WHERE EXISTS (SELECT 1 FROM credyt.subscription_fee f WHERE f.subscription_id = s.id AND f.type = 'seat');
+WHERE EXISTS (SELECT 1 FROM credyt.subscription_fee f WHERE f.customer_id = s.customer_id AND f.subscription_id = s.id
+                AND f.type = 'seat');
 
 -- Outcomes (record_outcome): one row per outcome_id of an account, claimed before
 -- anything is charged (its unique key is the idempotency). txn_id: the ledger

@@ -115,6 +115,11 @@ LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
 -- every claim cost the whole backlog, and a backlog after an outage is exactly when
 -- claims must stay cheap.
 SET enable_bitmapscan = off SET enable_seqscan = off AS $$
+DECLARE
+    ev_ids text[];
+    hook_ids text[];
+    claim_ids bigint[];
+    tries integer[];
 BEGIN
     -- Claims whose session is gone are due again now. (pg_stat_activity lists every
     -- backend; the in-flight claims are few and reached by delivery_claimed.) A
@@ -129,7 +134,9 @@ BEGIN
           SELECT 1 FROM pg_catalog.pg_stat_activity a
           WHERE a.pid::text = split_part(d.claimed_session, ':', 1)
             AND (a.backend_start IS NULL OR a.pid || ':' || extract(epoch FROM a.backend_start) = d.claimed_session));
-    RETURN QUERY
+    -- Claimed first, then joined with the endpoints and envelopes: on Citus the
+    -- endpoints are a reference table, and a statement that reads one is planned by
+    -- Citus, which refuses the claim's nextval() in it.
     WITH me AS (
         SELECT a.pid || ':' || extract(epoch FROM a.backend_start) AS session
         FROM pg_catalog.pg_stat_activity a WHERE a.pid = pg_backend_pid()
@@ -148,12 +155,15 @@ BEGIN
         WHERE d.ctid = ANY (ARRAY(SELECT due.ctid FROM due))
         RETURNING d.event_id, d.webhook_id, d.claim, d.attempts
     )
-    SELECT c.event_id, c.webhook_id, c.claim, c.attempts, w.url, w.secret,
+    SELECT array_agg(c.event_id), array_agg(c.webhook_id), array_agg(c.claim), array_agg(c.attempts)
+    INTO ev_ids, hook_ids, claim_ids, tries FROM claimed c;
+    RETURN QUERY
+    SELECT u.event_id, u.webhook_id, u.claim, u.attempts, w.url, w.secret,
            CASE WHEN w.previous_until > now() THEN w.previous_secret END,
            e.payload::text, e.created_at
-    FROM claimed c
-    JOIN credyt.webhook w ON w.id = c.webhook_id
-    JOIN credyt.events e ON e.id = c.event_id;
+    FROM unnest(ev_ids, hook_ids, claim_ids, tries) AS u(event_id, webhook_id, claim, attempts)
+    JOIN credyt.webhook w ON w.id = u.webhook_id
+    JOIN credyt.events e ON e.id = u.event_id;
 END $$;
 
 -- Records the outcomes of attempts: 'delivered', 'retry' (after retry_ms) or

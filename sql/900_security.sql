@@ -17,7 +17,7 @@ ALTER TABLE credyt.role_binding FORCE ROW LEVEL SECURITY;   -- no policy: invisi
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'asset_rate', 'vendor', 'product',
+    FOREACH t IN ARRAY ARRAY['api_key', 'customer', 'customer_ref', 'wallet_account', 'ledger_txn', 'lot', 'entry', 'asset', 'asset_rate', 'vendor', 'product',
                               'product_version', 'price', 'subscription', 'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                               'webhook', 'delivery', 'stripe_connection', 'stripe_event', 'stripe_customer', 'portal_grant',
                               'subscription_fee', 'subscription_charge', 'seat_assignment', 'outcome', 'usage_rule', 'usage_counter'] LOOP
@@ -83,7 +83,7 @@ BEGIN
         JOIN pg_extension e ON e.oid = d.refobjid AND e.extname = 'credyt'
         JOIN pg_namespace n ON n.oid = p.pronamespace AND n.nspname = 'credyt'
         WHERE p.proname !~ '^_'
-          AND p.proname NOT IN ('bind_role', 'grant_access', 'grant_worker', 'grant_server', 'tick', 'schedule_jobs')
+          AND p.proname NOT IN ('bind_role', 'grant_access', 'grant_worker', 'grant_server', 'tick', 'schedule_jobs', 'distribute')
     LOOP
         EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I', f, role);
     END LOOP;
@@ -138,9 +138,10 @@ BEGIN
                    'credyt._server_topup_session(text, text, text, timestamptz), '
                    'credyt._server_claim_auto_topups(integer, integer), '
                    'credyt._server_auto_topup_result(text, boolean, text) TO %I', role);
-    INSERT INTO credyt.role_binding (role_oid, account_id, server)
-    VALUES ((SELECT oid FROM pg_roles WHERE rolname = role), NULL, true)
-    ON CONFLICT (role_oid) DO UPDATE SET account_id = NULL, server = true, created_at = now();
+    INSERT INTO credyt.role_binding (role_oid, role_name, account_id, server)
+    VALUES ((SELECT oid FROM pg_roles WHERE rolname = role), role, NULL, true)
+    ON CONFLICT (role_oid) DO UPDATE SET account_id = NULL, server = true, role_name = EXCLUDED.role_name,
+        created_at = EXCLUDED.created_at;
 END $$;
 REVOKE ALL ON FUNCTION credyt.grant_server(name) FROM PUBLIC;
 
@@ -176,7 +177,7 @@ INSERT INTO credyt.account (id, name) VALUES (credyt._new_id('acc'), 'platform')
 DO $$
 DECLARE t text;
 BEGIN
-    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'api_key', 'customer', 'wallet_account', 'ledger_txn', 'lot', 'entry',
+    FOREACH t IN ARRAY ARRAY['account', 'role_binding', 'api_key', 'customer', 'customer_ref', 'wallet_account', 'ledger_txn', 'lot', 'entry',
                              'asset', 'asset_rate', 'vendor', 'product', 'product_version', 'price', 'subscription',
                              'usage_event', 'model_cost', 'hold', 'event', 'credit_grant', 'topup',
                              'webhook', 'delivery', 'stripe_connection', 'stripe_event', 'stripe_customer', 'portal_grant',

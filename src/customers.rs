@@ -37,8 +37,7 @@ pub fn resolve_cached(c: &mut SpiClient<'_>, account: &str, reference: &str) -> 
         None => {
             let t = crate::spi::run(
                 c,
-                "SELECT (SELECT id FROM ((SELECT id FROM credyt.customer WHERE id = $2 AND account_id = $1) \
-                   UNION ALL (SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2) LIMIT 1) x) AS id, \
+                "SELECT (SELECT customer_id FROM credyt.customer_ref WHERE account_id = $1 AND ref = $2) AS id, \
                    (SELECT catalog_gen FROM credyt.account WHERE id = $1) AS gen",
                 &[account.into(), reference.into()],
             )?;
@@ -69,13 +68,29 @@ fn unknown(account: &str, reference: &str) -> CyError {
 fn lookup(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<String> {
     one::<String>(
         c,
-        // Two unique-index lookups, id first: a plan that is right with or without
-        // statistics (an OR of the two columns is planned as a scan of the table).
-        "(SELECT id FROM credyt.customer WHERE id = $2 AND account_id = $1) \
-         UNION ALL (SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2) LIMIT 1",
+        "SELECT customer_id FROM credyt.customer_ref WHERE account_id = $1 AND ref = $2",
         &[account.into(), reference.into()],
     )?
     .ok_or_else(|| unknown(account, reference))
+}
+
+/// Claims `reference` (an id or external id) for `customer` in `account`; false when
+/// another customer of the account holds it.
+fn claim_ref(c: &mut SpiClient<'_>, account: &str, reference: &str, customer: &str) -> Result<bool> {
+    Ok(one::<bool>(
+        c,
+        "INSERT INTO credyt.customer_ref (account_id, ref, customer_id) VALUES ($1, $2, $3) \
+         ON CONFLICT DO NOTHING RETURNING true",
+        &[account.into(), reference.into(), customer.into()],
+    )?
+    .is_some())
+}
+
+fn taken(c: &mut SpiClient<'_>, account: &str, external_id: &str) -> Result<CyError> {
+    let existing = lookup(c, account, external_id).unwrap_or_default();
+    Ok(CyError::conflict(format!("a customer with external_id {external_id:?} already exists"))
+        .detail(format!("existing customer: {existing}"))
+        .hint("external_id is unique within an account (and no customer's id); pass it wherever a customer is named"))
 }
 
 #[pg_extern(security_definer)]
@@ -96,37 +111,30 @@ fn create_customer(
         Spi::connect_mut(|c| {
             let account = scope(c)?;
             let id = crate::ids::new_id("cust")?;
-            let inserted = one::<String>(
+            // the references first: a taken external id writes nothing
+            if let Some(ext) = &external_id {
+                if !claim_ref(c, &account, ext, &id)? {
+                    return Err(taken(c, &account, ext)?);
+                }
+            }
+            if !claim_ref(c, &account, &id, &id)? {
+                return Err(CyError::internal(format!("customer id {id} is taken")));
+            }
+            crate::spi::run(
                 c,
                 "INSERT INTO credyt.customer (account_id, id, name, external_id, email, cohort, metadata) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (account_id, external_id) DO NOTHING RETURNING id",
+                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 &[
                     account.as_str().into(),
                     id.as_str().into(),
                     name.as_str().into(),
-                    external_id.clone().into(),
+                    external_id.into(),
                     email.into(),
                     cohort.into(),
                     JsonB(metadata).into(),
                 ],
             )?;
-            match inserted {
-                Some(id) => Ok(id),
-                None => {
-                    let existing = one::<String>(
-                        c,
-                        "SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2",
-                        &[account.as_str().into(), external_id.clone().into()],
-                    )?
-                    .unwrap_or_default();
-                    Err(CyError::conflict(format!(
-                        "a customer with external_id {:?} already exists",
-                        external_id.unwrap_or_default()
-                    ))
-                    .detail(format!("existing customer: {existing}"))
-                    .hint("external_id is unique within an account; pass it wherever a customer is named"))
-                }
-            }
+            Ok(id)
         })
     })
 }
@@ -151,13 +159,19 @@ fn update_customer(
             let account = scope(c)?;
             let id = resolve(c, &account, customer.as_deref())?;
             if let Some(ext) = &external_id {
-                if let Some(other) = one::<String>(
-                    c,
-                    "SELECT id FROM credyt.customer WHERE account_id = $1 AND external_id = $2 AND id <> $3",
-                    &[account.as_str().into(), ext.as_str().into(), id.as_str().into()],
-                )? {
-                    return Err(CyError::conflict(format!("a customer with external_id {ext:?} already exists"))
-                        .detail(format!("existing customer: {other}")));
+                let current =
+                    one::<String>(c, "SELECT external_id FROM credyt.customer WHERE id = $1", &[id.as_str().into()])?;
+                if current.as_deref() != Some(ext.as_str()) {
+                    if !claim_ref(c, &account, ext, &id)? {
+                        return Err(taken(c, &account, ext)?);
+                    }
+                    if let Some(old) = current {
+                        crate::spi::run(
+                            c,
+                            "DELETE FROM credyt.customer_ref WHERE account_id = $1 AND ref = $2 AND customer_id = $3",
+                            &[account.as_str().into(), old.as_str().into(), id.as_str().into()],
+                        )?;
+                    }
                 }
             }
             crate::spi::run(

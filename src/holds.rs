@@ -53,15 +53,20 @@ pub struct Hold {
     pub expired: bool,
 }
 
+/// What hold_row() decodes.
+macro_rules! hold_columns {
+    () => {
+        "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() AS expired FROM credyt.hold "
+    };
+}
+
 /// Finds a hold by its `hld_…` id or the client's hold_id, locking its row.
 pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hold> {
-    macro_rules! hold_columns {
-        () => {
-            "SELECT id, customer_id, wallet_name, asset, status, expires_at <= now() AS expired FROM credyt.hold "
-        };
-    }
     const BY_ID: &str = concat!(hold_columns!(), "WHERE id = $2 AND account_id = $1 FOR UPDATE");
     const BY_KEY: &str = concat!(hold_columns!(), "WHERE account_id = $1 AND hold_key = $2 FOR UPDATE");
+    if crate::distributed::active() {
+        return find_sharded(c, account, reference);
+    }
     let mut t = run(c, BY_ID, &[account.into(), reference.into()])?;
     if t.is_empty() {
         t = run(c, BY_KEY, &[account.into(), reference.into()])?;
@@ -69,7 +74,10 @@ pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hol
     if t.is_empty() {
         return Err(CyError::not_found(format!("unknown hold {reference}")));
     }
-    let row = t.first();
+    hold_row(&t.first())
+}
+
+fn hold_row(row: &impl Row) -> Result<Hold> {
     Ok(Hold {
         id: row.req::<String>("id")?,
         customer: row.req::<String>("customer_id")?,
@@ -78,6 +86,35 @@ pub fn find(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hol
         status: row.vocab("status", HoldStatus::parse)?,
         expired: row.req::<bool>("expired")?,
     })
+}
+
+/// find() on Citus, where a lock is taken on one shard: the hold's customer first (its
+/// id, else its hold_id: per customer there, so one that several customers used is
+/// CY409), then its row on that customer's shard.
+fn find_sharded(c: &mut SpiClient<'_>, account: &str, reference: &str) -> Result<Hold> {
+    let t = run(
+        c,
+        "SELECT customer_id, id FROM credyt.hold WHERE account_id = $1 AND (id = $2 OR hold_key = $2) \
+         ORDER BY id = $2 DESC LIMIT 2",
+        &[account.into(), reference.into()],
+    )?;
+    let found: Vec<(String, String)> =
+        t.into_iter().map(|r| Ok((r.req::<String>("customer_id")?, r.req::<String>("id")?))).collect::<Result<_>>()?;
+    let (customer, id) = match found.as_slice() {
+        [] => return Err(CyError::not_found(format!("unknown hold {reference}"))),
+        [one] => one.clone(),
+        [first, ..] if first.1 == reference => first.clone(),
+        _ => {
+            return Err(CyError::conflict(format!("hold_id {reference:?} names holds of several customers"))
+                .hint("name the hold by its hld_… id"))
+        }
+    };
+    const LOCK: &str = concat!(hold_columns!(), "WHERE customer_id = $1 AND id = $2 FOR UPDATE");
+    let t = run(c, LOCK, &[customer.as_str().into(), id.as_str().into()])?;
+    if t.is_empty() {
+        return Err(CyError::not_found(format!("unknown hold {reference}")));
+    }
+    hold_row(&t.first())
 }
 
 /// Closes an active hold as captured (with the amount charged against it) or
@@ -92,11 +129,17 @@ pub fn close(
     // The wallet row's held drops with it (the hold was active and unexpired).
     run(
         c,
-        "WITH h AS (UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() WHERE id = $1 \
-           RETURNING customer_id, wallet_name, asset, amount) \
+        "WITH h AS (UPDATE credyt.hold SET status = $2, captured = $3, event_id = $4, closed_at = now() \
+             WHERE customer_id = $5 AND id = $1 RETURNING wallet_name, asset, amount) \
          UPDATE credyt.wallet_account w SET held = w.held - h.amount FROM h \
-         WHERE w.customer_id = h.customer_id AND w.name = h.wallet_name AND w.asset = h.asset",
-        &[hold.id.as_str().into(), status.as_str().into(), captured.map(to_numeric).into(), event_id.into()],
+         WHERE w.customer_id = $5 AND w.name = h.wallet_name AND w.asset = h.asset",
+        &[
+            hold.id.as_str().into(),
+            status.as_str().into(),
+            captured.map(to_numeric).into(),
+            event_id.into(),
+            hold.customer.as_str().into(),
+        ],
     )?;
     Ok(())
 }
@@ -116,10 +159,13 @@ pub fn require_open(hold: &Hold, reference: &str) -> Result<()> {
 /// The hold this hold_id already names, if it names one with the same customer,
 /// asset and amount; CY409 if it names another.
 fn existing(c: &mut SpiClient<'_>, w: &WalletRef, key: &str, amount: Decimal) -> Result<Option<String>> {
+    const BY_ACCOUNT: &str = "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold \
+         WHERE account_id = $1 AND hold_key = $2";
+    const BY_CUSTOMER: &str = "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold \
+         WHERE customer_id = $3 AND account_id = $1 AND hold_key = $2";
     let t = run(
         c,
-        "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold \
-         WHERE account_id = $1 AND hold_key = $2",
+        crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
         &[w.account.into(), key.into(), w.customer.into(), w.asset.into(), to_numeric(amount).into()],
     )?;
     if t.is_empty() {

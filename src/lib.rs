@@ -17,6 +17,7 @@ mod clock;
 mod credits;
 mod customers;
 mod deliveries;
+mod distributed;
 mod error;
 mod events;
 mod holds;
@@ -45,11 +46,13 @@ extension_sql_file!("../sql/045_billing.sql", name = "billing", requires = ["cre
 extension_sql_file!("../sql/050_webhooks.sql", name = "webhooks", requires = ["billing"]);
 extension_sql_file!("../sql/060_stripe.sql", name = "stripe", requires = ["webhooks"]);
 extension_sql_file!("../sql/070_portal.sql", name = "portal", requires = ["stripe"]);
+extension_sql_file!("../sql/080_distribute.sql", name = "distribute", requires = ["portal"]);
 extension_sql_file!("../sql/900_security.sql", name = "security", finalize);
 
 /// Registers credyt's settings when a backend loads the library.
 #[pg_guard]
 pub extern "C-unwind" fn _PG_init() {
+    distributed::init();
     apikeys::init_gucs();
     events::init_gucs();
     credits::init_gucs();

@@ -51,16 +51,28 @@ struct ScopeFacts {
 fn scope_facts(c: &mut SpiClient<'_>, setting: Option<&str>) -> Result<ScopeFacts> {
     let outer = unsafe { pg_sys::GetOuterUserId() };
     let session = unsafe { pg_sys::GetSessionUserId() };
-    let t = run(
-        c,
-        "SELECT b.account_id AS bound, coalesce(b.server, false) AS server, \
-                (SELECT id FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform, \
-                EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists, \
-                (SELECT catalog_gen FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform_gen \
-         FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT account_id, server FROM credyt.role_binding \
-           WHERE role_oid = $1 OR role_oid = $2 ORDER BY role_oid = $1 DESC LIMIT 1) b ON true",
-        &[outer.into(), session.into(), setting.into()],
-    )?;
+    macro_rules! facts {
+        ($binding:literal) => {
+            concat!(
+                "SELECT b.account_id AS bound, coalesce(b.server, false) AS server, \
+                        (SELECT id FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') AS platform, \
+                        EXISTS (SELECT 1 FROM credyt.account WHERE id = $3) AS setting_exists, \
+                        (SELECT catalog_gen FROM credyt.account WHERE parent_id IS NULL AND environment = 'live') \
+                          AS platform_gen \
+                 FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT account_id, server FROM credyt.role_binding ",
+                $binding,
+                " LIMIT 1) b ON true"
+            )
+        };
+    }
+    const BY_OID: &str = facts!("WHERE role_oid = $1 OR role_oid = $2 ORDER BY role_oid = $1 DESC");
+    // (a Citus worker: the same roles under other OIDs)
+    const BY_NAME: &str = facts!(
+        "WHERE role_name IN (pg_catalog.pg_get_userbyid($1), pg_catalog.pg_get_userbyid($2)) \
+         ORDER BY role_name = pg_catalog.pg_get_userbyid($1) DESC"
+    );
+    let sql = if crate::distributed::on_worker(c)? { BY_NAME } else { BY_OID };
+    let t = run(c, sql, &[outer.into(), session.into(), setting.into()])?;
     let row = t.first();
     Ok(ScopeFacts {
         bound: row.opt::<String>("bound")?,
@@ -147,6 +159,13 @@ fn scope_with_gen(c: &mut SpiClient<'_>, setting: Option<String>) -> Result<(Str
 }
 
 fn decide(c: &mut SpiClient<'_>, facts: ScopeFacts, setting: Option<String>) -> Result<String> {
+    // On a Citus worker, row security runs here for a query the coordinator sent on
+    // behalf of a role: its binding holds; the session's settings (credyt.account, an
+    // authenticated key) stayed on the coordinator, so a bound role reads its bound
+    // account, a server role nothing (CY401), and an unbound role no account at all.
+    if !facts.server && crate::distributed::on_worker(c)? {
+        return Ok(facts.bound.unwrap_or_default());
+    }
     // A server role has no account of its own: only the one a key authenticated.
     if facts.server {
         return crate::scope::setting(KEY_ACCOUNT).ok_or_else(|| {

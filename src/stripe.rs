@@ -39,7 +39,7 @@ fn connect_stripe(secret_key: Option<String>, webhook_secret: Option<String>) {
                 "INSERT INTO credyt.stripe_connection (account_id, secret_key, webhook_secret, key_hint, livemode) \
                  VALUES ($1, $2, $3, $4, $5) ON CONFLICT (account_id) DO UPDATE SET secret_key = EXCLUDED.secret_key, \
                    webhook_secret = EXCLUDED.webhook_secret, key_hint = EXCLUDED.key_hint, livemode = EXCLUDED.livemode, \
-                   connected_at = now()",
+                   connected_at = EXCLUDED.connected_at",
                 &[account.as_str().into(), key.as_str().into(), secret.as_str().into(), hint.as_str().into(), live.into()],
             )?;
             Ok(())
@@ -220,7 +220,7 @@ fn remember_card(c: &mut SpiClient<'_>, account: &str, topup: &str, object: &Val
         "INSERT INTO credyt.stripe_customer (account_id, customer_id, stripe_customer, payment_method) \
          SELECT $1, t.customer_id, $3, $4 FROM credyt.topup t WHERE t.id = $2 AND t.account_id = $1 \
          ON CONFLICT (customer_id) DO UPDATE SET stripe_customer = EXCLUDED.stripe_customer, \
-           payment_method = coalesce(EXCLUDED.payment_method, credyt.stripe_customer.payment_method), updated_at = now()",
+           payment_method = coalesce(EXCLUDED.payment_method, credyt.stripe_customer.payment_method), updated_at = EXCLUDED.updated_at",
         &[account.into(), topup.into(), stripe_customer.into(), method.into()],
     )?;
     Ok(())

@@ -143,9 +143,10 @@ fn bind_role(role: Option<String>, account_id: Option<String>) {
             require_within_scope(c, &account_id, &scope)?;
             run(
                 c,
-                "INSERT INTO credyt.role_binding (role_oid, account_id) VALUES ($1, $2) \
-                 ON CONFLICT (role_oid) DO UPDATE SET account_id = EXCLUDED.account_id, created_at = now()",
-                &[oid.into(), account_id.as_str().into()],
+                "INSERT INTO credyt.role_binding (role_oid, role_name, account_id) VALUES ($1, $3, $2) \
+                 ON CONFLICT (role_oid) DO UPDATE SET account_id = EXCLUDED.account_id, role_name = EXCLUDED.role_name, \
+                   created_at = EXCLUDED.created_at",
+                &[oid.into(), account_id.as_str().into(), role.as_str().into()],
             )?;
             Ok(())
         })

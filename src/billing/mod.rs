@@ -153,8 +153,8 @@ fn bill(c: &mut SpiClient<'_>, fee: &Fee, ch: &Charge, strict: bool) -> Result<b
         run(
             c,
             "UPDATE credyt.subscription_charge SET status = $3, txn_id = NULL \
-             WHERE subscription_id = $1 AND txn_id = $2",
-            &[fee.subscription.as_str().into(), txn.as_str().into(), status.into()],
+             WHERE customer_id = $4 AND subscription_id = $1 AND txn_id = $2",
+            &[fee.subscription.as_str().into(), txn.as_str().into(), status.into(), fee.customer.as_str().into()],
         )?;
     }
     if fee.seat {
@@ -208,12 +208,13 @@ struct Counts {
 }
 
 impl Counts {
-    fn read(c: &mut SpiClient<'_>, subscription: &str) -> Result<Counts> {
+    fn read(c: &mut SpiClient<'_>, customer: &str, subscription: &str) -> Result<Counts> {
         let t = run(
             c,
             "SELECT s.quantity, greatest(s.seats, (SELECT count(*) FROM credyt.seat_assignment a \
-               WHERE a.subscription_id = s.id))::int AS seats, s.ends_at FROM credyt.subscription s WHERE s.id = $1",
-            &[subscription.into()],
+               WHERE a.subscription_id = $1))::int AS seats, s.ends_at FROM credyt.subscription s \
+             WHERE s.customer_id = $2 AND s.id = $1",
+            &[subscription.into(), customer.into()],
         )?;
         if t.is_empty() {
             return Err(CyError::internal("subscription vanished"));
@@ -240,7 +241,7 @@ impl Counts {
 /// PERIODS_PER_CALL), stopping at the subscription's end, and moves next_period on.
 /// Returns how many charges were made.
 fn charge_due(c: &mut SpiClient<'_>, fee: &mut Fee, now: i64, strict: bool) -> Result<i64> {
-    let counts = Counts::read(c, &fee.subscription)?;
+    let counts = Counts::read(c, &fee.customer, &fee.subscription)?;
     let (qty, ends) = (counts.of(fee), counts.ends);
     let mut charged = 0;
     while let Some(k) = fee.next_period {
@@ -262,17 +263,36 @@ fn charge_due(c: &mut SpiClient<'_>, fee: &mut Fee, now: i64, strict: bool) -> R
     run(
         c,
         "UPDATE credyt.subscription_fee SET next_period = $2, next_at = $3, billed_period = $4, billed_quantity = $5 \
-         WHERE id = $1",
-        &[fee.id.into(), fee.next_period.into(), next_at.into(), fee.billed_period.into(), fee.billed_quantity.into()],
+         WHERE customer_id = $6 AND id = $1",
+        &[
+            fee.id.into(),
+            fee.next_period.into(),
+            next_at.into(),
+            fee.billed_period.into(),
+            fee.billed_quantity.into(),
+            fee.customer.as_str().into(),
+        ],
     )?;
     Ok(charged)
 }
 
+/// The customer of subscription `id` of the account: what a call naming only the
+/// subscription needs first (on Citus its rows are on that customer's shard).
+pub fn subscription_customer(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<String> {
+    one::<String>(
+        c,
+        "SELECT customer_id FROM credyt.subscription WHERE id = $1 AND account_id = $2",
+        &[id.into(), account.into()],
+    )?
+    .ok_or_else(|| CyError::not_found(format!("unknown subscription {id}")))
+}
+
 /// Locks one subscription's fees and charges what is due of them (subscribe,
 /// set_seats). Returns them as they are now, locked.
-fn charge_subscription(c: &mut SpiClient<'_>, subscription: &str, now: i64) -> Result<Vec<Fee>> {
-    const SQL: &str = concat!(fee_columns!(), "WHERE f.subscription_id = $1 ORDER BY f.id FOR UPDATE");
-    let t = run(c, SQL, &[subscription.into()])?;
+fn charge_subscription(c: &mut SpiClient<'_>, customer: &str, subscription: &str, now: i64) -> Result<Vec<Fee>> {
+    const SQL: &str =
+        concat!(fee_columns!(), "WHERE f.customer_id = $2 AND f.subscription_id = $1 ORDER BY f.id FOR UPDATE");
+    let t = run(c, SQL, &[subscription.into(), customer.into()])?;
     let mut fees = Vec::new();
     for row in t {
         fees.push(fee_row(&row)?);
@@ -286,6 +306,7 @@ fn charge_subscription(c: &mut SpiClient<'_>, subscription: &str, now: i64) -> R
 /// A subscription on one version of its product, as its fees need it.
 pub struct Subscribed<'a> {
     pub account: &'a str,
+    pub customer: &'a str,
     pub subscription: &'a str,
     pub version: i32,
     pub prices: &'a [Price],
@@ -318,20 +339,19 @@ fn open_fees(c: &mut SpiClient<'_>, s: &Subscribed, first: impl Fn(&Recurrence) 
                 c,
                 "INSERT INTO credyt.subscription_fee (account_id, subscription_id, version, position, asset, customer_id, \
                    type, unit_price, interval_unit, interval_count, anchor, next_period, next_at) \
-                 SELECT $1, s.id, $3, $4, $5, s.customer_id, $6, $7, $8, $9, $10, $11, $12 \
-                 FROM credyt.subscription s WHERE s.id = $2",
+                 VALUES ($1, $2, $3, $4, $5, $13, $6, $7, $8, $9, $10, $11, $12)",
                 &[
                     s.account.into(), s.subscription.into(), s.version.into(), (position as i32).into(),
                     pricing.asset.as_str().into(), (if seat { "seat" } else { "fixed" }).into(),
                     to_numeric(unit_price).into(), unit.into(), count.into(), s.starts_at.into(), next_period.into(),
-                    wallet::time_at(next_at)?.into(),
+                    wallet::time_at(next_at)?.into(), s.customer.into(),
                 ],
             )?;
             any = true;
         }
     }
     if any {
-        charge_subscription(c, s.subscription, pgrx::datetime::now().into_inner())?;
+        charge_subscription(c, s.customer, s.subscription, pgrx::datetime::now().into_inner())?;
     }
     Ok(())
 }
@@ -350,8 +370,9 @@ pub fn start(c: &mut SpiClient<'_>, s: &Subscribed) -> Result<()> {
 pub fn change_version(c: &mut SpiClient<'_>, s: &Subscribed, from: TimestampWithTimeZone) -> Result<()> {
     run(
         c,
-        "UPDATE credyt.subscription_fee SET next_period = NULL, next_at = NULL WHERE subscription_id = $1 AND version <> $2",
-        &[s.subscription.into(), s.version.into()],
+        "UPDATE credyt.subscription_fee SET next_period = NULL, next_at = NULL \
+         WHERE customer_id = $3 AND subscription_id = $1 AND version <> $2",
+        &[s.subscription.into(), s.version.into(), s.customer.into()],
     )?;
     let (anchor, at) = (s.starts_at.into_inner(), from.into_inner());
     open_fees(c, s, |r| if at <= anchor { 0 } else { r.index_at(anchor, at) + 1 }, false)
@@ -361,17 +382,33 @@ pub fn change_version(c: &mut SpiClient<'_>, s: &Subscribed, from: TimestampWith
 /// account per tick (oldest due first), each claimed with SKIP LOCKED so that
 /// concurrent ticks charge each period once. Returns how many charges were made.
 pub fn charge_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
-    const SQL: &str = concat!(
+    const ALL: &str = concat!(
         fee_columns!(),
         "WHERE f.id = ANY (ARRAY(SELECT d.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
              SELECT x.id FROM credyt.subscription_fee x WHERE x.account_id = a.id AND x.next_at <= $2 \
              ORDER BY x.next_at LIMIT $3) d)) \
            AND f.next_at <= $2 ORDER BY f.next_at, f.id FOR UPDATE SKIP LOCKED"
     );
-    let t = run(c, SQL, &[accounts.to_vec().into(), now.into(), crate::credits::tick_limit().into()])?;
+    // On Citus (crate::distributed::due_by_customer): found per account, claimed per customer.
+    const DUE: &str = "SELECT customer_id, id::text AS id FROM credyt.subscription_fee \
+                       WHERE account_id = $1 AND next_at <= $2 ORDER BY next_at LIMIT $3";
+    const ONE_CUSTOMER: &str = concat!(
+        fee_columns!(),
+        "WHERE f.customer_id = $1 AND f.id = ANY($3::text[]::bigint[]) AND f.next_at <= $2 \
+         ORDER BY f.next_at, f.id FOR UPDATE SKIP LOCKED"
+    );
+    let limit = crate::credits::tick_limit();
     let mut due = Vec::new();
-    for row in t {
-        due.push(fee_row(&row)?);
+    if crate::distributed::active() {
+        for (customer, ids) in crate::distributed::due_by_customer(c, DUE, accounts, now, limit)? {
+            for row in run(c, ONE_CUSTOMER, &[customer.into(), now.into(), ids.into()])? {
+                due.push(fee_row(&row)?);
+            }
+        }
+    } else {
+        for row in run(c, ALL, &[accounts.to_vec().into(), now.into(), limit.into()])? {
+            due.push(fee_row(&row)?);
+        }
     }
     let mut charged = 0;
     for mut fee in due {

@@ -89,15 +89,28 @@ fn charge_fees(
 }
 
 /// The original outcome for a replay of `key`, or CY409 when the payload differs.
-fn replayed(c: &mut SpiClient<'_>, account: &str, key: &str, payload: &serde_json::Value) -> Result<OutcomeRow> {
+fn replayed(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    customer: &str,
+    key: &str,
+    payload: &serde_json::Value,
+) -> Result<OutcomeRow> {
+    macro_rules! original {
+        () => {
+            "SELECT status, fees, settles_at, payload::text AS original, \
+                    payload - 'occurred_at' = $3 - 'occurred_at' \
+                      AND (payload->'occurred_at' = 'null' OR $3->'occurred_at' = 'null' \
+                           OR payload->'occurred_at' = $3->'occurred_at') AS same \
+             FROM credyt.outcome "
+        };
+    }
+    const BY_ACCOUNT: &str = concat!(original!(), "WHERE account_id = $1 AND outcome_key = $2");
+    const BY_CUSTOMER: &str = concat!(original!(), "WHERE customer_id = $4 AND account_id = $1 AND outcome_key = $2");
     let t = run(
         c,
-        "SELECT status, fees, settles_at, payload::text AS original, \
-                payload - 'occurred_at' = $3 - 'occurred_at' \
-                  AND (payload->'occurred_at' = 'null' OR $3->'occurred_at' = 'null' \
-                       OR payload->'occurred_at' = $3->'occurred_at') AS same \
-         FROM credyt.outcome WHERE account_id = $1 AND outcome_key = $2",
-        &[account.into(), key.into(), JsonB(payload.clone()).into()],
+        crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
+        &[account.into(), key.into(), JsonB(payload.clone()).into(), customer.into()],
     )?;
     if t.is_empty() {
         return Err(CyError::internal("outcome vanished"));
@@ -108,6 +121,21 @@ fn replayed(c: &mut SpiClient<'_>, account: &str, key: &str, payload: &serde_jso
             .detail(format!("original: {}", row.req::<String>("original")?)));
     }
     Ok((key.to_string(), true, row.req("status")?, row.req("fees")?, row.opt("settles_at")?))
+}
+
+/// The customer of outcome `key` (None: unknown). On Citus, where keys are per
+/// customer, one that several customers used is CY409.
+fn outcome_customer(c: &mut SpiClient<'_>, account: &str, key: &str) -> Result<Option<String>> {
+    let t = run(
+        c,
+        "SELECT customer_id FROM credyt.outcome WHERE account_id = $1 AND outcome_key = $2 LIMIT 2",
+        &[account.into(), key.into()],
+    )?;
+    let found: Vec<String> = t.into_iter().map(|r| r.req::<String>("customer_id")).collect::<Result<_>>()?;
+    match found.len() {
+        0 | 1 => Ok(found.into_iter().next()),
+        _ => Err(CyError::conflict(format!("outcome_id {key:?} names outcomes of several customers"))),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -132,7 +160,7 @@ fn record(
         c,
         "INSERT INTO credyt.outcome (account_id, outcome_key, customer_id, outcome_type, value, data, occurred_at, \
            payload, txn_id, status, fees) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'pending', '[]') \
-         ON CONFLICT (account_id, outcome_key) DO NOTHING RETURNING true",
+         ON CONFLICT DO NOTHING RETURNING true",
         &[
             account.as_str().into(),
             key.as_str().into(),
@@ -146,7 +174,7 @@ fn record(
         ],
     )?;
     if claimed.is_none() {
-        return replayed(c, &account, &key, &payload);
+        return replayed(c, &account, &customer, &key, &payload);
     }
     let (fees, settles_at) = fees_of(c, &customer, &outcome_type, value, at)?;
     let who = WalletRef { account: &account, customer: &customer, name: "default", asset: "" };
@@ -168,7 +196,7 @@ fn record(
     run(
         c,
         "UPDATE credyt.outcome SET status = $3, fees = $4, settles_at = $5, txn_id = CASE WHEN $6 THEN txn_id END \
-         WHERE account_id = $1 AND outcome_key = $2",
+         WHERE customer_id = $7 AND account_id = $1 AND outcome_key = $2",
         &[
             account.as_str().into(),
             key.as_str().into(),
@@ -176,6 +204,7 @@ fn record(
             JsonB(fees.clone()).into(),
             settles_at.into(),
             charged.into(),
+            customer.as_str().into(),
         ],
     )?;
     Ok((key, false, status.to_string(), JsonB(fees), settles_at))
@@ -218,6 +247,44 @@ fn record_outcome(
 /// Reverses an outcome: the whole fee back to the lots it drew, once (again: the same
 /// reversal). CY410 once the settlement window has closed. Returns the reversal's
 /// transaction id.
+fn mark_reversed(
+    c: &mut SpiClient<'_>,
+    account: &str,
+    customer: &str,
+    key: &str,
+    txn: &str,
+    reason: Option<&str>,
+) -> Result<()> {
+    run(
+        c,
+        "UPDATE credyt.outcome SET status = 'reversed', reversal_txn_id = $3, reversed_at = now(), reversal_reason = $4 \
+         WHERE customer_id = $5 AND account_id = $1 AND outcome_key = $2",
+        &[account.into(), key.into(), txn.into(), reason.into(), customer.into()],
+    )?;
+    Ok(())
+}
+
+/// Gives the draws of `original` back, in each asset its fees were in, to the lots of
+/// `who`'s default wallet account they came from (wallet::restore).
+fn restore_fees(
+    c: &mut SpiClient<'_>,
+    who: &WalletRef,
+    fees: &serde_json::Value,
+    txn: &str,
+    original: &str,
+    since: TimestampWithTimeZone,
+) -> Result<()> {
+    let mut assets: Vec<String> =
+        fees.as_array().into_iter().flatten().filter_map(|f| f["asset"].as_str().map(String::from)).collect();
+    assets.sort();
+    assets.dedup();
+    for asset in &assets {
+        let w = WalletRef { asset, ..*who };
+        wallet::restore(c, &w, txn, (original, "outcome_fee"), since, "outcome_reversal")?;
+    }
+    Ok(())
+}
+
 #[pg_extern(security_definer)]
 #[search_path(@extschema@, pg_temp)]
 fn reverse_outcome(outcome_id: Option<String>, reason: default!(Option<String>, "NULL")) -> String {
@@ -226,12 +293,14 @@ fn reverse_outcome(outcome_id: Option<String>, reason: default!(Option<String>, 
         let reason = validate::optional_text("reason", reason)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
+            // its customer first: on Citus the lock is taken on that customer's shard
+            let owner = outcome_customer(c, &account, &key)?;
             let t = run(
                 c,
                 "SELECT customer_id, outcome_type, status, txn_id, reversal_txn_id, fees, recorded_at, \
                         coalesce(settles_at > now(), false) AS open \
-                 FROM credyt.outcome WHERE account_id = $1 AND outcome_key = $2 FOR UPDATE",
-                &[account.as_str().into(), key.as_str().into()],
+                 FROM credyt.outcome WHERE customer_id = $3 AND account_id = $1 AND outcome_key = $2 FOR UPDATE",
+                &[account.as_str().into(), key.as_str().into(), owner.into()],
             )?;
             if t.is_empty() {
                 return Err(CyError::not_found(format!("unknown outcome {key}")));
@@ -251,14 +320,14 @@ fn reverse_outcome(outcome_id: Option<String>, reason: default!(Option<String>, 
             let fees = row.req::<JsonB>("fees")?.0;
             let since = row.req::<TimestampWithTimeZone>("recorded_at")?;
             let txn = crate::ids::new_id("txn")?;
-            let mut assets: Vec<String> =
-                fees.as_array().into_iter().flatten().filter_map(|f| f["asset"].as_str().map(String::from)).collect();
-            assets.sort();
-            assets.dedup();
-            for asset in &assets {
-                let w = WalletRef { account: &account, customer: &customer, name: "default", asset };
-                wallet::restore(c, &w, &txn, (&original, "outcome_fee"), since, "outcome_reversal")?;
-            }
+            restore_fees(
+                c,
+                &WalletRef { account: &account, customer: &customer, name: "default", asset: "" },
+                &fees,
+                &txn,
+                &original,
+                since,
+            )?;
             let payload = json!({"outcome_id": key, "reverses": original, "reason": reason});
             let header = Header {
                 id: txn.clone(),
@@ -269,12 +338,7 @@ fn reverse_outcome(outcome_id: Option<String>, reason: default!(Option<String>, 
                 metadata: None,
             };
             header.write(c, &account, "outcome_reversal")?;
-            run(
-                c,
-                "UPDATE credyt.outcome SET status = 'reversed', reversal_txn_id = $3, reversed_at = now(), reversal_reason = $4 \
-                 WHERE account_id = $1 AND outcome_key = $2",
-                &[account.as_str().into(), key.as_str().into(), txn.as_str().into(), reason.as_deref().into()],
-            )?;
+            mark_reversed(c, &account, &customer, &key, &txn, reason.as_deref())?;
             let data = json!({
                 "outcome_id": key, "customer_id": customer, "outcome_type": row.req::<String>("outcome_type")?,
                 "fees": fees, "reason": reason, "transaction_id": txn,

@@ -128,13 +128,14 @@ fn account_rollup(
                      AND u.occurred_at >= coalesce($2, '-infinity') AND u.occurred_at < coalesce($3, 'infinity') GROUP BY 1, 2), \
                  money AS (SELECT coalesce(r.account_id, k.account_id) AS account_id, coalesce(r.asset, k.asset) AS asset, \
                    coalesce(r.revenue, 0) AS revenue, coalesce(k.cost, 0) AS cost \
-                   FROM rev r FULL JOIN cost k ON k.account_id = r.account_id AND k.asset = r.asset) \
-                 SELECT a.id, a.parent_id, a.name, m.asset, \
-                   (SELECT count(*) FROM credyt.customer x WHERE x.account_id = a.id) AS customers, \
-                   (SELECT count(*) FROM credyt.usage_event u WHERE u.account_id = a.id \
-                     AND u.occurred_at >= coalesce($2, '-infinity') AND u.occurred_at < coalesce($3, 'infinity')) AS events, \
+                   FROM rev r FULL JOIN cost k ON k.account_id = r.account_id AND k.asset = r.asset), \
+                 customers AS (SELECT account_id, count(*) AS n FROM credyt.customer WHERE account_id = ANY($1) GROUP BY 1), \
+                 events AS (SELECT account_id, count(*) AS n FROM credyt.usage_event WHERE account_id = ANY($1) \
+                   AND occurred_at >= coalesce($2, '-infinity') AND occurred_at < coalesce($3, 'infinity') GROUP BY 1) \
+                 SELECT a.id, a.parent_id, a.name, m.asset, coalesce(n.n, 0) AS customers, coalesce(v.n, 0) AS events, \
                    coalesce(m.revenue, 0)::text AS revenue, coalesce(m.cost, 0)::text AS cost \
                  FROM credyt.account a LEFT JOIN money m ON m.account_id = a.id \
+                   LEFT JOIN customers n ON n.account_id = a.id LEFT JOIN events v ON v.account_id = a.id \
                  WHERE a.id = ANY($1) ORDER BY array_position($1, a.id), m.asset",
                 &[accounts.clone().into(), from.into(), to.into(), kinds().into()],
             )?;

@@ -6,13 +6,15 @@
 
 use super::*;
 
-/// Locks a subscription of the account in scope; refuses an ended one.
-fn lock_active(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<()> {
+/// Locks a subscription of the account in scope; refuses an ended one. Returns its
+/// customer.
+fn lock_active(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<String> {
+    let customer = subscription_customer(c, account, id)?;
     let t = run(
         c,
         "SELECT coalesce(ends_at <= now(), false) AS over FROM credyt.subscription \
-         WHERE id = $1 AND account_id = $2 FOR UPDATE",
-        &[id.into(), account.into()],
+         WHERE customer_id = $3 AND id = $1 AND account_id = $2 FOR UPDATE",
+        &[id.into(), account.into(), customer.as_str().into()],
     )?;
     if t.is_empty() {
         return Err(CyError::not_found(format!("unknown subscription {id}")));
@@ -21,16 +23,16 @@ fn lock_active(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<()> {
         return Err(CyError::conflict(format!("subscription {id} has ended"))
             .hint("seats belong to an active or scheduled subscription"));
     }
-    Ok(())
+    Ok(customer)
 }
 
 /// After a change of seats: charges what is due, then the prorated rest of the current
 /// period of each seat fee for the seats billed above what it was charged for.
 /// Returns the billed quantity.
-fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
+fn reprice(c: &mut SpiClient<'_>, customer: &str, subscription: &str) -> Result<i32> {
     let now = pgrx::datetime::now().into_inner();
-    let fees = charge_subscription(c, subscription, now)?;
-    let counts = Counts::read(c, subscription)?;
+    let fees = charge_subscription(c, customer, subscription, now)?;
+    let counts = Counts::read(c, customer, subscription)?;
     let qty = counts.seats;
     for mut fee in fees.into_iter().filter(|f| f.seat) {
         let Some(k) = fee.billed_period else { continue };
@@ -45,13 +47,15 @@ fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
         let seq = one::<i32>(
             c,
             "SELECT coalesce(max(seq), 0) + 1 FROM credyt.subscription_charge \
-             WHERE subscription_id = $1 AND version = $2 AND position = $3 AND asset = $4 AND period = $5",
+             WHERE customer_id = $6 AND subscription_id = $1 AND version = $2 AND position = $3 AND asset = $4 \
+               AND period = $5",
             &[
                 fee.subscription.as_str().into(),
                 fee.version.into(),
                 fee.position.into(),
                 fee.asset.as_str().into(),
                 k.into(),
+                customer.into(),
             ],
         )?
         .unwrap_or(1);
@@ -59,8 +63,8 @@ fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
         fee.billed_quantity = qty;
         run(
             c,
-            "UPDATE credyt.subscription_fee SET billed_quantity = $2 WHERE id = $1",
-            &[fee.id.into(), fee.billed_quantity.into()],
+            "UPDATE credyt.subscription_fee SET billed_quantity = $2 WHERE customer_id = $3 AND id = $1",
+            &[fee.id.into(), fee.billed_quantity.into(), customer.into()],
         )?;
     }
     Ok(qty)
@@ -70,15 +74,15 @@ fn reprice(c: &mut SpiClient<'_>, subscription: &str) -> Result<i32> {
 /// change made, then repriced. Returns the quantity billed.
 fn seat_call(
     subscription_id: Option<String>,
-    change: impl FnOnce(&mut SpiClient<'_>, &str, &str) -> Result<()>,
+    change: impl FnOnce(&mut SpiClient<'_>, &str, &str, &str) -> Result<()>,
 ) -> i32 {
     api(move || {
         let id = validate::required("subscription_id", subscription_id)?;
         Spi::connect_mut(|c| {
             let account = scope(c)?;
-            lock_active(c, &account, &id)?;
-            change(c, &account, &id)?;
-            reprice(c, &id)
+            let customer = lock_active(c, &account, &id)?;
+            change(c, &account, &customer, &id)?;
+            reprice(c, &customer, &id)
         })
     })
 }
@@ -95,8 +99,12 @@ fn set_seats(subscription_id: Option<String>, quantity: Option<i32>) -> i32 {
         }
         Ok(q)
     });
-    seat_call(subscription_id, move |c, _, id| {
-        run(c, "UPDATE credyt.subscription SET seats = $2 WHERE id = $1", &[id.into(), quantity.into()])?;
+    seat_call(subscription_id, move |c, _, customer, id| {
+        run(
+            c,
+            "UPDATE credyt.subscription SET seats = $2 WHERE customer_id = $3 AND id = $1",
+            &[id.into(), quantity.into(), customer.into()],
+        )?;
         Ok(())
     })
 }
@@ -108,15 +116,21 @@ fn set_seats(subscription_id: Option<String>, quantity: Option<i32>) -> i32 {
 #[search_path(@extschema@, pg_temp)]
 fn assign_seat(subscription_id: Option<String>, user_ref: Option<String>) -> i32 {
     let user = api(|| validate::key("user_ref", user_ref));
-    seat_call(subscription_id, move |c, account, id| {
+    seat_call(subscription_id, move |c, account, customer, id| {
+        // (two statements: on Citus the assignments are a reference table, the
+        // subscription is on its customer's shard)
         run(
             c,
-            "WITH a AS (INSERT INTO credyt.seat_assignment (account_id, subscription_id, user_ref) \
-               VALUES ($1, $2, $3) ON CONFLICT DO NOTHING RETURNING 1) \
-             UPDATE credyt.subscription s SET seats = greatest(s.seats, \
-               (SELECT count(*) FROM credyt.seat_assignment x WHERE x.subscription_id = s.id) \
-               + (SELECT count(*) FROM a)) WHERE s.id = $2",
+            "INSERT INTO credyt.seat_assignment (account_id, subscription_id, user_ref) VALUES ($1, $2, $3) \
+             ON CONFLICT DO NOTHING",
             &[account.into(), id.into(), user.as_str().into()],
+        )?;
+        run(
+            c,
+            "UPDATE credyt.subscription s SET seats = greatest(s.seats, \
+               (SELECT count(*) FROM credyt.seat_assignment x WHERE x.subscription_id = $1)) \
+             WHERE s.customer_id = $2 AND s.id = $1",
+            &[id.into(), customer.into()],
         )?;
         Ok(())
     })
@@ -128,7 +142,7 @@ fn assign_seat(subscription_id: Option<String>, user_ref: Option<String>) -> i32
 #[search_path(@extschema@, pg_temp)]
 fn unassign_seat(subscription_id: Option<String>, user_ref: Option<String>) -> i32 {
     let user = api(|| validate::key("user_ref", user_ref));
-    seat_call(subscription_id, move |c, _, id| {
+    seat_call(subscription_id, move |c, _, _, id| {
         let gone = one::<bool>(
             c,
             "DELETE FROM credyt.seat_assignment WHERE subscription_id = $1 AND user_ref = $2 RETURNING true",

@@ -33,13 +33,14 @@ fn subscribe(
             let prices = provision(c, &account, &customer, &p.id, version, starts_at, &format!("{id}:"))?;
             let fees = crate::billing::Subscribed {
                 account: &account,
+                customer: &customer,
                 subscription: &id,
                 version,
                 prices: &prices,
                 starts_at,
             };
             crate::billing::start(c, &fees)?;
-            activate(c, std::slice::from_ref(&account), pgrx::datetime::now(), Some(&id))?;
+            activate(c, std::slice::from_ref(&account), pgrx::datetime::now(), Some((&customer, &id)))?;
             Ok(id)
         })
     })
@@ -161,7 +162,7 @@ fn cancel_subscription(subscription_id: Option<String>, at: default!(Option<Time
             if s.ended {
                 return Err(CyError::conflict(format!("subscription {id} is already cancelled")));
             }
-            end(c, &account, &id, at)
+            end(c, &account, &s.customer, &id, at)
         })
     })
 }
@@ -179,12 +180,13 @@ struct Subscription {
 }
 
 fn lock_subscription(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<Subscription> {
+    let customer = crate::billing::subscription_customer(c, account, id)?;
     let t = run(
         c,
         "SELECT customer_id, product_id, version, starts_at, ends_at IS NOT NULL AS ended, \
                 coalesce(ends_at <= now(), false) AS over \
-         FROM credyt.subscription WHERE id = $1 AND account_id = $2 FOR UPDATE",
-        &[id.into(), account.into()],
+         FROM credyt.subscription WHERE customer_id = $3 AND id = $1 AND account_id = $2 FOR UPDATE",
+        &[id.into(), account.into(), customer.into()],
     )?;
     if t.is_empty() {
         return Err(CyError::not_found(format!("unknown subscription {id}")));
@@ -202,11 +204,12 @@ fn lock_subscription(c: &mut SpiClient<'_>, account: &str, id: &str) -> Result<S
 
 /// Ends a subscription at `at` (at its start when `at` is earlier): its prices stop
 /// matching events after it and its recurring entitlements issue no period from then.
-fn end(c: &mut SpiClient<'_>, account: &str, id: &str, at: TimestampWithTimeZone) -> Result<()> {
+fn end(c: &mut SpiClient<'_>, account: &str, customer: &str, id: &str, at: TimestampWithTimeZone) -> Result<()> {
     let ends = one::<TimestampWithTimeZone>(
         c,
-        "UPDATE credyt.subscription SET ends_at = greatest($2, starts_at) WHERE id = $1 RETURNING ends_at",
-        &[id.into(), at.into()],
+        "UPDATE credyt.subscription SET ends_at = greatest($2, starts_at) WHERE customer_id = $3 AND id = $1 \
+         RETURNING ends_at",
+        &[id.into(), at.into(), customer.into()],
     )?
     .ok_or_else(|| CyError::internal("subscription vanished"))?;
     crate::credits::end_grants(c, account, &format!("{id}:"), ends)
@@ -236,7 +239,7 @@ fn set_subscription_status(subscription_id: Option<String>, status: Option<Strin
             let s = lock_subscription(c, &account, &id)?;
             match (active, s.ended, s.over) {
                 (false, true, _) => Ok(()),
-                (false, false, _) => end(c, &account, &id, pgrx::datetime::now()),
+                (false, false, _) => end(c, &account, &s.customer, &id, pgrx::datetime::now()),
                 (true, _, true) => Err(CyError::conflict(format!("subscription {id} has ended"))
                     .hint("an ended subscription stays ended: subscribe the customer again")),
                 (true, true, false) => {
@@ -280,7 +283,11 @@ fn change_subscription_version(subscription_id: Option<String>, version: default
             }
             let from = one::<TimestampWithTimeZone>(c, "SELECT greatest(now(), $1)", &[s.starts_at.into()])?
                 .ok_or_else(|| CyError::internal("no time"))?;
-            run(c, "UPDATE credyt.subscription SET version = $2 WHERE id = $1", &[id.as_str().into(), version.into()])?;
+            run(
+                c,
+                "UPDATE credyt.subscription SET version = $2 WHERE customer_id = $3 AND id = $1",
+                &[id.as_str().into(), version.into(), s.customer.as_str().into()],
+            )?;
             crate::credits::end_grants(c, &account, &format!("{id}:"), from)?;
             // New keys for the new version's grants: `sub_…:v2@<micros>:index:name`.
             let micros =
@@ -289,6 +296,7 @@ fn change_subscription_version(subscription_id: Option<String>, version: default
                 provision(c, &account, &s.customer, &p.id, version, from, &format!("{id}:v{version}@{micros}:"))?;
             let fees = crate::billing::Subscribed {
                 account: &account,
+                customer: &s.customer,
                 subscription: &id,
                 version,
                 prices: &prices,
@@ -300,6 +308,17 @@ fn change_subscription_version(subscription_id: Option<String>, version: default
     })
 }
 
+/// What activate() writes once its due subscriptions are claimed (`due`).
+macro_rules! activate_claimed {
+    () => {
+        "done AS (UPDATE credyt.subscription s SET activated_at = now() FROM due \
+           WHERE s.customer_id = due.customer_id AND s.id = due.id \
+           RETURNING s.account_id, s.id, s.customer_id, s.product_id, s.version, s.quantity, s.starts_at) \
+         SELECT d.account_id, d.id, d.customer_id, d.product_id, p.code, d.version, d.quantity, d.starts_at \
+         FROM done d JOIN credyt.product p ON p.id = d.product_id ORDER BY d.starts_at, d.id"
+    };
+}
+
 /// Marks the subscriptions that have started by `now` as active, each once (SKIP
 /// LOCKED: concurrent ticks activate each once), and emits `subscription.activated`
 /// (occurred_at: its start). `only`: one subscription (subscribe). A subscription
@@ -308,24 +327,39 @@ pub fn activate(
     c: &mut SpiClient<'_>,
     accounts: &[String],
     now: TimestampWithTimeZone,
-    only: Option<&str>,
+    only: Option<(&str, &str)>,
 ) -> Result<i64> {
-    let t = run(
-        c,
-        "WITH due AS (SELECT id FROM credyt.subscription WHERE id = ANY (ARRAY( \
+    const ALL: &str = concat!(
+        "WITH due AS (SELECT customer_id, id FROM credyt.subscription WHERE id = ANY (ARRAY( \
              SELECT x.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
                SELECT s.id FROM credyt.subscription s WHERE s.account_id = a.id AND s.activated_at IS NULL \
                  AND s.starts_at <= $2 AND (s.ends_at IS NULL OR s.ends_at > s.starts_at) AND ($3::text IS NULL OR s.id = $3) \
                ORDER BY s.starts_at LIMIT 10000) x)) \
-           AND activated_at IS NULL AND starts_at <= $2 FOR UPDATE SKIP LOCKED), \
-         done AS (UPDATE credyt.subscription s SET activated_at = now() FROM due WHERE s.id = due.id \
-           RETURNING s.account_id, s.id, s.customer_id, s.product_id, s.version, s.quantity, s.starts_at) \
-         SELECT d.account_id, d.id, d.customer_id, d.product_id, p.code, d.version, d.quantity, d.starts_at \
-         FROM done d JOIN credyt.product p ON p.id = d.product_id ORDER BY d.starts_at, d.id",
-        &[accounts.to_vec().into(), now.into(), only.into()],
-    )?;
+           AND activated_at IS NULL AND starts_at <= $2 FOR UPDATE SKIP LOCKED), ",
+        activate_claimed!()
+    );
+    // On Citus (crate::distributed::due_by_customer): found per account, claimed per customer.
+    const DUE: &str = "SELECT customer_id, id FROM credyt.subscription WHERE account_id = $1 AND activated_at IS NULL \
+           AND starts_at <= $2 AND (ends_at IS NULL OR ends_at > starts_at) ORDER BY starts_at LIMIT $3";
+    const ONE_CUSTOMER: &str = concat!(
+        "WITH due AS (SELECT customer_id, id FROM credyt.subscription WHERE customer_id = $1 AND id = ANY($3::text[]) \
+           AND activated_at IS NULL AND starts_at <= $2 FOR UPDATE SKIP LOCKED), ",
+        activate_claimed!()
+    );
+    let mut rows = Vec::new();
+    match (crate::distributed::active(), only) {
+        (false, _) => rows.push(run(c, ALL, &[accounts.to_vec().into(), now.into(), only.map(|o| o.1).into()])?),
+        (true, Some((customer, id))) => {
+            rows.push(run(c, ONE_CUSTOMER, &[customer.into(), now.into(), vec![id.to_string()].into()])?);
+        }
+        (true, None) => {
+            for (customer, ids) in crate::distributed::due_by_customer(c, DUE, accounts, now, 10_000)? {
+                rows.push(run(c, ONE_CUSTOMER, &[customer.into(), now.into(), ids.into()])?);
+            }
+        }
+    }
     let mut started = Vec::new();
-    for row in t {
+    for row in rows.into_iter().flatten() {
         let at = row.req::<TimestampWithTimeZone>("starts_at")?;
         let data = serde_json::json!({
             "subscription_id": row.req::<String>("id")?, "customer_id": row.req::<String>("customer_id")?,

@@ -8,15 +8,24 @@ use credyt_core::burndown::{split_expiry, ExpirySplit};
 /// (SKIP LOCKED), so concurrent ticks expire each lot once. Returns lots expired.
 pub fn expire_lots(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
     // The wallets of at most tick_limit() expired lots per account (see issue_recurring).
-    let t = run(
-        c,
+    const ALL: &str =
         "SELECT DISTINCT l.account_id, l.customer_id, l.wallet_name, l.asset FROM unnest($1::text[]) AS a(id) \
          CROSS JOIN LATERAL (SELECT x.account_id, x.customer_id, x.wallet_name, x.asset FROM credyt.lot x \
-           WHERE x.account_id = a.id AND x.expires_at <= $2 AND x.remaining > 0 ORDER BY x.expires_at LIMIT $3) l",
-        &[accounts.to_vec().into(), now.into(), tick_limit().into()],
-    )?;
+           WHERE x.account_id = a.id AND x.expires_at <= $2 AND x.remaining > 0 ORDER BY x.expires_at LIMIT $3) l";
+    // (on Citus, which runs no lateral LIMIT over a list: account by account)
+    const ONE_ACCOUNT: &str = "SELECT DISTINCT l.account_id, l.customer_id, l.wallet_name, l.asset FROM ( \
+           SELECT x.account_id, x.customer_id, x.wallet_name, x.asset FROM credyt.lot x \
+           WHERE x.account_id = $1 AND x.expires_at <= $2 AND x.remaining > 0 ORDER BY x.expires_at LIMIT $3) l";
+    let mut found = Vec::new();
+    if crate::distributed::active() {
+        for account in accounts {
+            found.push(run(c, ONE_ACCOUNT, &[account.as_str().into(), now.into(), tick_limit().into()])?);
+        }
+    } else {
+        found.push(run(c, ALL, &[accounts.to_vec().into(), now.into(), tick_limit().into()])?);
+    }
     let mut wallets = Vec::new();
-    for row in t {
+    for row in found.into_iter().flatten() {
         wallets.push((
             row.req::<String>("account_id")?,
             row.req::<String>("customer_id")?,

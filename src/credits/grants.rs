@@ -192,7 +192,7 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
         "INSERT INTO credyt.credit_grant (account_id, id, grant_key, customer_id, wallet_name, asset, amount, purpose, \
            priority, every, on_expiry, rollover_cap, effective_at, expires_at, next_at, payload) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, CASE WHEN $10 IS NOT NULL THEN $13 END, $15) \
-         ON CONFLICT (account_id, grant_key) DO NOTHING RETURNING id",
+         ON CONFLICT DO NOTHING RETURNING id",
         &[
             account.into(), id.as_str().into(), g.key.as_str().into(), g.customer.as_str().into(),
             g.wallet_name.as_str().into(), g.asset.as_str().into(), to_numeric(g.amount).into(), g.purpose.as_str().into(),
@@ -232,14 +232,20 @@ pub fn create(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec) -> Result<Str
 /// (every is compared as an interval: '1 month' = '1 mon'; effective_at counts only
 /// when both calls gave one.)
 fn replayed(c: &mut SpiClient<'_>, account: &str, g: &GrantSpec, payload: serde_json::Value) -> Result<String> {
+    macro_rules! original {
+        () => {
+            "SELECT id, payload - 'effective_at' = $3 - 'effective_at' \
+                      AND (payload->'effective_at' = 'null' OR $3->'effective_at' = 'null' \
+                           OR payload->'effective_at' = $3->'effective_at') \
+                      AND every IS NOT DISTINCT FROM $4 AS same, payload::text AS payload FROM credyt.credit_grant "
+        };
+    }
+    const BY_ACCOUNT: &str = concat!(original!(), "WHERE account_id = $1 AND grant_key = $2");
+    const BY_CUSTOMER: &str = concat!(original!(), "WHERE customer_id = $5 AND account_id = $1 AND grant_key = $2");
     let t = run(
         c,
-        "SELECT id, payload - 'effective_at' = $3 - 'effective_at' \
-                  AND (payload->'effective_at' = 'null' OR $3->'effective_at' = 'null' \
-                       OR payload->'effective_at' = $3->'effective_at') \
-                  AND every IS NOT DISTINCT FROM $4 AS same, payload::text AS payload FROM credyt.credit_grant \
-         WHERE account_id = $1 AND grant_key = $2",
-        &[account.into(), g.key.as_str().into(), JsonB(payload).into(), g.every.into()],
+        crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
+        &[account.into(), g.key.as_str().into(), JsonB(payload).into(), g.every.into(), g.customer.as_str().into()],
     )?;
     let row = t.first();
     let existing = row.req::<String>("id")?;
@@ -269,16 +275,29 @@ pub fn end_grants(c: &mut SpiClient<'_>, account: &str, prefix: &str, at: Timest
 pub fn issue_recurring(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZone) -> Result<i64> {
     // At most tick_limit() grants of each account, oldest due first, so that one
     // account with a flood of due grants cannot crowd out the others.
-    let sql =
-        "SELECT g.*, g.amount::text AS amount_text, g.rollover_cap::text AS rollover_cap_text FROM credyt.credit_grant g \
-               WHERE g.id = ANY (ARRAY(SELECT d.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
-                   SELECT x.id FROM credyt.credit_grant x WHERE x.account_id = a.id AND x.next_at <= $2 \
-                   ORDER BY x.next_at LIMIT $3) d)) \
-                 AND g.next_at <= $2 ORDER BY g.next_at, g.id FOR UPDATE SKIP LOCKED";
-    let t = run(c, sql, &[accounts.to_vec().into(), now.into(), tick_limit().into()])?;
+    const ALL: &str = "SELECT g.*, g.amount::text AS amount_text, g.rollover_cap::text AS rollover_cap_text \
+           FROM credyt.credit_grant g \
+           WHERE g.id = ANY (ARRAY(SELECT d.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
+               SELECT x.id FROM credyt.credit_grant x WHERE x.account_id = a.id AND x.next_at <= $2 \
+               ORDER BY x.next_at LIMIT $3) d)) \
+             AND g.next_at <= $2 ORDER BY g.next_at, g.id FOR UPDATE SKIP LOCKED";
+    // On Citus (crate::distributed::due_by_customer): found per account, claimed per customer.
+    const DUE: &str = "SELECT customer_id, id FROM credyt.credit_grant WHERE account_id = $1 AND next_at <= $2 \
+                       ORDER BY next_at LIMIT $3";
+    const ONE_CUSTOMER: &str = "SELECT g.*, g.amount::text AS amount_text, g.rollover_cap::text AS rollover_cap_text \
+           FROM credyt.credit_grant g WHERE g.customer_id = $1 AND g.id = ANY($3::text[]) AND g.next_at <= $2 \
+           ORDER BY g.next_at, g.id FOR UPDATE SKIP LOCKED";
     let mut due = Vec::new();
-    for row in t {
-        due.push(grant_row(&row)?);
+    if crate::distributed::active() {
+        for (customer, ids) in crate::distributed::due_by_customer(c, DUE, accounts, now, tick_limit())? {
+            for row in run(c, ONE_CUSTOMER, &[customer.into(), now.into(), ids.into()])? {
+                due.push(grant_row(&row)?);
+            }
+        }
+    } else {
+        for row in run(c, ALL, &[accounts.to_vec().into(), now.into(), tick_limit().into()])? {
+            due.push(grant_row(&row)?);
+        }
     }
     let mut issued = 0;
     for g in &due {

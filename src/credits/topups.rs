@@ -54,14 +54,22 @@ struct OpenTopup {
 /// Locks the top-up and returns it while it is open; None when it already has this
 /// outcome (completing twice is harmless), CY409 when it has another.
 fn open_topup(c: &mut SpiClient<'_>, account: &str, id: &str, outcome: TopupStatus) -> Result<Option<OpenTopup>> {
+    // its customer first: on Citus the lock is taken on that customer's shard
+    let unknown = || CyError::not_found(format!("unknown top-up {id}"));
+    let customer = one::<String>(
+        c,
+        "SELECT customer_id FROM credyt.topup WHERE id = $1 AND account_id = $2",
+        &[id.into(), account.into()],
+    )?
+    .ok_or_else(unknown)?;
     let t = run(
         c,
         "SELECT customer_id, wallet_name, asset, amount::text AS amount, status, kind, credit_expires_at \
-         FROM credyt.topup WHERE id = $1 AND account_id = $2 FOR UPDATE",
-        &[id.into(), account.into()],
+         FROM credyt.topup WHERE customer_id = $3 AND id = $1 AND account_id = $2 FOR UPDATE",
+        &[id.into(), account.into(), customer.into()],
     )?;
     if t.is_empty() {
-        return Err(CyError::not_found(format!("unknown top-up {id}")));
+        return Err(unknown());
     }
     let row = t.first();
     match row.vocab("status", TopupStatus::parse)? {
@@ -134,7 +142,7 @@ pub fn finish(
     run(
         c,
         "WITH t AS (UPDATE credyt.topup SET status = $2, payment_reference = $3, txn_id = $4, completed_at = now() \
-           WHERE id = $1) \
+           WHERE customer_id = $5 AND id = $1) \
          UPDATE credyt.wallet_account SET pending_topup = NULL \
          WHERE customer_id = $5 AND name = $6 AND asset = $7 AND pending_topup = $1",
         &[

@@ -183,7 +183,12 @@ fn record_usage_batch(
                     batch_event(c, v).map_err(|e| CyError { message: format!("events[{i}]: {}", e.message), ..e })?,
                 );
             }
-            record_batch(c, &account, events)
+            if crate::distributed::active() {
+                record_sharded(c, &account, events)
+            } else {
+                let index: Vec<usize> = (0..events.len()).collect();
+                record_batch(c, &account, events, &index)
+            }
         })
     });
     TableIterator::new(outcomes.into_iter().map(row))
@@ -217,7 +222,7 @@ fn set_model_cost(
                 "INSERT INTO credyt.model_cost (account_id, vendor, model, input_per_million, output_per_million, currency) \
                  VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (account_id, vendor, model) DO UPDATE \
                  SET input_per_million = EXCLUDED.input_per_million, output_per_million = EXCLUDED.output_per_million, \
-                     currency = EXCLUDED.currency, updated_at = now()",
+                     currency = EXCLUDED.currency, updated_at = EXCLUDED.updated_at",
                 &[account.as_str().into(), vendor.as_str().into(), model.as_str().into(), to_numeric(input).into(),
                   to_numeric(output).into(), currency.as_str().into()],
             )?;

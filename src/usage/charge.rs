@@ -139,7 +139,7 @@ const EVENT: &str = concat!(
     usage_event_insert!(),
     "VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
        $17, $18, $19, $20, $21) \
-     ON CONFLICT (account_id, event_id) DO NOTHING RETURNING 1"
+     ON CONFLICT DO NOTHING RETURNING 1"
 );
 /// The claim of a charged event and, conditioned on it, its writes.
 const CHARGE: &str = concat!(
@@ -147,11 +147,11 @@ const CHARGE: &str = concat!(
     usage_event_insert!(),
     "VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
        $17, $18, $19, $20, $21) \
-     ON CONFLICT (account_id, event_id) DO NOTHING RETURNING 1), \
+     ON CONFLICT DO NOTHING RETURNING 1), \
      drawn AS ( \
        UPDATE credyt.lot l SET remaining = l.remaining - ($23::numeric[])[array_position($22::text[], l.id)], \
          spent = l.remaining = ($23::numeric[])[array_position($22::text[], l.id)] \
-       FROM ev WHERE l.id = ANY($22::text[]) RETURNING 1), \
+       FROM ev WHERE l.customer_id = $3 AND l.id = ANY($22::text[]) RETURNING 1), \
      lines AS ( \
        INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
        SELECT $1, $21, $3, u.system, u.ledger_name, $37, u.amount, u.lot_id, u.kind \

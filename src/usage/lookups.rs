@@ -402,9 +402,7 @@ impl Preloaded {
         let mut customers = HashMap::new();
         let t = run_once(
             c,
-            "SELECT r.ref, coalesce(i.id, e.id) AS id FROM unnest($2::text[]) r(ref) \
-             LEFT JOIN credyt.customer i ON i.id = r.ref AND i.account_id = $1 \
-             LEFT JOIN credyt.customer e ON e.account_id = $1 AND e.external_id = r.ref",
+            "SELECT ref, customer_id AS id FROM credyt.customer_ref WHERE account_id = $1 AND ref = ANY($2::text[])",
             &[account.into(), refs.into()],
         )?;
         for row in t {

@@ -153,7 +153,10 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
     }
     let t = run(
         c,
+        // (in a CTE: Citus runs an INSERT … SELECT from an array through the coordinator,
+        // and counts the rows it sent, not those it returned, which SPI refuses)
         concat!(
+            "WITH claimed AS (",
             usage_event_insert!(),
             "SELECT $1, u.event_id, u.customer_id, u.event_type, u.data, coalesce(u.occurred_at, now()), u.occurred_at IS NOT NULL, \
            u.subject, u.description, u.model, u.input_tokens, u.output_tokens, u.status, u.fees, u.charged, u.asset, \
@@ -163,7 +166,7 @@ fn claim(c: &mut SpiClient<'_>, account: &str, events: &[Prepared]) -> Result<Ve
                      $17::numeric[], $18::text[], $19::jsonb[], $20::text[], $21::text[]) \
            AS u(event_id, customer_id, event_type, data, occurred_at, subject, description, model, input_tokens, \
                 output_tokens, status, fees, charged, asset, revenue, cost, cost_currency, costs, hold_id, txn_id) \
-         ON CONFLICT (account_id, event_id) DO NOTHING RETURNING event_id"
+         ON CONFLICT DO NOTHING RETURNING event_id) SELECT event_id FROM claimed"
         ),
         &[
             account.into(),
@@ -279,7 +282,9 @@ fn record_prepared(c: &mut SpiClient<'_>, account: &str, p: Prepared) -> Result<
 /// Records a batch: reads in a few statements, plans every charge in memory on the
 /// locked wallets, and writes lots, entries, transactions and wallets in one statement
 /// each. Events that name a hold take the one-event path.
-pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
+/// record_usage(events). `index`: each event's place in the call (for errors).
+pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>, index: &[usize]) -> Result<Vec<Outcome>> {
+    let at = |i: usize| at(index[i]);
     let now = pgrx::datetime::now().into_inner();
     let mut pre = Preloaded::load(c, account, &events)?;
     if needs_single_path(c, account, &pre, &events)? {
@@ -314,6 +319,38 @@ pub fn record_batch(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) ->
     }
     plan.write(c)?;
     Ok(out)
+}
+
+/// record_usage(events) on Citus: the events grouped by the shard of their customer,
+/// each group a batch whose statements run on that shard's worker, in shard order (so
+/// that concurrent batches claim and lock in one order); the outcomes in the events'
+/// order. The call stays one transaction (Citus commits the workers together).
+pub fn record_sharded(c: &mut SpiClient<'_>, account: &str, events: Vec<Event>) -> Result<Vec<Outcome>> {
+    let refs: Vec<String> = events.iter().map(|e| e.customer.clone()).collect();
+    let t = run_once(
+        c,
+        "SELECT r.i, get_shard_id_for_distribution_column('credyt.customer', coalesce(k.customer_id, r.ref)) AS shard \
+         FROM unnest($2::text[]) WITH ORDINALITY r(ref, i) \
+         LEFT JOIN credyt.customer_ref k ON k.account_id = $1 AND k.ref = r.ref",
+        &[account.into(), refs.into()],
+    )?;
+    let mut shard_of = vec![0i64; events.len()];
+    for row in t {
+        shard_of[row.req::<i64>("i")? as usize - 1] = row.req::<i64>("shard")?;
+    }
+    let mut groups: std::collections::BTreeMap<i64, (Vec<usize>, Vec<Event>)> = Default::default();
+    for (i, ev) in events.into_iter().enumerate() {
+        let g = groups.entry(shard_of[i]).or_default();
+        g.0.push(i);
+        g.1.push(ev);
+    }
+    let mut out: Vec<Option<Outcome>> = (0..shard_of.len()).map(|_| None).collect();
+    for (_, (index, evs)) in groups {
+        for (i, o) in index.iter().zip(record_batch(c, account, evs, &index)?) {
+            out[*i] = Some(o);
+        }
+    }
+    out.into_iter().map(|o| o.ok_or_else(|| CyError::internal("an event of the batch has no outcome"))).collect()
 }
 
 /// Prefixes an error with the position of the event it is about.
@@ -421,14 +458,21 @@ impl BatchPlan<'_> {
 /// The event id is taken: the same request gets the original result; another payload
 /// is a conflict.
 pub(super) fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &Event) -> Result<Outcome> {
+    macro_rules! original {
+        () => {
+            "SELECT customer_id = $3 AND event_type = $4 AND data = $5 AND subject IS NOT DISTINCT FROM $6 \
+                    AND ($7::timestamptz IS NULL OR NOT occurred_at_given OR occurred_at = $7) AS same, \
+                    status, fees::text AS fees, charged::text AS charged, asset, \
+                    jsonb_build_object('customer_id', customer_id, 'event_type', event_type, 'data', data, \
+                                       'subject', subject, 'occurred_at', occurred_at)::text AS original \
+             FROM credyt.usage_event "
+        };
+    }
+    const BY_ACCOUNT: &str = concat!(original!(), "WHERE account_id = $1 AND event_id = $2");
+    const BY_CUSTOMER: &str = concat!(original!(), "WHERE customer_id = $3 AND account_id = $1 AND event_id = $2");
     let t = run(
         c,
-        "SELECT customer_id = $3 AND event_type = $4 AND data = $5 AND subject IS NOT DISTINCT FROM $6 \
-                AND ($7::timestamptz IS NULL OR NOT occurred_at_given OR occurred_at = $7) AS same, \
-                status, fees::text AS fees, charged::text AS charged, asset, \
-                jsonb_build_object('customer_id', customer_id, 'event_type', event_type, 'data', data, \
-                                   'subject', subject, 'occurred_at', occurred_at)::text AS original \
-         FROM credyt.usage_event WHERE account_id = $1 AND event_id = $2",
+        crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
         &[
             account.into(),
             ev.event_id.as_str().into(),

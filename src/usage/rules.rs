@@ -126,10 +126,13 @@ fn count(
     quantity: Decimal,
     cap: Option<Decimal>,
 ) -> Result<Option<Decimal>> {
+    if cap.is_some_and(|cap| quantity > cap) {
+        return Ok(None); // (more than the cap on its own: refused by any count)
+    }
     let used = one::<String>(
         c,
         "INSERT INTO credyt.usage_counter AS u (account_id, customer_id, kind, event_type, window_start, window_end, used) \
-         SELECT $1, $2, $3, $4, $5, $6, $7 WHERE $8::numeric IS NULL OR $7 <= $8 \
+         VALUES ($1, $2, $3, $4, $5, $6, $7) \
          ON CONFLICT (customer_id, kind, event_type, window_start) DO UPDATE SET used = u.used + EXCLUDED.used \
            WHERE $8::numeric IS NULL OR u.used + EXCLUDED.used <= $8 \
          RETURNING used::text",
@@ -156,7 +159,7 @@ pub(super) fn apply(c: &mut SpiClient<'_>, account: &str, rules: &Rules, p: &Pre
         let window = limit.window.bounds(now);
         if count(c, account, p, "limit", window, Decimal::ONE, Some(limit.quantity))?.is_none() {
             // A replay of an event recorded before is not a new event: it gets the original.
-            if recorded(c, account, &p.ev.event_id)? {
+            if recorded(c, account, &p.customer, &p.ev.event_id)? {
                 return Ok(applied);
             }
             applied.refused = Some((limit.clone(), window));
@@ -190,12 +193,15 @@ pub(super) fn refuse(c: &mut SpiClient<'_>, account: &str, p: Prepared, applied:
     Ok(limited(p))
 }
 
-/// Whether the account has recorded this event id.
-fn recorded(c: &mut SpiClient<'_>, account: &str, event_id: &str) -> Result<bool> {
+/// Whether the account (on Citus: the customer) has recorded this event id.
+fn recorded(c: &mut SpiClient<'_>, account: &str, customer: &str, event_id: &str) -> Result<bool> {
+    const BY_ACCOUNT: &str = "SELECT EXISTS (SELECT 1 FROM credyt.usage_event WHERE account_id = $1 AND event_id = $2)";
+    const BY_CUSTOMER: &str = "SELECT EXISTS (SELECT 1 FROM credyt.usage_event \
+                               WHERE customer_id = $3 AND account_id = $1 AND event_id = $2)";
     Ok(one::<bool>(
         c,
-        "SELECT EXISTS (SELECT 1 FROM credyt.usage_event WHERE account_id = $1 AND event_id = $2)",
-        &[account.into(), event_id.into()],
+        crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
+        &[account.into(), event_id.into(), customer.into()],
     )?
     .unwrap_or(false))
 }
@@ -327,7 +333,7 @@ fn set_rule(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (account_id, kind, event_type, (coalesce(customer_id, '')), (coalesce(cohort, ''))) DO UPDATE \
                SET quantity = EXCLUDED.quantity, per = EXCLUDED.per, per_months = EXCLUDED.per_months, \
-                   per_micros = EXCLUDED.per_micros, updated_at = now()",
+                   per_micros = EXCLUDED.per_micros, updated_at = EXCLUDED.updated_at",
             &[a, k, e, cu, co, to_numeric(quantity).into(), per.as_str().into(), months.into(), micros.into()],
         )?;
         Ok(())

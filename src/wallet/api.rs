@@ -429,12 +429,12 @@ fn wallet(
                 c,
                 concat!(
                     "SELECT w.name, w.asset, ",
-                    available_columns!(),
+                    available_columns!("$1"),
                     ", (CASE WHEN ",
                     fresh!(),
                     " THEN w.held ELSE ",
-                    held_sum!(),
-                    " END)::text AS held, (SELECT coalesce(sum(p.amount), 0) FROM credyt.topup p WHERE p.customer_id = w.customer_id \
+                    held_sum!("$1"),
+                    " END)::text AS held, (SELECT coalesce(sum(p.amount), 0) FROM credyt.topup p WHERE p.customer_id = $1 \
                        AND p.wallet_name = w.name AND p.asset = w.asset AND p.status = 'pending')::text AS pending \
                      FROM credyt.wallet_account w WHERE w.customer_id = $1 ORDER BY w.name, w.asset"
                 ),

@@ -25,7 +25,7 @@ impl Header<'_> {
             c,
             "INSERT INTO credyt.ledger_txn (account_id, id, kind, idem_key, customer_id, payload, description, metadata) \
              VALUES ($1, $3, $2, $4, $5, $6, $7, coalesce($8, '{}')) \
-             ON CONFLICT (account_id, idem_key) WHERE idem_key IS NOT NULL DO NOTHING RETURNING id",
+             ON CONFLICT DO NOTHING RETURNING id",
             &[
                 account.into(),
                 kind.into(),
@@ -72,10 +72,14 @@ pub fn claim(
     if let Some(id) = inserted {
         return Ok(Claim::New(id));
     }
+    const BY_ACCOUNT: &str = "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn \
+         WHERE account_id = $1 AND idem_key = $2";
+    const BY_CUSTOMER: &str = "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn \
+         WHERE customer_id = $4 AND account_id = $1 AND idem_key = $2";
     let t = run(
         c,
-        "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn WHERE account_id = $1 AND idem_key = $2",
-        &[account.into(), key.into(), JsonB(payload.clone()).into()],
+        crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
+        &[account.into(), key.into(), JsonB(payload.clone()).into(), customer.into()],
     )?;
     if t.is_empty() {
         return Err(CyError::internal("idempotency key conflicted but no row was found"));

@@ -62,7 +62,7 @@ macro_rules! draw_columns {
             ", w.xmin = (SELECT w2.xmin FROM credyt.wallet_account w2 WHERE w2.customer_id = $1 AND w2.name = $2 \
                AND w2.asset = $3) AS current, \
              ",
-            first_lot_column!()
+            first_lot_column!("$1")
         )
     };
 }
@@ -70,12 +70,12 @@ macro_rules! draw_columns {
 /// The first live lot in burn-down order of the wallet account aliased `w`, as one text
 /// array (first_lot() decodes it).
 macro_rules! first_lot_column {
-    () => {
+    ($c:literal) => {
         concat!(
             "(SELECT ARRAY[l.id, l.purpose, l.priority::text, \
                 (extract(epoch FROM l.expires_at) * 1000000 - 946684800000000)::int8::text, l.seq::text, \
                 l.remaining::text] FROM credyt.lot l WHERE ",
-            of_lots!(),
+            of_lots!($c),
             " AND ",
             live_lot!(),
             " ORDER BY ",
@@ -172,7 +172,7 @@ pub fn lock_to_draw(c: &mut SpiClient<'_>, w: &WalletRef, amount: Decimal, with_
             false => {
                 const AGAIN: &str = concat!(
                     "SELECT ",
-                    first_lot_column!(),
+                    first_lot_column!("$1"),
                     "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
                 );
                 first_lot(&run(c, AGAIN, &[w.customer.into(), w.name.into(), w.asset.into()])?.first())?
@@ -240,11 +240,11 @@ pub(super) fn freshen(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &mut Wallet)
         c,
         concat!(
             "SELECT ",
-            live_sum!(),
+            live_sum!("$1"),
             "::text AS live, ",
-            held_sum!(),
+            held_sum!("$1"),
             "::text AS held, ",
-            next_change!(),
+            next_change!("$1"),
             " AS fresh_until FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
         ),
         &[w.customer.into(), w.name.into(), w.asset.into()],
@@ -394,7 +394,7 @@ pub fn available_of(c: &mut SpiClient<'_>, customer: &str, name: &str, asset: &s
         c,
         concat!(
             "SELECT ",
-            available_columns!(),
+            available_columns!("$1"),
             "FROM credyt.wallet_account w WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
         ),
         &[customer.into(), name.into(), asset.into()],

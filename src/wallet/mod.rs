@@ -44,45 +44,57 @@ macro_rules! live_lot {
 }
 
 /// The lots and holds of the wallet account aliased `w`, from `l` (credyt.lot) and `h`
-/// (credyt.hold). Written once, spliced with concat!.
+/// (credyt.hold). Written once, spliced with concat!. `$c` is the customer: the
+/// statement's parameter when it reads one wallet (`"$1"`: on Citus, a subquery keyed by
+/// the parameter is seen to stay on the wallet's shard; one correlated to `w` is not,
+/// and a wallet read FOR UPDATE must be one task), else `"w.customer_id"`.
 macro_rules! of_lots {
-    () => {
-        "l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset"
+    ($c:literal) => {
+        concat!("l.customer_id = ", $c, " AND l.wallet_name = w.name AND l.asset = w.asset")
     };
 }
 macro_rules! of_holds {
-    () => {
-        "h.customer_id = w.customer_id AND h.wallet_name = w.name AND h.asset = w.asset \
-         AND h.status = 'active' AND h.expires_at > now()"
+    ($c:literal) => {
+        concat!(
+            "h.customer_id = ",
+            $c,
+            " AND h.wallet_name = w.name AND h.asset = w.asset AND h.status = 'active' AND h.expires_at > now()"
+        )
     };
 }
 
 /// The sum of the active, unexpired holds on the wallet account aliased `w`, as a
 /// scalar subquery.
 macro_rules! held_sum {
-    () => {
-        concat!("(SELECT coalesce(sum(h.amount), 0) FROM credyt.hold h WHERE ", of_holds!(), ")")
+    ($c:literal) => {
+        concat!("(SELECT coalesce(sum(h.amount), 0) FROM credyt.hold h WHERE ", of_holds!($c), ")")
     };
 }
 
 /// The sum of the live lots of the wallet account aliased `w`, as a scalar subquery.
 macro_rules! live_sum {
-    () => {
-        concat!("(SELECT coalesce(sum(l.remaining), 0) FROM credyt.lot l WHERE ", of_lots!(), " AND ", live_lot!(), ")")
+    ($c:literal) => {
+        concat!(
+            "(SELECT coalesce(sum(l.remaining), 0) FROM credyt.lot l WHERE ",
+            of_lots!($c),
+            " AND ",
+            live_lot!(),
+            ")"
+        )
     };
 }
 
 /// The first moment after now at which time alone changes the live lots or active
 /// holds of the wallet account aliased `w` (NULL: never), as a scalar subquery.
 macro_rules! next_change {
-    () => {
+    ($c:literal) => {
         concat!(
             "(SELECT min(x.t) FROM (SELECT CASE WHEN l.effective_at > now() THEN l.effective_at ELSE l.expires_at END AS t \
                FROM credyt.lot l WHERE ",
-            of_lots!(),
+            of_lots!($c),
             " AND NOT l.spent AND l.remaining > 0 AND (l.expires_at IS NULL OR l.expires_at > now()) \
              UNION ALL SELECT h.expires_at FROM credyt.hold h WHERE ",
-            of_holds!(),
+            of_holds!($c),
             ") x)"
         )
     };
@@ -135,14 +147,14 @@ macro_rules! burn_order {
 /// The column available_row() decodes, for a wallet account aliased `w`: one row's
 /// figures while fresh, else summed from its lots and holds.
 macro_rules! available_columns {
-    () => {
+    ($c:literal) => {
         concat!(
             "(CASE WHEN ",
             fresh!(),
             " THEN w.live - w.debt - w.held ELSE ",
-            live_sum!(),
+            live_sum!($c),
             " - w.debt - ",
-            held_sum!(),
+            held_sum!($c),
             " END)::text AS available "
         )
     };
@@ -360,11 +372,11 @@ pub fn refresh(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<()> {
         c,
         concat!(
             "UPDATE credyt.wallet_account w SET live = ",
-            live_sum!(),
+            live_sum!("$1"),
             ", held = ",
-            held_sum!(),
+            held_sum!("$1"),
             ", fresh_until = ",
-            next_change!(),
+            next_change!("$1"),
             " WHERE w.customer_id = $1 AND w.name = $2 AND w.asset = $3"
         ),
         &[w.customer.into(), w.name.into(), w.asset.into()],

@@ -272,7 +272,7 @@ fn drawn_by(
         c,
         "SELECT e.ledger_name = $2 AS own, e.lot_id, (-sum(e.amount))::text AS drawn, l.purpose, l.expires_at, \
                 coalesce(l.effective_at <= now() AND (l.expires_at IS NULL OR l.expires_at > now()), false) AS live \
-         FROM credyt.entry e LEFT JOIN credyt.lot l ON l.id = e.lot_id \
+         FROM credyt.entry e LEFT JOIN credyt.lot l ON l.customer_id = e.customer_id AND l.id = e.lot_id \
          WHERE e.customer_id = $1 AND e.ledger_name IN ($2, 'reserve') AND e.asset = $3 AND NOT e.system \
            AND e.created_at >= $5 AND e.txn_id = $4 AND e.kind = $6 \
          GROUP BY e.ledger_name, e.lot_id, l.purpose, l.expires_at, l.effective_at ORDER BY e.lot_id",

@@ -6,10 +6,12 @@ use super::*;
 // Verification
 
 /// One query per invariant; each returns (check, detail) rows for what is broken.
-/// $1 is the array of accounts to check.
+/// $1 is the array of accounts to check. Rows of one ledger fact are joined by their
+/// customer too (a transaction's entries, a lot's entries, an entry's header all name
+/// one customer): on Citus that keeps each check a query of every shard on its own.
 const CHECKS: &[&str] = &[
     "SELECT 'transaction_unbalanced' AS check, format('transaction %s does not sum to zero in %s: %s', txn_id, asset, sum(amount)) AS detail \
-     FROM credyt.entry WHERE account_id = ANY($1) GROUP BY txn_id, asset HAVING sum(amount) <> 0",
+     FROM credyt.entry WHERE account_id = ANY($1) GROUP BY customer_id, txn_id, asset HAVING sum(amount) <> 0",
     "SELECT 'wallet_balance_mismatch' AS check, format('wallet %s:%s of %s has balance %s but its entries sum to %s', \
             w.name, w.asset, w.customer_id, w.balance, coalesce(e.total, 0)) AS detail \
      FROM credyt.wallet_account w LEFT JOIN (SELECT customer_id, ledger_name, asset, sum(amount) AS total \
@@ -33,8 +35,8 @@ const CHECKS: &[&str] = &[
        ON l.customer_id = w.customer_id AND l.wallet_name = w.name AND l.asset = w.asset \
      WHERE w.account_id = ANY($1) AND w.balance <> coalesce(l.total, 0) - w.debt",
     "SELECT 'lot_remaining_mismatch' AS check, format('lot %s has remaining %s but its entries sum to %s', l.id, l.remaining, coalesce(e.total, 0)) AS detail \
-     FROM credyt.lot l LEFT JOIN (SELECT lot_id, sum(amount) AS total FROM credyt.entry \
-        WHERE lot_id IS NOT NULL AND account_id = ANY($1) GROUP BY 1) e ON e.lot_id = l.id \
+     FROM credyt.lot l LEFT JOIN (SELECT customer_id, lot_id, sum(amount) AS total FROM credyt.entry \
+        WHERE lot_id IS NOT NULL AND account_id = ANY($1) GROUP BY 1, 2) e ON e.customer_id = l.customer_id AND e.lot_id = l.id \
      WHERE l.account_id = ANY($1) AND l.remaining <> coalesce(e.total, 0)",
     "SELECT 'lot_out_of_range' AS check, format('lot %s has remaining %s outside [0, %s]', id, remaining, amount) AS detail \
      FROM credyt.lot WHERE account_id = ANY($1) AND (remaining < 0 OR remaining > amount)",
@@ -47,23 +49,26 @@ const CHECKS: &[&str] = &[
      FROM credyt.entry WHERE account_id = ANY($1) AND amount = 0",
     "SELECT 'entry_without_transaction' AS check, format('entry %s names unknown transaction %s', e.id, e.txn_id) AS detail \
      FROM credyt.entry e WHERE e.account_id = ANY($1) \
-       AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.id = e.txn_id AND t.account_id = e.account_id) \
-       AND NOT EXISTS (SELECT 1 FROM credyt.usage_event u WHERE u.txn_id = e.txn_id AND u.account_id = e.account_id)",
+       AND NOT EXISTS (SELECT 1 FROM credyt.ledger_txn t WHERE t.customer_id = e.customer_id AND t.id = e.txn_id \
+         AND t.account_id = e.account_id) \
+       AND NOT EXISTS (SELECT 1 FROM credyt.usage_event u WHERE u.customer_id = e.customer_id AND u.txn_id = e.txn_id \
+         AND u.account_id = e.account_id)",
     // What a wallet row keeps for available (live, held, fresh_until) against its lots
     // and holds, while the row says it is fresh.
     concat!(
         "SELECT 'wallet_available_mismatch' AS check, format('wallet %s:%s of %s keeps live %s, held %s, fresh until %s; \
-                its lots and holds say %s, %s, %s', w.name, w.asset, w.customer_id, w.live, w.held, w.fresh_until, \
-                x.live, x.held, x.next) AS detail \
-         FROM credyt.wallet_account w CROSS JOIN LATERAL (SELECT ",
-        live_sum!(),
-        " AS live, ",
-        held_sum!(),
-        " AS held, ",
-        next_change!(),
-        " AS next) x WHERE w.account_id = ANY($1) AND ",
+                its lots and holds say %s, %s, %s', x.name, x.asset, x.customer_id, x.live, x.held, x.fresh_until, \
+                x.live_now, x.held_now, x.next) AS detail \
+         FROM (SELECT w.name, w.asset, w.customer_id, w.live, w.held, w.fresh_until, ",
+        live_sum!("w.customer_id"),
+        " AS live_now, ",
+        held_sum!("w.customer_id"),
+        " AS held_now, ",
+        next_change!("w.customer_id"),
+        " AS next FROM credyt.wallet_account w WHERE w.account_id = ANY($1) AND ",
         fresh!(),
-        " AND (w.live <> x.live OR w.held <> x.held OR (x.next IS NOT NULL AND (w.fresh_until IS NULL OR w.fresh_until > x.next)))"
+        ") x WHERE x.live <> x.live_now OR x.held <> x.held_now \
+           OR (x.next IS NOT NULL AND (x.fresh_until IS NULL OR x.fresh_until > x.next))"
     ),
     "SELECT 'lot_spent_mismatch' AS check, format('lot %s has remaining %s but spent %s', id, remaining, spent) AS detail \
      FROM credyt.lot WHERE account_id = ANY($1) AND spent <> (remaining = 0)",
@@ -81,6 +86,14 @@ const CHECKS: &[&str] = &[
            UNION ALL SELECT 'subscription', account_id, customer_id FROM credyt.subscription WHERE account_id = ANY($1)) x \
      WHERE NOT EXISTS (SELECT 1 FROM credyt.customer c WHERE c.id = x.customer_id AND c.account_id = x.account_id) \
      GROUP BY x.tbl, x.customer_id, x.account_id",
+    // A customer that its id or its external id does not find (credyt.customer_ref).
+    "SELECT 'customer_ref_missing' AS check, format('customer %s of account %s is not found by its id or external id %s', \
+            c.id, c.account_id, c.external_id) AS detail \
+     FROM credyt.customer c WHERE c.account_id = ANY($1) \
+       AND (NOT EXISTS (SELECT 1 FROM credyt.customer_ref k WHERE k.account_id = c.account_id AND k.ref = c.id \
+              AND k.customer_id = c.id) \
+         OR (c.external_id IS NOT NULL AND NOT EXISTS (SELECT 1 FROM credyt.customer_ref k \
+              WHERE k.account_id = c.account_id AND k.ref = c.external_id AND k.customer_id = c.id)))",
     // Rows of an account that does not exist: none of them is in any scope, so this is
     // checked from the platform's scope, over every row.
     "SELECT 'account_missing' AS check, format('%s %s rows belong to account %s, which does not exist', count(*), x.tbl, x.account_id) AS detail \

@@ -28,7 +28,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         "WITH drawn AS ( \
            UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)], \
              spent = l.remaining = ($11::numeric[])[array_position($10::text[], l.id)] \
-           WHERE l.id = ANY($10::text[]) RETURNING 1), \
+           WHERE l.customer_id = $3 AND l.id = ANY($10::text[]) RETURNING 1), \
          lines AS ( \
            INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
            SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
@@ -113,7 +113,7 @@ pub fn lock_many(
             wallet_source!(),
             "JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
                ON w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a \
-             ORDER BY w.customer_id, w.asset FOR UPDATE OF w"
+             WHERE w.customer_id = ANY($1::text[]) ORDER BY w.customer_id, w.asset FOR UPDATE OF w"
         ),
         &[customers.clone().into(), assets.clone().into()],
     )?;
@@ -128,7 +128,8 @@ pub fn lock_many(
             "SELECT l.customer_id, l.asset, ",
             lot_columns!(),
             "FROM credyt.lot l JOIN unnest($1::text[], $2::text[]) AS u(c, a) \
-               ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a WHERE ",
+               ON l.customer_id = u.c AND l.wallet_name = 'default' AND l.asset = u.a \
+             WHERE l.customer_id = ANY($1::text[]) AND ",
             live_lot!()
         ),
         &[customers.into(), assets.into()],
@@ -192,7 +193,8 @@ pub struct BulkWrite {
     customer: Vec<String>,
     asset: Vec<String>,
     legs: LegColumns,
-    takes: BTreeMap<String, Decimal>,
+    /// what is drawn from each lot, by (customer, lot id)
+    takes: BTreeMap<(String, String), Decimal>,
     /// available after the last debit of each wallet, for the balance push
     last: BTreeMap<WalletKey, Decimal>,
 }
@@ -209,7 +211,7 @@ impl BulkWrite {
             self.legs.push(leg);
         }
         for (id, t) in book.takes {
-            *self.takes.entry(id).or_default() += t;
+            *self.takes.entry((w.customer.to_string(), id)).or_default() += t;
         }
         self.last.insert((w.customer.to_string(), w.asset.to_string()), after);
     }
@@ -222,13 +224,19 @@ impl BulkWrite {
         state: &BTreeMap<WalletKey, (Wallet, Vec<LiveLot>)>,
     ) -> Result<()> {
         if !self.takes.is_empty() {
-            let (ids, takes): (Vec<String>, Vec<AnyNumeric>) =
-                self.takes.into_iter().map(|(id, t)| (id, to_numeric(t))).unzip();
+            let (mut customers, mut ids, mut takes) = (Vec::new(), Vec::new(), Vec::new());
+            for ((customer, id), t) in self.takes {
+                customers.push(customer);
+                ids.push(id);
+                takes.push(to_numeric(t));
+            }
+            // (`= ANY($3)`: on Citus, the shards of those customers only)
             run_once(
                 c,
                 "UPDATE credyt.lot l SET remaining = l.remaining - u.take, spent = l.remaining = u.take \
-                 FROM unnest($1::text[], $2::numeric[]) AS u(id, take) WHERE l.id = u.id",
-                &[ids.into(), takes.into()],
+                 FROM unnest($1::text[], $2::numeric[], $3::text[]) AS u(id, take, c) \
+                 WHERE l.customer_id = u.c AND l.id = u.id AND l.customer_id = ANY($3::text[])",
+                &[ids.into(), takes.into(), customers.into()],
             )?;
         }
         if !self.txn.is_empty() {
@@ -287,7 +295,7 @@ fn save_wallets(c: &mut SpiClient<'_>, state: &BTreeMap<WalletKey, (Wallet, Vec<
            held = u.held, fresh_until = u.fresh, updated_at = now() \
          FROM unnest($1::text[], $2::text[], $3::numeric[], $4::numeric[], $5::bool[], $6::numeric[], $7::numeric[], \
                      $8::timestamptz[]) AS u(c, a, b, d, armed, live, held, fresh) \
-         WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a",
+         WHERE w.customer_id = u.c AND w.name = 'default' AND w.asset = u.a AND w.customer_id = ANY($1::text[])",
         &[
             cs.into(),
             assets.into(),
