@@ -5,7 +5,7 @@
 use crate::deliveries::{queue, subscribed};
 use crate::error::{api, CyError, Result};
 use crate::scope::{is_within, scope};
-use crate::spi::{run, Row};
+use crate::spi::{one, run, Row};
 use credyt_core::webhook::{
     check_destination, check_topic, check_url, format_secret, is_private_name, url_host, SECRET_BYTES,
 };
@@ -193,12 +193,16 @@ fn update_webhook(
             let scope = scope(c)?;
             let e = endpoint(c, &id, &scope)?;
             let secret = if rotate { Some(new_secret()?) } else { None };
+            // (the end of the overlap computed first: Citus, where endpoints are a
+            // reference table, takes no volatile function inside a CASE)
+            let overlap_ends =
+                one::<TimestampWithTimeZone>(c, "SELECT now() + $1::interval", &[ROTATION_OVERLAP.into()])?;
             run(
                 c,
                 "UPDATE credyt.webhook SET url = coalesce($2, url), topics = coalesce($3, topics), \
                    enabled = coalesce($4, enabled), \
                    previous_secret = CASE WHEN $5::text IS NULL THEN previous_secret ELSE secret END, \
-                   previous_until = CASE WHEN $5::text IS NULL THEN previous_until ELSE now() + $6::interval END, \
+                   previous_until = CASE WHEN $5::text IS NULL THEN previous_until ELSE $6::timestamptz END, \
                    secret = coalesce($5, secret), updated_at = now() \
                  WHERE id = $1",
                 &[
@@ -207,7 +211,7 @@ fn update_webhook(
                     topics.into(),
                     enabled.into(),
                     secret.clone().into(),
-                    ROTATION_OVERLAP.into(),
+                    overlap_ends.into(),
                 ],
             )?;
             if e.enabled && enabled == Some(false) {

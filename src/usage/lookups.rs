@@ -295,6 +295,14 @@ macro_rules! gens_row {
     };
 }
 
+/// gens_row!() for what only the account's generation guards: it reads no customer's
+/// row (on Citus, no shard: the account is a reference table).
+macro_rules! account_gen_row {
+    () => {
+        "SELECT g.account_gen, x.* FROM (SELECT (SELECT catalog_gen FROM credyt.account WHERE id = $1) AS account_gen) g "
+    };
+}
+
 /// A customer's prices for an event type and the generations they were read under.
 fn subscribed_with_gens(c: &mut SpiClient<'_>, account: &str, customer: &str, event_type: &str) -> Result<Subscribed> {
     let t = run(
@@ -325,10 +333,10 @@ fn ruled_with_gen(c: &mut SpiClient<'_>, account: &str, event_type: &str) -> Res
     let t = run(
         c,
         concat!(
-            gens_row!(),
-            "CROSS JOIN (SELECT EXISTS (SELECT 1 FROM credyt.usage_rule WHERE account_id = $1 AND event_type = $3) AS ruled) x"
+            account_gen_row!(),
+            "CROSS JOIN (SELECT EXISTS (SELECT 1 FROM credyt.usage_rule WHERE account_id = $1 AND event_type = $2) AS ruled) x"
         ),
-        &[account.into(), "".into(), event_type.into()],
+        &[account.into(), event_type.into()],
     )?;
     let row = t.first();
     Ok((row.req::<bool>("ruled")?, row.opt::<i64>("account_gen")?.unwrap_or(-1)))
@@ -354,12 +362,12 @@ fn model_costs_with_gen(c: &mut SpiClient<'_>, account: &str, model: &str) -> Re
     let t = run(
         c,
         concat!(
-            gens_row!(),
+            account_gen_row!(),
             "LEFT JOIN LATERAL (SELECT updated_at, ",
             model_cost_columns!(),
-            "FROM credyt.model_cost WHERE account_id = $1 AND model = $3) x ON true ORDER BY x.updated_at DESC"
+            "FROM credyt.model_cost WHERE account_id = $1 AND model = $2) x ON true ORDER BY x.updated_at DESC"
         ),
-        &[account.into(), "".into(), model.into()],
+        &[account.into(), model.into()],
     )?;
     let mut gen = -1;
     let mut out = Vec::new();
