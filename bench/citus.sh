@@ -34,22 +34,34 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 
 echo "setup: PostgreSQL 15, $(nproc) cores shared by every node, $CLIENTS clients, $ROUNDS interleaved rounds of \
 ${SECONDS_PER_ROUND}s, pgbench -M prepared; Citus $CITUS_VERSION: coordinator + 2 workers, 32 shards, on this machine"
-for s in usage batch; do
-    : >"/tmp/credyt-citus-$s-single"; : >"/tmp/credyt-citus-$s-citus"
-done
-for _ in $(seq "$ROUNDS"); do
+# Each mode for every database (the cluster's on each node): with commits flushed, as
+# deployed, and without, which leaves the CPU that routing costs (a charge on Citus
+# commits on its worker, and with two-phase commit when the coordinator wrote too).
+commits() {
+    psql_admin -d postgres -qc "ALTER DATABASE credyt_bench SET synchronous_commit = $1"
+    local p
+    for p in "${CITUS_PORTS[@]}"; do psql_node "$p" -d postgres -qc "ALTER DATABASE $CITUS_DB SET synchronous_commit = $1"; done
+}
+for mode in on off; do
+    commits "$mode"
     for s in usage batch; do
-        tps single "$s.sql" >>"/tmp/credyt-citus-$s-single"
-        tps citus "$s.sql" >>"/tmp/credyt-citus-$s-citus"
+        : >"/tmp/credyt-citus-$s-single"; : >"/tmp/credyt-citus-$s-citus"
     done
+    for _ in $(seq "$ROUNDS"); do
+        for s in usage batch; do
+            tps single "$s.sql" >>"/tmp/credyt-citus-$s-single"
+            tps citus "$s.sql" >>"/tmp/credyt-citus-$s-citus"
+        done
+    done
+    one="$(median </tmp/credyt-citus-usage-single)"; cl="$(median </tmp/credyt-citus-usage-citus)"
+    printf 'record_usage, 1000 customers, %d clients, synchronous_commit=%s: one node %.0f TPS; Citus %.0f TPS; Citus/one node %.2f\n' \
+        "$CLIENTS" "$mode" "$one" "$cl" "$(awk -v a="$cl" -v b="$one" 'BEGIN { print a / b }')"
+    one="$(median </tmp/credyt-citus-batch-single)"; cl="$(median </tmp/credyt-citus-batch-citus)"
+    printf 'record_usage(events), batches of 1000, %d clients, synchronous_commit=%s: one node %.0f events/s; Citus %.0f events/s; Citus/one node %.2f\n' \
+        "$CLIENTS" "$mode" "$(awk -v t="$one" 'BEGIN { print t * 1000 }')" "$(awk -v t="$cl" 'BEGIN { print t * 1000 }')" \
+        "$(awk -v a="$cl" -v b="$one" 'BEGIN { print a / b }')"
 done
-one="$(median </tmp/credyt-citus-usage-single)"; cl="$(median </tmp/credyt-citus-usage-citus)"
-printf 'record_usage, 1000 customers, %d clients: one node %.0f TPS; Citus %.0f TPS; Citus/one node %.2f\n' \
-    "$CLIENTS" "$one" "$cl" "$(awk -v a="$cl" -v b="$one" 'BEGIN { print a / b }')"
-one="$(median </tmp/credyt-citus-batch-single)"; cl="$(median </tmp/credyt-citus-batch-citus)"
-printf 'record_usage(events), batches of 1000, %d clients: one node %.0f events/s; Citus %.0f events/s; Citus/one node %.2f\n' \
-    "$CLIENTS" "$(awk -v t="$one" 'BEGIN { print t * 1000 }')" "$(awk -v t="$cl" 'BEGIN { print t * 1000 }')" \
-    "$(awk -v a="$cl" -v b="$one" 'BEGIN { print a / b }')"
+commits on
 verify="SELECT count(*) FROM credyt.verify_ledger()"
-echo "verify_ledger: one node $(psql_admin -d credyt_bench -tA -c "SET credyt.account = '$SINGLE_ACCOUNT'" -c "$verify") \
-problems, Citus $(psql_node "$C" -d "$CITUS_DB" -tA -c "SET credyt.account = '$CITUS_ACCOUNT'" -c "$verify") problems"
+echo "verify_ledger: one node $(psql_admin -d credyt_bench -qtA -c "SET credyt.account = '$SINGLE_ACCOUNT'" -c "$verify" | tail -n 1) \
+problems, Citus $(psql_node "$C" -d "$CITUS_DB" -qtA -c "SET credyt.account = '$CITUS_ACCOUNT'" -c "$verify" | tail -n 1) problems"

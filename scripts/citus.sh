@@ -11,7 +11,7 @@
 # Each node is a project-local cluster (never run as root: as root they belong to the
 # `postgres` OS user) with its own directory and port, citus and pg_cron preloaded.
 # Re-running is fast: every step is skipped when already done.
-source "$(dirname "$0")/lib.sh"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 CITUS_VERSION=13.2.2
 CITUS_SRC="${CREDYT_CITUS_SRC:-$ROOT/../shared/citus}"
