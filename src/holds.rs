@@ -159,10 +159,13 @@ pub fn require_open(hold: &Hold, reference: &str) -> Result<()> {
 /// The hold this hold_id already names, if it names one with the same customer,
 /// asset and amount; CY409 if it names another.
 fn existing(c: &mut SpiClient<'_>, w: &WalletRef, key: &str, amount: Decimal) -> Result<Option<String>> {
-    const BY_ACCOUNT: &str = "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold \
-         WHERE account_id = $1 AND hold_key = $2";
-    const BY_CUSTOMER: &str = "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold \
-         WHERE customer_id = $3 AND account_id = $1 AND hold_key = $2";
+    macro_rules! original {
+        () => {
+            "SELECT id, customer_id = $3 AND asset = $4 AND amount = $5 AS same FROM credyt.hold "
+        };
+    }
+    const BY_ACCOUNT: &str = concat!(original!(), "WHERE account_id = $1 AND hold_key = $2");
+    const BY_CUSTOMER: &str = concat!(original!(), "WHERE customer_id = $3 AND account_id = $1 AND hold_key = $2");
     let t = run(
         c,
         crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),

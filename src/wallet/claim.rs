@@ -72,10 +72,13 @@ pub fn claim(
     if let Some(id) = inserted {
         return Ok(Claim::New(id));
     }
-    const BY_ACCOUNT: &str = "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn \
-         WHERE account_id = $1 AND idem_key = $2";
-    const BY_CUSTOMER: &str = "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn \
-         WHERE customer_id = $4 AND account_id = $1 AND idem_key = $2";
+    macro_rules! original {
+        () => {
+            "SELECT id, payload = $3 AS same, payload::text AS payload FROM credyt.ledger_txn "
+        };
+    }
+    const BY_ACCOUNT: &str = concat!(original!(), "WHERE account_id = $1 AND idem_key = $2");
+    const BY_CUSTOMER: &str = concat!(original!(), "WHERE customer_id = $4 AND account_id = $1 AND idem_key = $2");
     let t = run(
         c,
         crate::distributed::pick(BY_ACCOUNT, BY_CUSTOMER),
