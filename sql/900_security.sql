@@ -131,6 +131,10 @@ REVOKE ALL ON FUNCTION credyt.grant_worker(name) FROM PUBLIC;
 -- (or the account below it that the request names) until the transaction ends.
 CREATE FUNCTION credyt.grant_server(role name) RETURNS void
 LANGUAGE plpgsql SET search_path = pg_catalog, pg_temp AS $$
+DECLARE
+    -- (looked up first: on Citus role_binding is a reference table, whose INSERT takes
+    -- no subquery)
+    role_id oid := (SELECT oid FROM pg_roles WHERE rolname = role);
 BEGIN
     PERFORM credyt.grant_access(role);
     -- what only the server calls (each also checks that its caller is a server role)
@@ -139,7 +143,7 @@ BEGIN
                    'credyt._server_claim_auto_topups(integer, integer), '
                    'credyt._server_auto_topup_result(text, boolean, text) TO %I', role);
     INSERT INTO credyt.role_binding (role_oid, role_name, account_id, server)
-    VALUES ((SELECT oid FROM pg_roles WHERE rolname = role), role, NULL, true)
+    VALUES (role_id, role, NULL, true)
     ON CONFLICT (role_oid) DO UPDATE SET account_id = NULL, server = true, role_name = EXCLUDED.role_name,
         created_at = EXCLUDED.created_at;
 END $$;

@@ -263,27 +263,7 @@ fn _server_claim_auto_topups(
             if !is_server(c)? {
                 return Err(CyError::forbidden("only credyt-server charges saved cards"));
             }
-            let t = run(
-                c,
-                "WITH due AS (SELECT t.id FROM credyt.topup t JOIN credyt.stripe_customer sc ON sc.customer_id = t.customer_id \
-                   WHERE t.status = 'pending' AND t.kind = 'auto' AND sc.payment_method IS NOT NULL \
-                     AND (t.charge_claimed_until IS NULL OR t.charge_claimed_until < now()) AND t.charge_attempts < $3 \
-                   ORDER BY t.created_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED) \
-                 UPDATE credyt.topup t SET charge_claimed_until = now() + $2 * interval '1 second', \
-                   charge_attempts = t.charge_attempts + 1 FROM due WHERE t.id = due.id \
-                 RETURNING t.id, t.account_id, t.customer_id, t.asset, t.amount::text AS amount",
-                &[n.into(), lease.into(), MAX_CHARGE_ATTEMPTS.into()],
-            )?;
-            let mut claimed = Vec::new();
-            for row in t {
-                claimed.push((
-                    row.req::<String>("id")?,
-                    row.req::<String>("account_id")?,
-                    row.req::<String>("customer_id")?,
-                    row.req::<String>("asset")?,
-                    row.amount("amount")?,
-                ));
-            }
+            let claimed = claim_auto_topups(c, n, lease)?;
             let mut out = Vec::new();
             for (id, account, customer, asset, amount) in claimed {
                 let Some((connection, key)) = connection_for(c, &account)? else { continue };
@@ -308,6 +288,81 @@ fn _server_claim_auto_topups(
             Ok(TableIterator::new(out))
         })
     })
+}
+
+/// A claimed auto top-up: id, account, customer, asset, amount.
+type Claimed = (String, String, String, String, rust_decimal::Decimal);
+
+/// Leases up to `n` pending auto top-ups of customers with a saved card, oldest first,
+/// for `lease` seconds, counting the attempt. One node claims them in one statement
+/// (FOR UPDATE SKIP LOCKED). Citus locks no rows across shards: there they are found
+/// without a lock, then each is claimed on its customer's shard by an UPDATE that
+/// re-checks that it is still unclaimed, so two servers never both claim one.
+fn claim_auto_topups(c: &mut SpiClient<'_>, n: i32, lease: i32) -> Result<Vec<Claimed>> {
+    macro_rules! due {
+        () => {
+            "t.status = 'pending' AND t.kind = 'auto' \
+             AND (t.charge_claimed_until IS NULL OR t.charge_claimed_until < now()) AND t.charge_attempts < $3"
+        };
+    }
+    macro_rules! claim {
+        () => {
+            "UPDATE credyt.topup t SET charge_claimed_until = now() + $2 * interval '1 second', \
+               charge_attempts = t.charge_attempts + 1 "
+        };
+    }
+    macro_rules! returning {
+        () => {
+            " RETURNING t.id, t.account_id, t.customer_id, t.asset, t.amount::text AS amount"
+        };
+    }
+    if !crate::distributed::active() {
+        let sql = concat!(
+            "WITH due AS (SELECT t.id FROM credyt.topup t JOIN credyt.stripe_customer sc ON sc.customer_id = t.customer_id \
+               WHERE sc.payment_method IS NOT NULL AND ",
+            due!(),
+            " ORDER BY t.created_at LIMIT $1 FOR UPDATE OF t SKIP LOCKED) ",
+            claim!(),
+            "FROM due WHERE t.id = due.id",
+            returning!()
+        );
+        return claimed_rows(run(c, sql, &[n.into(), lease.into(), MAX_CHARGE_ATTEMPTS.into()])?);
+    }
+    let found = run(
+        c,
+        concat!(
+            "SELECT t.customer_id, t.id FROM credyt.topup t JOIN credyt.stripe_customer sc \
+               ON sc.customer_id = t.customer_id WHERE sc.payment_method IS NOT NULL AND ",
+            due!(),
+            " ORDER BY t.created_at LIMIT $1"
+        ),
+        &[n.into(), lease.into(), MAX_CHARGE_ATTEMPTS.into()],
+    )?;
+    let mut due = Vec::new();
+    for row in found {
+        due.push((row.req::<String>("customer_id")?, row.req::<String>("id")?));
+    }
+    let mut rows = Vec::new();
+    for (customer, id) in due {
+        let sql = concat!(claim!(), "WHERE t.customer_id = $4 AND t.id = $5 AND ", due!(), returning!());
+        let args = [n.into(), lease.into(), MAX_CHARGE_ATTEMPTS.into(), customer.into(), id.into()];
+        rows.extend(claimed_rows(run(c, sql, &args)?)?);
+    }
+    Ok(rows)
+}
+
+fn claimed_rows(t: crate::spi::Table<'_>) -> Result<Vec<Claimed>> {
+    let mut claimed = Vec::new();
+    for row in t {
+        claimed.push((
+            row.req::<String>("id")?,
+            row.req::<String>("account_id")?,
+            row.req::<String>("customer_id")?,
+            row.req::<String>("asset")?,
+            row.amount("amount")?,
+        ));
+    }
+    Ok(claimed)
 }
 
 /// What credited `amount` of `asset` costs: (currency, amount in it), or None for a

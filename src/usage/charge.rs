@@ -169,7 +169,8 @@ const CHARGE: &str = concat!(
 
 /// The second statement: claims the event id and, when the claim succeeds, writes the
 /// event, and for a charge its lots, entries and wallet (with the balance push). False
-/// when the id was already taken (then nothing is written).
+/// when the id was already taken (then nothing is written). On Citus the claim is a
+/// statement of its own, followed by wallet::write's.
 fn write(
     c: &mut SpiClient<'_>,
     account: &str,
@@ -180,6 +181,14 @@ fn write(
     let Some((state, book, after)) = charge else {
         return Ok(run(c, EVENT, &args)?.len() == 1);
     };
+    if crate::distributed::active() {
+        // (on Citus no INSERT runs inside a CTE: see wallet::write)
+        if run(c, EVENT, &args)?.len() != 1 {
+            return Ok(false);
+        }
+        wallet::write(c, state, book, Some(after))?;
+        return Ok(true);
+    }
     let w = book.wallet_ref;
     let payload = state.push.as_ref().map(|_| wallet::balance_payload(w, after));
     let wallet::BookColumns { take_ids, takes, legs } = book.columns();

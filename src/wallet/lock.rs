@@ -292,13 +292,19 @@ pub fn lock(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<Wallet> {
 /// Creates the wallet account if it does not exist yet (subscribe provisions them; a
 /// first movement creates its own).
 pub fn ensure(c: &mut SpiClient<'_>, w: &WalletRef) -> Result<()> {
-    let one = |s: &str| vec![s.to_string()];
-    run(c, ENSURE_WALLETS, &[w.account.into(), one(w.customer).into(), one(w.name).into(), one(w.asset).into()])?;
+    // (VALUES, not ENSURE_WALLETS' unnest: Citus routes it to the customer's shard, where
+    // an INSERT from a SELECT of no table would be copied in, in two phases)
+    run(
+        c,
+        "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (customer_id, name, asset) DO NOTHING",
+        &[w.account.into(), w.customer.into(), w.name.into(), w.asset.into()],
+    )?;
     Ok(())
 }
 
-/// Creates the wallet accounts (customer, name, asset) that do not exist yet: the one
-/// place a wallet account is inserted.
+/// Creates the wallet accounts (customer, name, asset) that do not exist yet, many at
+/// once (ensure() creates one).
 pub(super) const ENSURE_WALLETS: &str = "INSERT INTO credyt.wallet_account (account_id, customer_id, name, asset) \
      SELECT $1, u.c, u.n, u.a FROM unnest($2::text[], $3::text[], $4::text[]) AS u(c, n, a) \
      ON CONFLICT (customer_id, name, asset) DO NOTHING";

@@ -284,19 +284,25 @@ pub fn request_topup(c: &mut SpiClient<'_>, w: &WalletRef, wallet: &mut Wallet, 
         return Ok(());
     }
     let id = crate::ids::new_id("top")?;
+    let args = [
+        w.account.into(),
+        id.as_str().into(),
+        w.customer.into(),
+        w.name.into(),
+        w.asset.into(),
+        to_numeric(amount).into(),
+    ];
+    // (two statements: on Citus an INSERT in a CTE would be sent to every worker)
     run(
         c,
-        "WITH t AS (INSERT INTO credyt.topup (account_id, id, customer_id, wallet_name, asset, amount, status) \
-           VALUES ($1, $2, $3, $4, $5, $6, 'pending')) \
-         UPDATE credyt.wallet_account SET pending_topup = $2 WHERE customer_id = $3 AND name = $4 AND asset = $5",
-        &[
-            w.account.into(),
-            id.as_str().into(),
-            w.customer.into(),
-            w.name.into(),
-            w.asset.into(),
-            to_numeric(amount).into(),
-        ],
+        "INSERT INTO credyt.topup (account_id, id, customer_id, wallet_name, asset, amount, status) \
+         VALUES ($1, $2, $3, $4, $5, $6, 'pending')",
+        &args,
+    )?;
+    run(
+        c,
+        "UPDATE credyt.wallet_account SET pending_topup = $2 WHERE customer_id = $3 AND name = $4 AND asset = $5",
+        &args,
     )?;
     let n = money::json_number;
     crate::events::emit(

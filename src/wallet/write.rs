@@ -2,8 +2,64 @@
 
 use super::*;
 
-/// Writes lot remainders, the entries and the wallet row in one statement, with the
-/// balance push when `notify` carries the available balance afterwards.
+/// The lots drawn ($10, $11) and the wallet row saved, as CTEs `drawn` and `saved`.
+macro_rules! drawn_update {
+    () => {
+        "drawn AS ( \
+           UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)], \
+             spent = l.remaining = ($11::numeric[])[array_position($10::text[], l.id)] \
+           WHERE l.customer_id = $3 AND l.id = ANY($10::text[]) RETURNING 1), \
+         saved AS ( \
+           UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, live = $18, held = $19, \
+             fresh_until = $20, updated_at = now() \
+           WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) "
+    };
+}
+/// The entries of a book ($1 to $9), on one node.
+macro_rules! entries_insert {
+    () => {
+        "INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
+         SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
+         FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
+           AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1"
+    };
+}
+
+/// One node: lots, entries, wallet and the balance push in one statement.
+const WRITE: &str = concat!(
+    "WITH ",
+    drawn_update!(),
+    ", lines AS (",
+    entries_insert!(),
+    ") SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
+            (SELECT count(*) FROM saved) AS saved, \
+            CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL AS notified"
+);
+/// On Citus, an INSERT inside a CTE runs as a subplan whose result is sent to every
+/// worker, and an INSERT from a SELECT of no shard is copied in through the coordinator:
+/// both commit in two phases on every worker. So there the entries take their ids from
+/// the coordinator's sequence first ($21, a local statement), then go in from a SELECT
+/// of the customer's wallet row (pushed down whole to its shard: no volatile function,
+/// the time the coordinator's, $22); the lots and the wallet follow in an UPDATE-only
+/// statement routed to the same shard, and the balance push runs on the coordinator.
+const ENTRY_IDS: &str = "SELECT ARRAY(SELECT nextval('credyt.entry_id_seq') FROM generate_series(1, $1)) AS ids";
+const WRITE_ENTRIES: &str =
+    "INSERT INTO credyt.entry (id, account_id, txn_id, customer_id, system, ledger_name, asset, amount, \
+       lot_id, kind, created_at) OVERRIDING SYSTEM VALUE \
+     SELECT u.id, $1, $2, w.customer_id, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind, $22 \
+     FROM credyt.wallet_account w, \
+       unnest($21::bigint[], $5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
+         AS u(id, system, ledger_name, amount, lot_id, kind) \
+     WHERE w.customer_id = $3 AND w.name = $14 AND w.asset = $4 RETURNING 1";
+const WRITE_SAVED: &str = concat!(
+    "WITH ",
+    drawn_update!(),
+    "SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM saved) AS saved"
+);
+const PUSH: &str = "SELECT pg_notify($1, $2) IS NULL AS notified";
+/// Writes lot remainders, the entries and the wallet row in one statement (on Citus,
+/// three routed to the customer's shard), with the balance push when `notify` carries
+/// the available balance afterwards.
 ///
 /// Lots are matched with `id = ANY(...)`, which a kept generic plan serves from the
 /// primary key (a join to unnest() would be planned as a scan of the lot table).
@@ -17,59 +73,50 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
     debug_assert!(wallet.debt >= Decimal::ZERO);
     let txn_id = book.txn_id.clone();
     let BookColumns { take_ids, takes, legs } = book.columns();
-    let n_takes = take_ids.len() as i64;
-    let n_legs = legs.amount.len() as i64;
+    let expected = (take_ids.len() as i64, legs.amount.len() as i64, 1);
     let payload = match notify {
         Some(available) if wallet.push.is_some() => Some(balance_payload(w, available)),
         _ => None,
     };
-    let t = run(
-        c,
-        "WITH drawn AS ( \
-           UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)], \
-             spent = l.remaining = ($11::numeric[])[array_position($10::text[], l.id)] \
-           WHERE l.customer_id = $3 AND l.id = ANY($10::text[]) RETURNING 1), \
-         lines AS ( \
-           INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
-           SELECT $1, $2, $3, u.system, u.ledger_name, $4, u.amount, u.lot_id, u.kind \
-           FROM unnest($5::bool[], $6::text[], $7::numeric[], $8::text[], $9::text[]) \
-             AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1), \
-         saved AS ( \
-           UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, live = $18, held = $19, \
-             fresh_until = $20, updated_at = now() \
-           WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) \
-         SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
-                (SELECT count(*) FROM saved) AS saved, \
-                CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL AS notified",
-        &[
-            w.account.into(),
-            txn_id.as_str().into(),
-            w.customer.into(),
-            w.asset.into(),
-            legs.system.into(),
-            legs.name.into(),
-            legs.amount.into(),
-            legs.lot.into(),
-            legs.kind.into(),
-            take_ids.into(),
-            takes.into(),
-            to_numeric(wallet.balance).into(),
-            to_numeric(wallet.debt).into(),
-            w.name.into(),
-            payload.into(),
-            wallet.armed.into(),
-            wallet.push.as_deref().into(),
-            to_numeric(wallet.live).into(),
-            to_numeric(wallet.held).into(),
-            at_time(wallet.fresh_until)?.into(),
-        ],
-    )?;
-    let row = t.first();
-    let counts = (row.req::<i64>("drawn")?, row.req::<i64>("lines")?, row.req::<i64>("saved")?);
-    if counts != (n_takes, n_legs, 1) {
-        return Err(CyError::internal(format!(
-            "ledger write touched {counts:?} rows, expected ({n_takes}, {n_legs}, 1)"
-        )));
+    let mut args = vec![
+        w.account.into(),
+        txn_id.as_str().into(),
+        w.customer.into(),
+        w.asset.into(),
+        legs.system.into(),
+        legs.name.into(),
+        legs.amount.into(),
+        legs.lot.into(),
+        legs.kind.into(),
+        take_ids.into(),
+        takes.into(),
+        to_numeric(wallet.balance).into(),
+        to_numeric(wallet.debt).into(),
+        w.name.into(),
+        payload.clone().into(),
+        wallet.armed.into(),
+        wallet.push.as_deref().into(),
+        to_numeric(wallet.live).into(),
+        to_numeric(wallet.held).into(),
+        at_time(wallet.fresh_until)?.into(),
+    ];
+    let counts = if crate::distributed::active() {
+        let ids = one::<Vec<i64>>(c, ENTRY_IDS, &[expected.1.into()])?.unwrap_or_default();
+        args.extend([ids.into(), pgrx::datetime::now().into()]);
+        let lines = run(c, WRITE_ENTRIES, &args)?.len() as i64;
+        let row = run(c, WRITE_SAVED, &args)?.first();
+        let counts = (row.req::<i64>("drawn")?, lines, row.req::<i64>("saved")?);
+        if let (Some(payload), Some(channel)) = (payload, wallet.push.as_deref()) {
+            run(c, PUSH, &[channel.into(), payload.into()])?;
+        }
+        counts
+    } else {
+        let t = run(c, WRITE, &args)?;
+        let row = t.first();
+        (row.req::<i64>("drawn")?, row.req::<i64>("lines")?, row.req::<i64>("saved")?)
+    };
+    if counts != expected {
+        return Err(CyError::internal(format!("ledger write touched {counts:?} rows, expected {expected:?}")));
     }
     Ok(())
 }

@@ -25,7 +25,8 @@ fn distribute_is_for_administrators_and_needs_citus() {
 }
 
 /// A superuser session that logs the plan of every statement credyt runs
-/// (auto_explain, nested statements), and the plans it logged.
+/// (auto_explain, nested statements) and the two-phase commits Citus sends to workers,
+/// and what it logged.
 struct Explained {
     client: postgres::Client,
     plans: Arc<Mutex<Vec<String>>>,
@@ -37,7 +38,8 @@ impl Explained {
         let sink = plans.clone();
         let mut cfg: postgres::Config = url().parse().expect("CREDYT_TEST_DATABASE_URL");
         cfg.notice_callback(move |n| {
-            if n.message().contains("plan:") {
+            // (the plans, and citus.log_remote_commands' two-phase commits)
+            if n.message().contains("plan:") || n.message().contains("PREPARE TRANSACTION") {
                 sink.lock().unwrap().push(n.message().to_string());
             }
         });
@@ -45,7 +47,8 @@ impl Explained {
         client
             .batch_execute(&format!(
                 "LOAD 'auto_explain'; SET auto_explain.log_min_duration = 0; \
-                 SET auto_explain.log_nested_statements = on; SET credyt.account = '{account}';"
+                 SET auto_explain.log_nested_statements = on; SET citus.log_remote_commands = on; \
+                 SET credyt.account = '{account}';"
             ))
             .unwrap();
         Explained { client, plans }
@@ -104,7 +107,7 @@ fn tasks(plan: &str) -> (Option<u32>, Vec<u16>) {
 }
 
 #[test]
-fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker() {
+fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker_committed_in_one_phase() {
     if !on_citus() {
         eprintln!("(one node: the routing of statements is tested by scripts/citus.sh test)");
         return;
@@ -117,7 +120,8 @@ fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker() {
            SELECT credyt.create_product('r-prod', 'R', '[{"type": "usage_based",
              "usage_calculation": {"event_type": "chat", "usage_type": "unit"},
              "pricing": [{"asset": "USD", "values": [{"unit_price": 1}]}]}]');
-           SELECT credyt.subscribe('rae', 'r-prod'); SELECT credyt.subscribe('sol', 'r-prod');"#,
+           SELECT credyt.subscribe('rae', 'r-prod'); SELECT credyt.subscribe('sol', 'r-prod');
+           SELECT credyt.set_threshold('rae', 'USD', 60);"#,
     )
     .unwrap();
     let mut x = Explained::open(&t.account);
@@ -128,6 +132,8 @@ fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker() {
         "SELECT * FROM credyt.record_usage('rae', 'r-e1', 'chat')",
         "SELECT * FROM credyt.record_usage('rae', 'r-e1', 'chat')",
         "SELECT * FROM credyt.charge('rae', 'r-c1', 'USD', 2)",
+        // (crosses the threshold: the event goes to the coordinator's outbox)
+        "SELECT * FROM credyt.charge('rae', 'r-c2', 'USD', 50)",
         "SELECT credyt.balance('rae')",
         "SELECT * FROM credyt.wallet('rae')",
     ];
@@ -144,6 +150,9 @@ fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker() {
         }
         assert!(distributed > 0, "{call}: no distributed statement was logged");
         assert_eq!(workers.len(), 1, "{call}: statements ran on workers {workers:?}:\n{}", plans.join("\n"));
+        // one worker written: Citus commits it in one phase, as one node would
+        let prepared: Vec<&String> = plans.iter().filter(|p| p.contains("PREPARE TRANSACTION")).collect();
+        assert!(prepared.is_empty(), "{call}: committed in two phases: {prepared:?}\n{}", plans.join("\n"));
     }
     // A batch of two customers: each group of events on its shard, one task each.
     let plans = x.plans_of(
@@ -156,6 +165,17 @@ fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker() {
             assert_eq!(n, 1, "batch: a statement of {n} tasks:\n{plan}");
         }
     }
+    // (and the log does show a two-phase commit: a batch's entries are copied in, which
+    // Citus always commits in two phases; README § Running distributed)
+    assert!(plans.iter().any(|p| p.contains("PREPARE TRANSACTION")), "batch: no two-phase commit logged");
+    let hits: i64 = admin
+        .query_one(
+            "SELECT count(*) FROM credyt.event WHERE account_id = $1 AND event_type = 'balance_threshold_hit'",
+            &[&t.account],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(hits, 2, "set below the threshold, then crossed by r-c2");
     let charged: i64 = admin
         .query_one(
             "SELECT count(*) FROM credyt.usage_event WHERE account_id = $1 AND status = 'charged'",
@@ -164,5 +184,71 @@ fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker() {
         .unwrap()
         .get(0);
     assert_eq!(charged, 4);
+    assert!(ledger_problems(&mut s).is_empty());
+}
+
+/// credyt-server's claim of the auto top-ups it charges to saved cards: on one node a
+/// FOR UPDATE SKIP LOCKED over every customer; on Citus, found across shards and claimed
+/// customer by customer. Two servers claiming at once claim each top-up once.
+#[test]
+fn two_servers_claim_each_pending_auto_topup_once() {
+    let mut admin = connect();
+    let t = Tenant::create(&mut admin, "Claims");
+    let mut s = t.session();
+    s.batch_execute("SELECT credyt.connect_stripe('sk_test_123456789012', 'whsec_abcdef')").unwrap();
+    let mut customers = Vec::new();
+    for i in 0..12 {
+        let id = text(&mut s, &format!("SELECT credyt.create_customer('C{i}', 'claim-{i}')"));
+        admin
+            .execute(
+                "INSERT INTO credyt.stripe_customer (account_id, customer_id, stripe_customer, payment_method) \
+                 VALUES ($1, $2, $3, 'pm_card_visa')",
+                &[&t.account, &id, &format!("cus_{i}")],
+            )
+            .unwrap();
+        // at a balance of 0, below the threshold: requested at once
+        s.execute("SELECT credyt.set_auto_topup($1, 'USD', 10, 25)", &[&id]).unwrap();
+        customers.push(id);
+    }
+    let pending: Vec<String> = admin
+        .query(
+            "SELECT id FROM credyt.topup WHERE account_id = $1 AND kind = 'auto' AND status = 'pending' ORDER BY id",
+            &[&t.account],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(pending.len(), 12);
+    let server = unique("credyt_t_server");
+    admin.batch_execute(&format!("CREATE ROLE {server} LOGIN; SELECT credyt.grant_server('{server}');")).unwrap();
+    let account = t.account.clone();
+    let claims = on_clients(2, &server, move |_, c| {
+        let mut mine = Vec::new();
+        for _ in 0..20 {
+            let rows =
+                c.query("SELECT topup_id, account_id, amount FROM credyt._server_claim_auto_topups(2, 600)", &[]);
+            for r in rows.unwrap() {
+                let (id, acc, amount): (String, String, String) = (r.get(0), r.get(1), r.get(2));
+                if acc == account {
+                    assert_eq!(amount.parse::<f64>().unwrap(), 25.0, "{amount}");
+                    mine.push(id);
+                }
+            }
+        }
+        mine
+    });
+    let mut claimed: Vec<String> = claims.concat();
+    claimed.sort();
+    assert_eq!(claimed, pending, "every pending top-up claimed exactly once");
+    let attempts: i64 = admin
+        .query_one("SELECT sum(charge_attempts)::bigint FROM credyt.topup WHERE account_id = $1", &[&t.account])
+        .unwrap()
+        .get(0);
+    assert_eq!(attempts, 12);
+    // leased: nothing more to claim until the lease runs out
+    let mut c = connect_as(&server);
+    let again = c.query("SELECT topup_id, account_id FROM credyt._server_claim_auto_topups(100, 600)", &[]).unwrap();
+    assert!(again.iter().all(|r| r.get::<_, String>(1) != t.account));
     assert!(ledger_problems(&mut s).is_empty());
 }
