@@ -47,6 +47,15 @@ CREATE TABLE credyt.delivery (
     PRIMARY KEY (event_id, webhook_id)
 );
 CREATE INDEX delivery_due ON credyt.delivery (next_attempt_at) WHERE status = 'pending';
+-- True when every delivery of the event succeeded (or it had none): what tick() may
+-- prune. A function, not a subquery, so that on Citus (where the events are a Citus
+-- local table and the deliveries a plain one) the statement that selects the events
+-- names only their table; one node inlines it.
+CREATE FUNCTION credyt._event_settled(event_id text) RETURNS boolean
+LANGUAGE sql STABLE AS $$
+    SELECT NOT EXISTS (SELECT 1 FROM credyt.delivery d WHERE d.event_id = $1 AND d.status <> 'delivered')
+$$;
+REVOKE ALL ON FUNCTION credyt._event_settled(text) FROM PUBLIC;
 -- (webhook_id, event_id), not (webhook_id): with one busy endpoint, the planner may
 -- reach rows by this index when it records outcomes, and on webhook_id alone that means
 -- walking the endpoint's whole queue for every row.

@@ -65,9 +65,14 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credyt.customer'::regclass) THEN
         RETURN jsonb_build_object('distributed', false, 'reason', 'already distributed');
     END IF;
-    IF (SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND isactive) < 1 THEN
-        RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = 'no Citus node is registered',
+    IF (SELECT count(*) FROM pg_dist_node WHERE noderole = 'primary' AND isactive AND groupid <> 0) < 1 THEN
+        RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = 'no Citus worker is registered',
             HINT = 'SELECT citus_set_coordinator_host(...) and citus_add_node(...) first';
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid = 0) THEN
+        RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = 'the Citus coordinator is not registered',
+            DETAIL = 'the outbox stays on the coordinator, as Citus local tables, which need it in the metadata',
+            HINT = 'SELECT citus_set_coordinator_host(host, port) first';
     END IF;
 
     -- Row security of the sharded tables runs on the workers, as the role the
@@ -163,6 +168,31 @@ BEGIN
     FOREACH t IN ARRAY distributed LOOP
         PERFORM create_distributed_table(('credyt.' || t)::regclass, 'customer_id', colocate_with => 'credyt.customer');
     END LOOP;
+    -- The outbox stays on the coordinator. Its event table becomes a Citus local table
+    -- (a table of the coordinator that Citus knows): a transaction that writes an event
+    -- and a customer's shard (a charge that crosses a threshold, a grant) then commits
+    -- in two phases, the coordinator's own commit deciding for its deliveries too, so
+    -- nothing commits without the rest. A charge that writes no event commits on its
+    -- worker alone, in one phase. Citus turns the table into its shard behind a new
+    -- table of the same name, which it also creates on the workers, and re-creates the
+    -- view over it: the workers' unused copies go first, and the new table and view
+    -- become the extension's (the shard no longer). The deliveries stay a plain table:
+    -- credyt-worker's claim is a statement Citus would not plan.
+    PERFORM credyt._on_workers($w$DO $x$ BEGIN
+        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credyt.event'::regclass) THEN
+            ALTER EXTENSION credyt DROP VIEW credyt.events;
+            ALTER EXTENSION credyt DROP TABLE credyt.event;
+            DROP VIEW credyt.events;
+            DROP TABLE credyt.event;
+        END IF;
+    END $x$ $w$);
+    ALTER EXTENSION credyt DROP VIEW credyt.events;
+    PERFORM citus_add_local_table_to_metadata('credyt.event');
+    FOR c IN SELECT shard_name(logicalrelid, shardid) FROM pg_dist_shard WHERE logicalrelid = 'credyt.event'::regclass LOOP
+        EXECUTE format('ALTER EXTENSION credyt DROP TABLE %s', c);
+    END LOOP;
+    ALTER EXTENSION credyt ADD TABLE credyt.event;
+    ALTER EXTENSION credyt ADD VIEW credyt.events;
     RETURN jsonb_build_object('distributed', true, 'by', 'customer', 'tables', to_jsonb(ARRAY['customer'] || distributed),
                               'reference', to_jsonb(reference), 'coordinator', to_jsonb(ARRAY['event', 'delivery']));
 END $$;

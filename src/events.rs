@@ -57,16 +57,21 @@ pub fn write(
     data: Value,
 ) -> Result<String> {
     let id = crate::ids::new_id("whe")?;
+    run(
+        c,
+        "INSERT INTO credyt.event (account_id, id, event_type, occurred_at, data) VALUES ($1, $2, $3, $4, $5)",
+        &[account.into(), id.as_str().into(), topic.as_str().into(), at.into(), JsonB(data).into()],
+    )?;
     // Announced to the account on its private channel (payload: the id), and to the
     // workers on theirs (no payload: NOTIFY folds identical ones within a transaction).
+    // (A statement of its own: on Citus one that joined the insert's rows with the
+    // accounts would send them to every node.)
     one::<bool>(
         c,
-        "WITH e AS (INSERT INTO credyt.event (account_id, id, event_type, occurred_at, data) \
-           VALUES ($1, $2, $3, $4, $5) RETURNING id) \
-         SELECT pg_notify('credyt_events_' || a.channel_key, e.id) IS NULL \
+        "SELECT pg_notify('credyt_events_' || a.channel_key, $2) IS NULL \
                 AND pg_notify(credyt._worker_channel(), '') IS NULL \
-         FROM e JOIN credyt.account a ON a.id = $1",
-        &[account.into(), id.as_str().into(), topic.as_str().into(), at.into(), JsonB(data).into()],
+         FROM credyt.account a WHERE a.id = $1",
+        &[account.into(), id.as_str().into()],
     )?;
     Ok(id)
 }
@@ -85,21 +90,28 @@ pub fn prune(c: &mut SpiClient<'_>, accounts: &[String], now: TimestampWithTimeZ
     if seconds == 0 {
         return Ok(0);
     }
-    let n = one::<i64>(
+    // Per account, oldest first, among the prunable ones only (an event still pending
+    // must not keep its account's share of the tick for ever). The deliveries are read
+    // through _event_settled() and deleted in a statement of their own: on Citus the
+    // events are a Citus local table, which no statement may join with a plain one.
+    let pruned = one::<Vec<String>>(
         c,
-        // Per account, oldest first, among the prunable ones only (an event still
-        // pending must not keep its account's share of the tick for ever).
         "WITH old AS ( \
            SELECT e.id FROM credyt.event e WHERE e.id = ANY (ARRAY( \
              SELECT x.id FROM unnest($1::text[]) AS a(id) CROSS JOIN LATERAL ( \
                SELECT v.id FROM credyt.event v WHERE v.account_id = a.id AND v.created_at < $2 - $3 * interval '1 second' \
-                 AND NOT EXISTS (SELECT 1 FROM credyt.delivery d WHERE d.event_id = v.id AND d.status <> 'delivered') \
+                 AND credyt._event_settled(v.id) \
                ORDER BY v.created_at LIMIT $4) x)) \
            FOR UPDATE SKIP LOCKED), \
-         gone AS (DELETE FROM credyt.delivery d USING old WHERE d.event_id = old.id) \
-         , pruned AS (DELETE FROM credyt.event e USING old WHERE e.id = old.id RETURNING 1) \
-         SELECT count(*) FROM pruned",
+         pruned AS (DELETE FROM credyt.event e USING old WHERE e.id = old.id RETURNING e.id) \
+         SELECT coalesce(array_agg(id), '{}') FROM pruned",
         &[accounts.to_vec().into(), now.into(), f64::from(seconds).into(), PRUNE_PER_TICK.into()],
-    )?;
-    n.ok_or_else(|| CyError::internal("pruning returned nothing"))
+    )?
+    .ok_or_else(|| CyError::internal("pruning returned nothing"))?;
+    if pruned.is_empty() {
+        return Ok(0);
+    }
+    let n = pruned.len() as i64;
+    run(c, "DELETE FROM credyt.delivery WHERE event_id = ANY($1)", &[pruned.into()])?;
+    Ok(n)
 }
