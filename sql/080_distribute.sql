@@ -71,7 +71,7 @@ BEGIN
     END IF;
     IF NOT EXISTS (SELECT 1 FROM pg_dist_node WHERE groupid = 0) THEN
         RAISE EXCEPTION USING ERRCODE = 'CY404', MESSAGE = 'the Citus coordinator is not registered',
-            DETAIL = 'the outbox stays on the coordinator, as Citus local tables, which need it in the metadata',
+            DETAIL = 'the outbox''s events are a Citus local table, which needs the coordinator in the metadata',
             HINT = 'SELECT citus_set_coordinator_host(host, port) first';
     END IF;
 
