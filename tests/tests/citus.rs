@@ -203,14 +203,14 @@ fn every_statement_of_a_call_for_one_customer_is_one_task_on_one_worker_committe
 
 /// credyt-server's claim of the auto top-ups it charges to saved cards: on one node a
 /// FOR UPDATE SKIP LOCKED over every customer; on Citus, found across shards and claimed
-/// customer by customer. Two servers claiming at once claim each top-up once.
+/// customer by customer. Two servers claiming at once claim each top-up once, and
+/// each result the server records (paid or declined) counts once.
 #[test]
-fn two_servers_claim_each_pending_auto_topup_once() {
+fn two_servers_claim_each_pending_auto_topup_once_and_its_result_counts_once() {
     let mut admin = connect();
     let t = Tenant::create(&mut admin, "Claims");
     let mut s = t.session();
     s.batch_execute("SELECT credyt.connect_stripe('sk_test_123456789012', 'whsec_abcdef')").unwrap();
-    let mut customers = Vec::new();
     for i in 0..12 {
         let id = text(&mut s, &format!("SELECT credyt.create_customer('C{i}', 'claim-{i}')"));
         admin
@@ -222,7 +222,6 @@ fn two_servers_claim_each_pending_auto_topup_once() {
             .unwrap();
         // at a balance of 0, below the threshold: requested at once
         s.execute("SELECT credyt.set_auto_topup($1, 'USD', 10, 25)", &[&id]).unwrap();
-        customers.push(id);
     }
     let pending: Vec<String> = admin
         .query(
@@ -264,5 +263,25 @@ fn two_servers_claim_each_pending_auto_topup_once() {
     let mut c = connect_as(&server);
     let again = c.query("SELECT topup_id, account_id FROM credyt._server_claim_auto_topups(100, 600)", &[]).unwrap();
     assert!(again.iter().all(|r| r.get::<_, String>(1) != t.account));
+    // The server records what Stripe said: ten paid (credited once, even when told
+    // twice), two declined (nothing credited).
+    for (i, id) in pending.iter().enumerate() {
+        let paid = i < 10;
+        let first: bool = c
+            .query_one("SELECT credyt._server_auto_topup_result($1, $2, $3)", &[id, &paid, &format!("pi_{i}")])
+            .unwrap()
+            .get(0);
+        let second: bool = c
+            .query_one("SELECT credyt._server_auto_topup_result($1, $2, $3)", &[id, &paid, &format!("pi_{i}")])
+            .unwrap()
+            .get(0);
+        assert!(first && !second, "{id}: recorded {first}, then {second}");
+    }
+    for (i, id) in pending.iter().enumerate() {
+        let customer: String =
+            admin.query_one("SELECT customer_id FROM credyt.topup WHERE id = $1", &[id]).unwrap().get(0);
+        let balance = text(&mut s, &format!("SELECT credyt.balance('{customer}')::text"));
+        assert_eq!(balance, if i < 10 { "25" } else { "0" }, "{id} of {customer}");
+    }
     assert!(ledger_problems(&mut s).is_empty());
 }
