@@ -179,7 +179,9 @@ BEGIN
     -- become the extension's (the shard no longer). The deliveries stay a plain table:
     -- credyt-worker's claim is a statement Citus would not plan.
     PERFORM credyt._on_workers($w$DO $x$ BEGIN
-        IF NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = 'credyt.event'::regclass) THEN
+        -- (to_regclass: a distribute() that failed after this ran left no table here)
+        IF to_regclass('credyt.event') IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM pg_dist_partition WHERE logicalrelid = to_regclass('credyt.event')) THEN
             ALTER EXTENSION credyt DROP VIEW credyt.events;
             ALTER EXTENSION credyt DROP TABLE credyt.event;
             DROP VIEW credyt.events;

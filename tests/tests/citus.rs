@@ -267,15 +267,13 @@ fn two_servers_claim_each_pending_auto_topup_once_and_its_result_counts_once() {
     // twice), two declined (nothing credited).
     for (i, id) in pending.iter().enumerate() {
         let paid = i < 10;
-        let first: bool = c
-            .query_one("SELECT credyt._server_auto_topup_result($1, $2, $3)", &[id, &paid, &format!("pi_{i}")])
-            .unwrap()
-            .get(0);
-        let second: bool = c
-            .query_one("SELECT credyt._server_auto_topup_result($1, $2, $3)", &[id, &paid, &format!("pi_{i}")])
-            .unwrap()
-            .get(0);
-        assert!(first && !second, "{id}: recorded {first}, then {second}");
+        let recorded: Vec<bool> = (0..2)
+            .map(|_| {
+                let args: [&(dyn postgres::types::ToSql + Sync); 3] = [id, &paid, &format!("pi_{i}")];
+                c.query_one("SELECT credyt._server_auto_topup_result($1, $2, $3)", &args).unwrap().get(0)
+            })
+            .collect();
+        assert_eq!(recorded, [true, false], "{id}: recorded, then told again");
     }
     for (i, id) in pending.iter().enumerate() {
         let customer: String =
