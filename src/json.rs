@@ -27,8 +27,9 @@ pub const MAX_BYTES: usize = 1 << 20;
 /// events of a few KiB each.)
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 
-/// A jsonb argument, as the text Postgres prints for it.
-pub struct Json(String);
+/// A jsonb argument, as the text Postgres prints for it, and the argument's own datum
+/// (valid for the call), so that a value stored unchanged is not encoded again.
+pub struct Json(String, pg_sys::Datum);
 
 impl FromDatum for Json {
     unsafe fn from_polymorphic_datum(datum: pg_sys::Datum, is_null: bool, _: pg_sys::Oid) -> Option<Json> {
@@ -41,7 +42,7 @@ impl FromDatum for Json {
             let cstr = direct_function_call::<&core::ffi::CStr>(pg_sys::jsonb_out, &[Some(datum)])?;
             let text = cstr.to_string_lossy().into_owned();
             pg_sys::pfree(cstr.as_ptr() as *mut core::ffi::c_void);
-            Some(Json(text))
+            Some(Json(text, datum))
         }
     }
 }
@@ -109,6 +110,12 @@ pub fn depth(text: &str) -> usize {
 /// An optional jsonb argument's value (None stays None).
 pub fn optional(param: &str, v: Option<Json>, max_bytes: usize) -> Result<Option<Value>> {
     v.map(|j| j.value(param, max_bytes)).transpose()
+}
+
+/// optional() with the argument's datum beside the value: what the call may store as
+/// the jsonb it was given, valid until the call returns.
+pub fn optional_with_datum(param: &str, v: Option<Json>, max_bytes: usize) -> Result<Option<(Value, pg_sys::Datum)>> {
+    v.map(|j| Ok((j.value(param, max_bytes)?, j.1))).transpose()
 }
 
 /// A required jsonb argument's value.

@@ -54,6 +54,48 @@ impl Monotonic {
     }
 }
 
+/// A backend's source of the random part of ids: xoshiro256** (Blackman and Vigna),
+/// seeded once from a strong random source. Ids are names, not secrets (keys, tokens
+/// and signing secrets take strong randomness of their own), so what they need is that
+/// two backends never draw the same sequence, which independent 256-bit seeds give.
+/// Drawing 16 bytes from OpenSSL cost about 35,000 instructions per id; this costs tens.
+#[derive(Debug)]
+pub struct Stream([u64; 4]);
+
+impl Stream {
+    /// A stream from a 32-byte seed; an all-zero seed (the one xoshiro cannot leave) is
+    /// replaced by a constant one.
+    pub fn new(seed: [u8; 32]) -> Stream {
+        let mut s = [0u64; 4];
+        for (i, word) in s.iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&seed[i * 8..i * 8 + 8]);
+            *word = u64::from_le_bytes(b);
+        }
+        if s == [0; 4] {
+            s = [0x9e37_79b9_7f4a_7c15, 0xbf58_476d_1ce4_e5b9, 0x94d0_49bb_1331_11eb, 1];
+        }
+        Stream(s)
+    }
+
+    pub fn next_u64(&mut self) -> u64 {
+        let s = &mut self.0;
+        let result = s[1].wrapping_mul(5).rotate_left(7).wrapping_mul(9);
+        let t = s[1] << 17;
+        s[2] ^= s[0];
+        s[3] ^= s[1];
+        s[1] ^= s[2];
+        s[0] ^= s[3];
+        s[2] ^= t;
+        s[3] = s[3].rotate_left(45);
+        result
+    }
+
+    pub fn next_u128(&mut self) -> u128 {
+        (u128::from(self.next_u64()) << 64) | u128::from(self.next_u64())
+    }
+}
+
 /// Client-supplied idempotency keys are free text of 1 to 255 characters.
 pub const MAX_KEY_CHARS: usize = 255;
 
@@ -74,6 +116,27 @@ pub fn check_client_key(key: &str) -> Result<(), &'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn stream_matches_the_reference_sequence() {
+        // xoshiro256** from state (1, 2, 3, 4): the reference implementation's first outputs.
+        let mut seed = [0u8; 32];
+        for (i, v) in [1u64, 2, 3, 4].iter().enumerate() {
+            seed[i * 8..i * 8 + 8].copy_from_slice(&v.to_le_bytes());
+        }
+        let mut s = Stream::new(seed);
+        let got: Vec<u64> = (0..4).map(|_| s.next_u64()).collect();
+        assert_eq!(got, vec![11520, 0, 1509978240, 1215971899390074240]);
+    }
+
+    #[test]
+    fn streams_of_different_seeds_differ_and_zero_is_replaced() {
+        let mut a = Stream::new([0u8; 32]);
+        let mut b = Stream::new([1u8; 32]);
+        let (x, y) = (a.next_u128(), b.next_u128());
+        assert_ne!(x, 0);
+        assert_ne!(x, y);
+    }
 
     #[test]
     fn encodes_known_vectors() {

@@ -77,11 +77,14 @@ fn record_usage(
     ),
 > {
     let outcome = api(move || {
+        let data = crate::json::optional_with_datum("data", data, crate::json::MAX_BYTES)?;
+        let data_datum = data.as_ref().map(|d| d.1);
         let ev = Event {
             customer: validate::required("customer", customer)?,
             event_id: validate::key("event_id", event_id)?,
             event_type: self::event_type(event_type)?,
-            data: data_object(crate::json::optional("data", data, crate::json::MAX_BYTES)?)?,
+            data: data_object(data.map(|d| d.0))?,
+            data_datum,
             occurred_at: validate::finite("occurred_at", occurred_at)?,
             subject: self::subject(subject)?,
             description: validate::optional_text("description", description)?,
@@ -134,6 +137,7 @@ fn batch_event(c: &mut SpiClient<'_>, v: &Value) -> Result<Event> {
         event_id: validate::key("event_id", text("event_id")?)?,
         event_type: event_type(text("event_type")?)?,
         data: data_object(o.get("data").filter(|d| !d.is_null()).cloned())?,
+        data_datum: None,
         occurred_at,
         subject: subject(text("subject")?)?,
         description: validate::optional_text("description", text("description")?)?,

@@ -141,8 +141,11 @@ const EVENT: &str = concat!(
        $17, $18, $19, $20, $21) \
      ON CONFLICT DO NOTHING RETURNING 1"
 );
-/// The claim of a charged event and, conditioned on it, its writes.
-const CHARGE: &str = concat!(
+/// The claim of a charged event and, conditioned on it, its writes. ($38: the lot drawn
+/// when it is only one, see lot_bounds!; CHARGE_MANY draws several.)
+macro_rules! charge_sql {
+    ($bounds:expr) => {
+        concat!(
     "WITH ev AS (",
     usage_event_insert!(),
     "VALUES ($1, $2, $3, $4, $5, coalesce($6, now()), $6 IS NOT NULL, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, \
@@ -151,21 +154,27 @@ const CHARGE: &str = concat!(
      drawn AS ( \
        UPDATE credyt.lot l SET remaining = l.remaining - ($23::numeric[])[array_position($22::text[], l.id)], \
          spent = l.remaining = ($23::numeric[])[array_position($22::text[], l.id)] \
-       FROM ev WHERE l.customer_id = $3 AND l.id = ANY($22::text[]) RETURNING 1), \
+       WHERE l.customer_id = $3 AND l.id = ANY($22::text[]) ",
+    $bounds,
+    " AND EXISTS (SELECT FROM ev) RETURNING 1), \
      lines AS ( \
        INSERT INTO credyt.entry (account_id, txn_id, customer_id, system, ledger_name, asset, amount, lot_id, kind) \
        SELECT $1, $21, $3, u.system, u.ledger_name, $37, u.amount, u.lot_id, u.kind \
-       FROM ev, unnest($24::bool[], $25::text[], $26::numeric[], $27::text[], $28::text[]) \
-         AS u(system, ledger_name, amount, lot_id, kind) RETURNING 1), \
+       FROM unnest($24::bool[], $25::text[], $26::numeric[], $27::text[], $28::text[]) \
+         AS u(system, ledger_name, amount, lot_id, kind) WHERE EXISTS (SELECT FROM ev) RETURNING 1), \
      saved AS ( \
        UPDATE credyt.wallet_account w SET balance = $29, debt = $30, threshold_armed = $31, live = $32, held = $33, \
          fresh_until = $34, updated_at = now() \
-       FROM ev WHERE w.customer_id = $3 AND w.name = 'default' AND w.asset = $37 RETURNING 1) \
-     SELECT e.claimed, d.drawn, l.lines, s.saved, \
-            CASE WHEN $35::text IS NOT NULL AND e.claimed > 0 THEN pg_notify($36, $35) END IS NULL AS notified \
-     FROM (SELECT count(*) AS claimed FROM ev) e, (SELECT count(*) AS drawn FROM drawn) d, \
-          (SELECT count(*) AS lines FROM lines) l, (SELECT count(*) AS saved FROM saved) s"
-);
+       WHERE w.customer_id = $3 AND w.name = 'default' AND w.asset = $37 AND EXISTS (SELECT FROM ev) RETURNING 1) \
+     SELECT claimed, (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
+            (SELECT count(*) FROM saved) AS saved, \
+            CASE WHEN $35::text IS NOT NULL AND claimed > 0 THEN pg_notify($36, $35) END IS NULL AS notified \
+     FROM (SELECT count(*) AS claimed FROM ev) e"
+)
+    };
+}
+const CHARGE: &str = charge_sql!(crate::lot_bounds!("$38"));
+const CHARGE_MANY: &str = charge_sql!("AND $38::text IS NULL");
 
 /// The second statement: claims the event id and, when the claim succeeds, writes the
 /// event, and for a charge its lots, entries and wallet (with the balance push). False
@@ -193,6 +202,7 @@ fn write(
     let payload = state.push.as_ref().map(|_| wallet::balance_payload(w, after));
     let wallet::BookColumns { take_ids, takes, legs } = book.columns();
     let expected = (take_ids.len() as i64, legs.amount.len() as i64);
+    let (sql, one) = wallet::one_lot(&take_ids, CHARGE, CHARGE_MANY);
     args.extend([
         take_ids.into(),
         takes.into(),
@@ -210,8 +220,9 @@ fn write(
         payload.into(),
         state.push.as_deref().into(),
         w.asset.to_string().into(),
+        one.into(),
     ]);
-    let row = run(c, CHARGE, &args)?.first();
+    let row = run(c, sql, &args)?.first();
     if row.req::<i64>("claimed")? == 0 {
         return Ok(false);
     }
@@ -225,6 +236,16 @@ fn write(
     Ok(true)
 }
 
+/// The event's data as a statement argument: the caller's own jsonb when it was one.
+pub(super) fn data_arg(ev: &Event) -> pgrx::datum::DatumWithOid<'static> {
+    match ev.data_datum {
+        // SAFETY: the datum is the jsonb argument of the SQL call this event is part of,
+        // alive until the call returns; the statement runs within it.
+        Some(d) => unsafe { pgrx::datum::DatumWithOid::new(d, pgrx::pg_sys::JSONBOID) },
+        None => JsonB(ev.data.clone()).into(),
+    }
+}
+
 /// The event's columns, $1 to $21.
 fn event_args(account: &str, p: &Prepared) -> Vec<pgrx::datum::DatumWithOid<'static>> {
     vec![
@@ -232,7 +253,7 @@ fn event_args(account: &str, p: &Prepared) -> Vec<pgrx::datum::DatumWithOid<'sta
         p.ev.event_id.clone().into(),
         p.customer.clone().into(),
         p.ev.event_type.clone().into(),
-        JsonB(p.ev.data.clone()).into(),
+        data_arg(&p.ev),
         p.ev.occurred_at.into(),
         p.ev.subject.clone().into(),
         p.ev.description.clone().into(),

@@ -89,6 +89,9 @@ pub struct Event {
     pub event_id: String,
     pub event_type: String,
     pub data: Value,
+    /// `data` as the caller's jsonb argument, when it was one: stored as it came, not
+    /// encoded again (valid until the SQL call returns; an event lives within it)
+    pub data_datum: Option<pgrx::pg_sys::Datum>,
     pub occurred_at: Option<TimestampWithTimeZone>,
     pub subject: Option<String>,
     pub description: Option<String>,

@@ -478,7 +478,7 @@ pub(super) fn replay(c: &mut SpiClient<'_>, account: &str, customer: &str, ev: &
             ev.event_id.as_str().into(),
             customer.into(),
             ev.event_type.as_str().into(),
-            JsonB(ev.data.clone()).into(),
+            super::charge::data_arg(ev),
             ev.subject.as_deref().into(),
             ev.occurred_at.into(),
         ],

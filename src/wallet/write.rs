@@ -3,18 +3,37 @@
 use super::*;
 
 /// The lots drawn ($10, $11) and the wallet row saved, as CTEs `drawn` and `saved`.
+/// `$bounds` is more of the lots' condition: lot_bounds!() on one node.
 macro_rules! drawn_update {
-    () => {
+    ($bounds:expr) => {
+        concat!(
         "drawn AS ( \
            UPDATE credyt.lot l SET remaining = l.remaining - ($11::numeric[])[array_position($10::text[], l.id)], \
              spent = l.remaining = ($11::numeric[])[array_position($10::text[], l.id)] \
-           WHERE l.customer_id = $3 AND l.id = ANY($10::text[]) RETURNING 1), \
+           WHERE l.customer_id = $3 AND l.id = ANY($10::text[]) ",
+            $bounds,
+            " RETURNING 1), \
          saved AS ( \
            UPDATE credyt.wallet_account SET balance = $12, debt = $13, threshold_armed = $16, live = $18, held = $19, \
              fresh_until = $20, updated_at = now() \
            WHERE customer_id = $3 AND name = $14 AND asset = $4 RETURNING 1) "
+        )
     };
 }
+/// The one lot a draw names ($n, its id) as index conditions beside `id = ANY`: a kept
+/// generic plan that expects one lot per customer probes the primary key (customer_id,
+/// id) by the customer alone and filters the ids, which reads every lot the customer
+/// ever had, spent ones too. With the id as a range of one, a one-lot draw (the usual
+/// one) reads one index entry; a draw of several lots runs the statement without it.
+/// (A range, not `id = $n`, so that both forms keep the same shape of plan; equal
+/// bounds select the same rows under any deterministic collation.)
+#[macro_export]
+macro_rules! lot_bounds {
+    ($n:literal) => {
+        concat!("AND l.id >= ", $n, "::text AND l.id <= ", $n, "::text")
+    };
+}
+
 /// The entries of a book ($1 to $9), on one node.
 macro_rules! entries_insert {
     () => {
@@ -26,15 +45,22 @@ macro_rules! entries_insert {
 }
 
 /// One node: lots, entries, wallet and the balance push in one statement.
-const WRITE: &str = concat!(
-    "WITH ",
-    drawn_update!(),
-    ", lines AS (",
-    entries_insert!(),
-    ") SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
-            (SELECT count(*) FROM saved) AS saved, \
-            CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL AS notified"
-);
+/// ($21: the lot drawn when it is only one, see lot_bounds!; WRITE_MANY draws several)
+macro_rules! write_sql {
+    ($bounds:expr) => {
+        concat!(
+            "WITH ",
+            drawn_update!($bounds),
+            ", lines AS (",
+            entries_insert!(),
+            ") SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM lines) AS lines, \
+                    (SELECT count(*) FROM saved) AS saved, \
+                    CASE WHEN $15::text IS NOT NULL THEN pg_notify($17, $15) END IS NULL AS notified"
+        )
+    };
+}
+const WRITE: &str = write_sql!(lot_bounds!("$21"));
+const WRITE_MANY: &str = write_sql!("AND $21::text IS NULL");
 /// On Citus, an INSERT inside a CTE runs as a subplan whose result is sent to every
 /// worker, and an INSERT from a SELECT of no shard is copied in through the coordinator:
 /// both commit in two phases on every worker. So there the entries take their ids from
@@ -53,7 +79,7 @@ const WRITE_ENTRIES: &str =
      WHERE w.customer_id = $3 AND w.name = $14 AND w.asset = $4 RETURNING 1";
 const WRITE_SAVED: &str = concat!(
     "WITH ",
-    drawn_update!(),
+    drawn_update!(""),
     "SELECT (SELECT count(*) FROM drawn) AS drawn, (SELECT count(*) FROM saved) AS saved"
 );
 const PUSH: &str = "SELECT pg_notify($1, $2) IS NULL AS notified";
@@ -73,6 +99,7 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
     debug_assert!(wallet.debt >= Decimal::ZERO);
     let txn_id = book.txn_id.clone();
     let BookColumns { take_ids, takes, legs } = book.columns();
+    let (write_sql, one_id) = one_lot(&take_ids, WRITE, WRITE_MANY);
     let expected = (take_ids.len() as i64, legs.amount.len() as i64, 1);
     let payload = match notify {
         Some(available) if wallet.push.is_some() => Some(balance_payload(w, available)),
@@ -111,7 +138,8 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         }
         counts
     } else {
-        let t = run(c, WRITE, &args)?;
+        args.push(one_id.into());
+        let t = run(c, write_sql, &args)?;
         let row = t.first();
         (row.req::<i64>("drawn")?, row.req::<i64>("lines")?, row.req::<i64>("saved")?)
     };
@@ -119,6 +147,16 @@ pub fn write(c: &mut SpiClient<'_>, wallet: &Wallet, book: Book, notify: Option<
         return Err(CyError::internal(format!("ledger write touched {counts:?} rows, expected {expected:?}")));
     }
     Ok(())
+}
+
+/// The statement for a draw of `ids`: `one` (with lot_bounds!) and the lot's id when it
+/// draws at most one lot, else `many`.
+pub fn one_lot(ids: &[String], one: &'static str, many: &'static str) -> (&'static str, Option<String>) {
+    match ids {
+        [] => (one, None),
+        [id] => (one, Some(id.clone())),
+        _ => (many, None),
+    }
 }
 
 /// A time in Postgres microseconds as a timestamptz.
