@@ -26,7 +26,7 @@ median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] 
 commit_mode="$(psql_admin -d credyt_bench -tAc "SELECT 'synchronous_commit=' || current_setting('synchronous_commit') || ', fsync=' || current_setting('fsync')")"
 echo "setup: PostgreSQL 15, $(nproc) cores, $CLIENTS clients, $ROUNDS interleaved rounds of ${SECONDS_PER_ROUND}s, $commit_mode, pgbench -M prepared"
 
-# Each workload against the bare baseline, rounds interleaved: W1 B W2 B ... per round.
+# Each workload against both bare baselines, rounds interleaved: W1 W2 B1 B3 ... per round.
 ratio_rows() { # label customers script... (each script's median TPS and its ratio to both baselines)
     local label="$1" n="$2"; shift 2
     local s

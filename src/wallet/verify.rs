@@ -54,12 +54,14 @@ const CHECKS: &[&str] = &[
        AND NOT EXISTS (SELECT 1 FROM credyt.usage_event u WHERE u.customer_id = e.customer_id AND u.txn_id = e.txn_id \
          AND u.account_id = e.account_id)",
     // A charged usage event's fees, per asset, against what its entries took from the
-    // customer's wallet accounts (lots, the reserve pool and debt alike).
+    // customer's wallet accounts (lots, the reserve pool and debt alike). Fees that are
+    // not an array count as none, so that their entries are reported, not an error.
     "SELECT 'usage_charge_mismatch' AS check, format('usage event %s of %s has fees of %s %s but its entries debit %s', \
             coalesce(f.event_id, e.event_id), coalesce(f.customer_id, e.customer_id), coalesce(f.total, 0), \
             coalesce(f.asset, e.asset), coalesce(e.total, 0)) AS detail \
      FROM (SELECT u.customer_id, u.event_id, x->>'asset' AS asset, sum((x->>'amount')::numeric) AS total \
-           FROM credyt.usage_event u CROSS JOIN LATERAL jsonb_array_elements(u.fees) x \
+           FROM credyt.usage_event u \
+           CROSS JOIN LATERAL jsonb_array_elements(CASE jsonb_typeof(u.fees) WHEN 'array' THEN u.fees ELSE '[]' END) x \
            WHERE u.account_id = ANY($1) AND u.status = 'charged' GROUP BY 1, 2, 3) f \
      FULL JOIN (SELECT en.customer_id, u.event_id, en.asset, -sum(en.amount) AS total FROM credyt.entry en \
            JOIN credyt.usage_event u ON u.customer_id = en.customer_id AND u.txn_id = en.txn_id AND u.account_id = en.account_id \

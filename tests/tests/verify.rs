@@ -76,6 +76,7 @@ fn verify_ledger_reports_each_kind_of_damage() {
         ),
         (update(&usage, "fees = jsonb_set(fees, '{0,amount}', '5')"), "usage_charge_mismatch", true),
         (format!("DELETE FROM credyt.entry WHERE txn_id = '{e1_txn}'"), "usage_charge_mismatch", false),
+        (update(&usage, "fees = '{}'"), "usage_charge_mismatch", true),
         (update(&usage, "txn_id = NULL"), "usage_charge_mismatch", false),
         (update(&ann_wallet, "live = live + 1"), "wallet_available_mismatch", true),
         (update(&promo, "spent = NOT spent"), "lot_spent_mismatch", false),
