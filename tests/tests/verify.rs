@@ -104,12 +104,6 @@ fn verify_ledger_reports_each_kind_of_damage() {
 #[test]
 fn verify_ledger_from_the_platform_reports_rows_of_a_missing_account() {
     let mut admin = connect();
-    let t = Tenant::create(&mut admin, "Verify orphan");
-    let mut s = t.session();
-    s.batch_execute(
-        "SELECT credyt.create_customer('Ann', 'ann'); SELECT credyt.adjust('ann', 'seed', 'USD', 10, 'external_topup');",
-    )
-    .unwrap();
     let ghost = unique("acct_ghost");
     let mut tx = admin.transaction().unwrap();
     // a row of an account that is not there (a restore that lost the accounts)
