@@ -13,6 +13,8 @@ install_extension --release
 ensure_cluster
 fresh_database credyt_bench
 ACCOUNT="$(psql_admin -d credyt_bench -qtA -f "$ROOT/bench/setup.sql" | tail -n 1)"
+# The floor: the rows a charge writes, written by hand (bench/floor_setup.sql).
+psql_admin -d credyt_bench -q -v ON_ERROR_STOP=1 -f "$ROOT/bench/floor_setup.sql" >/dev/null
 export PGOPTIONS="-c credyt.account=$ACCOUNT"
 PGBENCH=(/usr/lib/postgresql/15/bin/pgbench -h "$CREDYT_PGROOT" -p "$CREDYT_PGPORT" -U postgres -n -M prepared)
 
@@ -48,8 +50,9 @@ PARTS=" ${CREDYT_BENCH_PARTS:-ratios push rules batch balance growth} "
 part() { [[ "$PARTS" == *" $1 "* ]]; }
 
 if part ratios; then
-ratio_rows "1000 customers" 1000 usage.sql charge.sql
-ratio_rows "one hot customer" 1 usage.sql charge.sql
+# (floor_usage: usage.sql's charge written by hand, the least any SQL charge costs)
+ratio_rows "1000 customers" 1000 usage.sql charge.sql floor_usage.sql
+ratio_rows "one hot customer" 1 usage.sql charge.sql floor_usage.sql
 fi
 
 # What the live balance push costs: NOTIFY serialises committing transactions. It is
@@ -86,10 +89,13 @@ printf 'usage, 1000 customers, %d clients: %.0f TPS under a usage limit and a fr
 fi
 
 if part batch; then
-: >/tmp/credyt-bench-batch
-for _ in $(seq "$ROUNDS"); do tps batch.sql 2 >>/tmp/credyt-bench-batch; done
-printf 'record_usage(events jsonb), batches of 1000, 2 clients: %.0f events/s (budget >= 50000)\n' \
-    "$(median </tmp/credyt-bench-batch | awk '{ print $1 * 1000 }')"
+: >/tmp/credyt-bench-batch; : >/tmp/credyt-bench-floor-batch
+for _ in $(seq "$ROUNDS"); do
+    tps batch.sql 2 >>/tmp/credyt-bench-batch
+    tps floor_batch.sql 2 >>/tmp/credyt-bench-floor-batch
+done
+printf 'record_usage(events jsonb), batches of 1000, 2 clients: %.0f events/s (budget >= 50000); the same rows written by hand (floor_batch): %.0f events/s\n' \
+    "$(median </tmp/credyt-bench-batch | awk '{ print $1 * 1000 }')" "$(median </tmp/credyt-bench-floor-batch | awk '{ print $1 * 1000 }')"
 fi
 
 if part balance; then
@@ -138,6 +144,11 @@ printf 'usage, 1000 customers, %d clients: %.0f TPS over %s earlier events, %.0f
     "$CLIENTS" "$full" "$held" "$empty" "$(awk -v f="$full" -v e="$empty" 'BEGIN { print f / e }')"
 fi
 
+# (the floor's own books: a floor statement that failed would show here, not as a figure)
+psql_admin -d credyt_bench -tAc "SELECT 'floor after the run: ' || CASE WHEN (SELECT sum(remaining) FROM floor.lot) = \
+    (SELECT sum(balance) FROM floor.wallet_account) AND (SELECT coalesce(sum(amount), 0) FROM floor.entry) = 0 \
+    AND (SELECT count(*) FROM floor.entry) = 2 * (SELECT count(*) FROM floor.usage_event) \
+    THEN (SELECT count(*) FROM floor.usage_event) || ' events, consistent' ELSE 'INCONSISTENT' END"
 for db in credyt_bench credyt_bench_full credyt_bench_empty; do
     psql_admin -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = '$db'" | grep -q 1 || continue
     a="$(psql_admin -d "$db" -tAc "SELECT id FROM credyt.account WHERE name = 'bench'")"
