@@ -24,8 +24,8 @@ WITH e AS (SELECT 'c' || (1 + :base + i % :span) AS c, 'bulk-f-' || :client_id |
                       CASE WHEN s THEN 0.0041 ELSE -0.0041 END, CASE WHEN s THEN NULL ELSE l.id END, 'usage'
                FROM ev JOIN l ON l.c = ev.customer_id, (VALUES (false), (true)) AS legs(s)
                RETURNING customer_id, lot_id, amount),
-     drawn AS (UPDATE floor.lot x SET remaining = x.remaining + d.took
-               FROM (SELECT customer_id, lot_id, sum(amount) AS took FROM lines WHERE lot_id IS NOT NULL GROUP BY 1, 2) d
+     drawn AS (UPDATE floor.lot x SET remaining = x.remaining - d.took
+               FROM (SELECT customer_id, lot_id, -sum(amount) AS took FROM lines WHERE lot_id IS NOT NULL GROUP BY 1, 2) d
                WHERE x.customer_id = d.customer_id AND x.id = d.lot_id AND (SELECT count(*) FROM w) > 0 RETURNING 1),
      saved AS (UPDATE floor.wallet_account x SET balance = x.balance - s.took, live = x.live - s.took, updated_at = now()
                FROM (SELECT customer_id, 0.0041 * count(*) AS took FROM ev GROUP BY 1) s

@@ -1,8 +1,9 @@
--- The floor (bench/run.sh part "floor"): credyt's own ledger tables, copied with their
--- indexes, defaults and fill factors into schema floor, holding the bench's wallets
--- and lots under the customers' references (c1..c1000). floor.charge (floor_usage.sql)
--- and floor_batch.sql write into them, by hand, the rows a charge writes: what any SQL
--- implementation of the ledger must at least do, with none of the work around it.
+-- The floor, which bench/run.sh prints in its ratios and batch parts: credyt's own
+-- ledger tables, copied with their indexes, defaults and fill factors into schema
+-- floor, holding the bench's wallets and lots under the customers' references
+-- (c1..c1000). floor.charge (floor_usage.sql) and floor_batch.sql write into them, by
+-- hand, the rows a charge writes: what any SQL implementation of the ledger must at
+-- least do, with none of the work around it.
 CREATE SCHEMA floor;
 CREATE TABLE floor.usage_event (LIKE credyt.usage_event INCLUDING ALL);
 CREATE TABLE floor.entry (LIKE credyt.entry INCLUDING ALL);
